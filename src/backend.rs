@@ -1,0 +1,520 @@
+//! Backend connections: a few multiplexed, pipelined TCP connections per
+//! cluster node.
+//!
+//! Each connection is a task that owns its socket. Requests from many
+//! frontend sessions arrive on a bounded queue; the writer coalesces whatever
+//! is queued into one batched write, and registers each request's reply slot
+//! *before* writing it, so the reader can match replies first-in first-out.
+//! Reply frames are passed back as raw bytes (no re-encoding).
+//!
+//! Invariants:
+//! * A frontend session always uses the same connection ("lane") to a given
+//!   node, so its pipelined commands to that node execute in order.
+//! * A request that was never written is never failed for a connection
+//!   problem it did not see: it waits in the queue for the next connection,
+//!   or is failed with [`ProxyError::BackendUnavailable`] ("not executed")
+//!   while the node cannot be reached.
+//! * A request that was written when the connection broke or timed out is
+//!   failed with an "unknown outcome" error and is never re-sent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use crate::config::BackendConfig;
+use crate::error::ProxyError;
+use crate::resp::ReplyDecoder;
+
+/// What a request's reply slot receives.
+pub type ReplyResult = Result<Bytes, ProxyError>;
+/// The receiving end of a request's reply slot.
+pub type ReplyRx = oneshot::Receiver<ReplyResult>;
+
+/// Frames at least this large are written on their own instead of being
+/// copied into the batch buffer.
+const LARGE_FRAME: usize = 16 * 1024;
+/// A batch is flushed once it holds this many bytes.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// Settings shared by every backend connection.
+#[derive(Debug)]
+pub struct BackendSettings {
+    /// Connections per node.
+    pub connections_per_node: usize,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long a written request may wait for its reply.
+    pub request_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// Queue depth per connection.
+    pub queue_depth: usize,
+    /// Signalled when a node looks unhealthy or a redirect shows the slot
+    /// table is stale; the topology refresher listens.
+    pub refresh: Arc<Notify>,
+}
+
+impl BackendSettings {
+    /// Settings from the `[backend]` config section.
+    pub fn from_config(c: &BackendConfig, refresh: Arc<Notify>) -> Self {
+        BackendSettings {
+            connections_per_node: c.connections_per_node,
+            connect_timeout: c.connect_timeout,
+            request_timeout: c.request_timeout,
+            backoff_min: c.reconnect_backoff_min,
+            backoff_max: c.reconnect_backoff_max,
+            queue_depth: c.queue_depth,
+            refresh,
+        }
+    }
+}
+
+/// One request waiting for a connection.
+struct Job {
+    frame: Bytes,
+    reply: oneshot::Sender<ReplyResult>,
+}
+
+/// One request written and waiting for its reply.
+struct InFlight {
+    reply: oneshot::Sender<ReplyResult>,
+    sent_at: Instant,
+}
+
+/// A cluster node: an address and its multiplexed connections.
+///
+/// Nodes are shared between successive slot tables; when the last table
+/// (and request) referring to a node is gone, its connection tasks finish
+/// the requests in flight and exit.
+#[derive(Debug)]
+pub struct Node {
+    addr: String,
+    lanes: Vec<mpsc::Sender<Job>>,
+    health: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Creates the node and spawns its connection tasks. Connections are
+    /// opened lazily, on the first request.
+    pub fn spawn(addr: &str, settings: &Arc<BackendSettings>) -> Arc<Node> {
+        let health = Arc::new(AtomicBool::new(true));
+        let lanes = (0..settings.connections_per_node)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(settings.queue_depth);
+                tokio::spawn(connection_task(
+                    addr.to_string(),
+                    rx,
+                    settings.clone(),
+                    health.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Arc::new(Node {
+            addr: addr.to_string(),
+            lanes,
+            health,
+        })
+    }
+
+    /// Whether the node answered on its last connection attempt (true until
+    /// a connect fails, a connection breaks or a request times out).
+    pub fn is_reachable(&self) -> bool {
+        self.health.load(Ordering::Relaxed)
+    }
+
+    /// Sends PING on lane 0 and records whether the node answered in time.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let ok = match self.send(0, ping).await {
+            Ok(rx) => matches!(
+                tokio::time::timeout(timeout, recv_reply(rx)).await,
+                Ok(Ok(ref r)) if r.starts_with(b"+")
+            ),
+            Err(_) => false,
+        };
+        self.health.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// The node's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Queues `frame` (one complete RESP request) on connection `lane`
+    /// (taken modulo the number of connections) and returns the reply slot.
+    /// Waits while that connection's queue is full.
+    pub async fn send(&self, lane: usize, frame: Bytes) -> Result<ReplyRx, ProxyError> {
+        let (tx, rx) = oneshot::channel();
+        self.lanes[lane % self.lanes.len()]
+            .send(Job { frame, reply: tx })
+            .await
+            .map_err(|_| ProxyError::BackendUnavailable("connection task stopped".into()))?;
+        Ok(rx)
+    }
+}
+
+/// Awaits a reply slot, mapping a dropped slot to "connection lost".
+pub async fn recv_reply(rx: ReplyRx) -> ReplyResult {
+    rx.await.unwrap_or_else(|_| {
+        Err(ProxyError::BackendConnectionLost(
+            "connection closed".into(),
+        ))
+    })
+}
+
+/// A redirect reply: a value, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// `-MOVED slot host:port`: the slot has a new owner.
+    Moved {
+        /// The slot.
+        slot: u16,
+        /// The new owner.
+        addr: String,
+    },
+    /// `-ASK slot host:port`: ask the target for this one request.
+    Ask {
+        /// The slot.
+        slot: u16,
+        /// The importing node.
+        addr: String,
+    },
+}
+
+impl Redirect {
+    /// Classifies a reply frame; `None` for anything but MOVED/ASK.
+    pub fn parse(frame: &[u8]) -> Option<Redirect> {
+        if frame.first() != Some(&b'-') {
+            return None;
+        }
+        let line = std::str::from_utf8(frame.get(1..frame.len().checked_sub(2)?)?).ok()?;
+        let mut parts = line.split(' ');
+        let kind = parts.next()?;
+        let slot = parts.next()?.parse().ok()?;
+        let addr = parts.next()?.to_string();
+        match kind {
+            "MOVED" => Some(Redirect::Moved { slot, addr }),
+            "ASK" => Some(Redirect::Ask { slot, addr }),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a TCP connection with the connect timeout and TCP_NODELAY.
+pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("set TCP_NODELAY on {addr}: {e}"))?;
+    Ok(stream)
+}
+
+/// Sends one request on a fresh, dedicated connection and reads one reply
+/// (used by the topology refresher, never on the data path).
+pub async fn roundtrip(addr: &str, frame: &[u8], timeout: Duration) -> Result<Bytes, String> {
+    let work = async {
+        let mut stream = connect(addr, timeout).await?;
+        stream
+            .write_all(frame)
+            .await
+            .map_err(|e| format!("write to {addr}: {e}"))?;
+        let mut framed = FramedRead::new(stream, ReplyDecoder::new());
+        match framed.next().await {
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(e)) => Err(format!("invalid reply from {addr}: {e}")),
+            None => Err(format!("{addr} closed the connection")),
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("request to {addr} timed out"))?
+}
+
+fn fail(job: Job, err: &ProxyError) {
+    let _ = job.reply.send(Err(err.clone()));
+}
+
+/// Owns one backend connection: connects lazily, reconnects with
+/// exponential backoff, and exits when the node is dropped.
+async fn connection_task(
+    addr: String,
+    mut rx: mpsc::Receiver<Job>,
+    s: Arc<BackendSettings>,
+    health: Arc<AtomicBool>,
+) {
+    let mut backoff = s.backoff_min;
+    let mut first: Option<Job> = None;
+    loop {
+        if first.is_none() {
+            match rx.recv().await {
+                Some(job) => first = Some(job),
+                None => return,
+            }
+        }
+        match connect(&addr, s.connect_timeout).await {
+            Ok(stream) => {
+                backoff = s.backoff_min;
+                health.store(true, Ordering::Relaxed);
+                debug!(backend = %addr, "backend connection established");
+                match session(stream, first.take(), &mut rx, &s).await {
+                    None => {
+                        debug!(backend = %addr, "backend connection closed: node removed");
+                        return;
+                    }
+                    Some(reason) => {
+                        health.store(false, Ordering::Relaxed);
+                        warn!(backend = %addr, %reason, "backend connection lost");
+                        s.refresh.notify_one();
+                    }
+                }
+            }
+            Err(reason) => {
+                health.store(false, Ordering::Relaxed);
+                warn!(backend = %addr, %reason, retry_in = ?backoff, "backend connect failed");
+                s.refresh.notify_one();
+                let err = ProxyError::BackendUnavailable(reason);
+                if let Some(job) = first.take() {
+                    fail(job, &err);
+                }
+                // Until the next attempt, the node is unreachable: fail fast.
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        job = rx.recv() => match job {
+                            Some(job) => fail(job, &err),
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(s.backoff_max);
+            }
+        }
+    }
+}
+
+/// Runs one connected session until it breaks (returns the reason) or the
+/// node is dropped and everything in flight is answered (returns `None`).
+async fn session(
+    stream: TcpStream,
+    first: Option<Job>,
+    rx: &mut mpsc::Receiver<Job>,
+    s: &BackendSettings,
+) -> Option<String> {
+    let (rd, wr) = stream.into_split();
+    let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
+    tokio::select! {
+        reason = write_loop(wr, first, rx, inflight_tx) => reason,
+        reason = read_loop(rd, inflight_rx, s) => reason,
+    }
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut next: Option<Job>,
+    rx: &mut mpsc::Receiver<Job>,
+    inflight: mpsc::UnboundedSender<InFlight>,
+) -> Option<String> {
+    let mut buf = BytesMut::with_capacity(MAX_BATCH);
+    loop {
+        let mut job = match next.take() {
+            Some(job) => Some(job),
+            None => rx.recv().await,
+        };
+        if job.is_none() {
+            // Node dropped: let the reader answer what is in flight.
+            drop(inflight);
+            return std::future::pending().await;
+        }
+        while let Some(j) = job.take() {
+            // Register before writing so the reader always finds the slot.
+            let _ = inflight.send(InFlight {
+                reply: j.reply,
+                sent_at: Instant::now(),
+            });
+            if j.frame.len() >= LARGE_FRAME {
+                if !buf.is_empty() {
+                    if let Err(e) = wr.write_all(&buf).await {
+                        return Some(format!("write failed: {e}"));
+                    }
+                    buf.clear();
+                }
+                if let Err(e) = wr.write_all(&j.frame).await {
+                    return Some(format!("write failed: {e}"));
+                }
+            } else {
+                buf.extend_from_slice(&j.frame);
+            }
+            if buf.len() >= MAX_BATCH {
+                break;
+            }
+            job = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            if let Err(e) = wr.write_all(&buf).await {
+                return Some(format!("write failed: {e}"));
+            }
+            buf.clear();
+        }
+    }
+}
+
+async fn read_loop(
+    rd: OwnedReadHalf,
+    mut inflight: mpsc::UnboundedReceiver<InFlight>,
+    s: &BackendSettings,
+) -> Option<String> {
+    let mut framed = FramedRead::new(rd, ReplyDecoder::new());
+    let mut queue: VecDeque<InFlight> = VecDeque::new();
+    // One coarse timer per connection instead of one per request.
+    let tick = (s.request_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let failure = loop {
+        while let Ok(f) = inflight.try_recv() {
+            queue.push_back(f);
+        }
+        if queue.is_empty() {
+            tokio::select! {
+                biased;
+                f = inflight.recv() => match f {
+                    Some(f) => queue.push_back(f),
+                    None => return None,
+                },
+                frame = framed.next() => break match frame {
+                    None => ProxyError::BackendConnectionLost("closed by the node".into()),
+                    Some(Err(e)) => ProxyError::BackendProtocol(e.to_string()),
+                    Some(Ok(_)) => ProxyError::BackendProtocol("reply without a request".into()),
+                },
+            }
+            continue;
+        }
+        tokio::select! {
+            frame = framed.next() => match frame {
+                Some(Ok(frame)) => {
+                    let Some(f) = queue.pop_front() else {
+                        break ProxyError::BackendProtocol("reply without a request".into());
+                    };
+                    if let Some(redirect) = Redirect::parse(&frame) {
+                        info!(?redirect, "redirect from backend; refreshing the slot table");
+                        s.refresh.notify_one();
+                    }
+                    let _ = f.reply.send(Ok(frame));
+                }
+                None => break ProxyError::BackendConnectionLost("closed by the node".into()),
+                Some(Err(e)) => break ProxyError::BackendProtocol(e.to_string()),
+            },
+            _ = ticker.tick() => {
+                if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout) {
+                    break ProxyError::BackendTimeout;
+                }
+            }
+        }
+    };
+    let reason = failure.to_string();
+    while let Ok(f) = inflight.try_recv() {
+        queue.push_back(f);
+    }
+    for f in queue {
+        let _ = f.reply.send(Err(failure.clone()));
+    }
+    Some(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_are_values() {
+        assert_eq!(
+            Redirect::parse(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some(Redirect::Moved {
+                slot: 3999,
+                addr: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(
+            Redirect::parse(b"-ASK 1 host.example:7000\r\n"),
+            Some(Redirect::Ask {
+                slot: 1,
+                addr: "host.example:7000".into()
+            })
+        );
+        assert_eq!(Redirect::parse(b"-ERR MOVED\r\n"), None);
+        assert_eq!(Redirect::parse(b"+OK\r\n"), None);
+        assert_eq!(Redirect::parse(b"-MOVED x y\r\n"), None);
+    }
+
+    fn settings(timeout: Duration) -> Arc<BackendSettings> {
+        Arc::new(BackendSettings {
+            connections_per_node: 1,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: timeout,
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            queue_depth: 16,
+            refresh: Arc::new(Notify::new()),
+        })
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_fails_fast_as_not_executed() {
+        // Bind then drop to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let node = Node::spawn(
+            &format!("127.0.0.1:{port}"),
+            &settings(Duration::from_secs(1)),
+        );
+        let rx = node
+            .send(0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
+            .await
+            .unwrap();
+        let err = recv_reply(rx).await.unwrap_err();
+        assert!(matches!(err, ProxyError::BackendUnavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn silent_node_times_out_with_unknown_outcome() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Accept and never answer.
+        let hold = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(sock);
+        });
+        let node = Node::spawn(&addr, &settings(Duration::from_millis(200)));
+        let started = Instant::now();
+        let rx = node
+            .send(0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
+            .await
+            .unwrap();
+        let err = recv_reply(rx).await.unwrap_err();
+        assert!(matches!(err, ProxyError::BackendTimeout), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        hold.abort();
+    }
+}

@@ -1,0 +1,478 @@
+//! Configuration: a TOML file (every key documented in `config/slotproxy.toml`),
+//! overridden by command-line flags, validated as a whole at load time.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`), and [`Config::validate`]
+//! reports every semantic problem at once rather than stopping at the first.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client-facing listener and per-client limits.
+    pub frontend: FrontendConfig,
+    /// The admin HTTP endpoint (metrics, health).
+    pub admin: AdminConfig,
+    /// How to find and track the Redis Cluster.
+    pub cluster: ClusterConfig,
+    /// Connections to the cluster nodes.
+    pub backend: BackendConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[frontend]`: the listener clients connect to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendConfig {
+    /// Address to listen on, `host:port`.
+    pub listen: String,
+    /// Maximum number of concurrently connected clients.
+    pub max_clients: usize,
+    /// Maximum requests in flight per client before the proxy stops reading
+    /// from that client (backpressure).
+    pub max_pipeline: usize,
+    /// Maximum length of one bulk string in a request (Redis `proto-max-bulk-len`).
+    pub max_bulk_len: usize,
+    /// Maximum number of arguments in one multibulk request.
+    pub max_multibulk_len: usize,
+    /// Maximum length of an inline (telnet-style) command line.
+    pub max_inline_len: usize,
+    /// Whether CONFIG SET, CONFIG RESETSTAT and CONFIG REWRITE are broadcast
+    /// to every node (otherwise they are refused).
+    pub allow_config_write: bool,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        FrontendConfig {
+            listen: "127.0.0.1:6379".to_string(),
+            max_clients: 10_000,
+            max_pipeline: 4096,
+            max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: i32::MAX as usize,
+            max_inline_len: 64 * 1024,
+            allow_config_write: false,
+        }
+    }
+}
+
+/// `[admin]`: the admin HTTP endpoint.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address for the admin HTTP server, `host:port`. Reserved: validated,
+    /// but not served yet (metrics and probes arrive with issue #6).
+    pub listen: Option<String>,
+}
+
+/// `[cluster]`: discovery and topology tracking.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Seed nodes, `host:port`; tried in order until one answers CLUSTER SLOTS.
+    pub seeds: Vec<String>,
+    /// How often the slot table is refreshed from the cluster.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Timeout for one discovery round-trip (connect + CLUSTER SLOTS) to one node.
+    #[serde(with = "humantime_serde")]
+    pub discovery_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            seeds: Vec::new(),
+            refresh_interval: Duration::from_secs(10),
+            discovery_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `[backend]`: the multiplexed connections to cluster nodes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Multiplexed connections per node.
+    pub connections_per_node: usize,
+    /// Timeout for establishing a TCP connection to a node.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time a request may wait for its reply once written; past it the
+    /// connection is considered broken and closed.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First delay before reconnecting after a failed connect.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_backoff_min: Duration,
+    /// Upper bound of the exponential reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_backoff_max: Duration,
+    /// Requests that may wait to be written on one backend connection.
+    pub queue_depth: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            connections_per_node: 2,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            queue_depth: 16_384,
+        }
+    }
+}
+
+/// `[log]`: logging through `tracing`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `slotproxy=debug,info`.
+    /// The `RUST_LOG` environment variable, when set, takes precedence.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line overrides applied on top of the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--admin`
+    pub admin: Option<String>,
+    /// `--seed`, repeatable; replaces the file's seeds when given.
+    pub seeds: Vec<String>,
+    /// `--log-level`
+    pub log_level: Option<String>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("cannot parse config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The values are inconsistent; every problem is listed.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Every validation problem found, one per line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problems(pub Vec<String>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem", self.0.len())?;
+        if self.0.len() != 1 {
+            write!(f, "s")?;
+        }
+        write!(f, "):")?;
+        for p in &self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses TOML text (no validation).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads the optional file, applies overrides and validates the result.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::from_toml(&text, &p.display().to_string())?
+            }
+            None => Config::default(),
+        };
+        config.apply(overrides);
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(l) = &o.listen {
+            self.frontend.listen = l.clone();
+        }
+        if let Some(a) = &o.admin {
+            self.admin.listen = Some(a.clone());
+        }
+        if !o.seeds.is_empty() {
+            self.cluster.seeds = o.seeds.clone();
+        }
+        if let Some(l) = &o.log_level {
+            self.log.level = l.clone();
+        }
+    }
+
+    /// Checks every value and returns all problems found.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut p = Vec::new();
+        check_addr(&mut p, "frontend.listen", &self.frontend.listen);
+        positive(&mut p, "frontend.max_clients", self.frontend.max_clients);
+        positive(&mut p, "frontend.max_pipeline", self.frontend.max_pipeline);
+        positive(&mut p, "frontend.max_bulk_len", self.frontend.max_bulk_len);
+        if self.frontend.max_bulk_len > i32::MAX as usize * 2 {
+            p.push(format!(
+                "frontend.max_bulk_len: {} is larger than 4 GiB",
+                self.frontend.max_bulk_len
+            ));
+        }
+        positive(
+            &mut p,
+            "frontend.max_multibulk_len",
+            self.frontend.max_multibulk_len,
+        );
+        if self.frontend.max_inline_len < 16 {
+            p.push(format!(
+                "frontend.max_inline_len: {} is too small (at least 16 bytes)",
+                self.frontend.max_inline_len
+            ));
+        }
+        if let Some(a) = &self.admin.listen {
+            check_addr(&mut p, "admin.listen", a);
+            if *a == self.frontend.listen {
+                p.push(format!(
+                    "admin.listen: {a} is the same address as frontend.listen"
+                ));
+            }
+        }
+        if self.cluster.seeds.is_empty() {
+            p.push("cluster.seeds: at least one seed node is required (host:port)".to_string());
+        }
+        for (i, s) in self.cluster.seeds.iter().enumerate() {
+            check_addr(&mut p, &format!("cluster.seeds[{i}]"), s);
+        }
+        nonzero(
+            &mut p,
+            "cluster.refresh_interval",
+            self.cluster.refresh_interval,
+        );
+        nonzero(
+            &mut p,
+            "cluster.discovery_timeout",
+            self.cluster.discovery_timeout,
+        );
+        let b = &self.backend;
+        if !(1..=64).contains(&b.connections_per_node) {
+            p.push(format!(
+                "backend.connections_per_node: {} is out of range 1..=64",
+                b.connections_per_node
+            ));
+        }
+        nonzero(&mut p, "backend.connect_timeout", b.connect_timeout);
+        nonzero(&mut p, "backend.request_timeout", b.request_timeout);
+        nonzero(
+            &mut p,
+            "backend.reconnect_backoff_min",
+            b.reconnect_backoff_min,
+        );
+        nonzero(
+            &mut p,
+            "backend.reconnect_backoff_max",
+            b.reconnect_backoff_max,
+        );
+        if b.reconnect_backoff_min > b.reconnect_backoff_max {
+            p.push(format!(
+                "backend.reconnect_backoff_min ({:?}) is larger than backend.reconnect_backoff_max ({:?})",
+                b.reconnect_backoff_min, b.reconnect_backoff_max
+            ));
+        }
+        positive(&mut p, "backend.queue_depth", b.queue_depth);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            p.push(format!(
+                "log.level: {:?} is not a valid filter: {e}",
+                self.log.level
+            ));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(p))
+        }
+    }
+}
+
+fn positive(p: &mut Vec<String>, key: &str, v: usize) {
+    if v == 0 {
+        p.push(format!("{key}: must be at least 1"));
+    }
+}
+
+fn nonzero(p: &mut Vec<String>, key: &str, d: Duration) {
+    if d.is_zero() {
+        p.push(format!("{key}: must be longer than zero"));
+    }
+}
+
+/// Checks `host:port` (host may be a name, an IPv4 address or a bracketed IPv6 address).
+fn check_addr(p: &mut Vec<String>, key: &str, addr: &str) {
+    if let Err(why) = parse_host_port(addr) {
+        p.push(format!("{key}: {addr:?} is not host:port ({why})"));
+    }
+}
+
+/// Splits `host:port`, accepting `[v6]:port`.
+pub fn parse_host_port(addr: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = addr.rsplit_once(':').ok_or("missing port")?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if host.contains(':') && !addr.starts_with('[') {
+        return Err("IPv6 addresses must be bracketed");
+    }
+    let port: u16 = port.parse().map_err(|_| "invalid port")?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        let mut c = Config::default();
+        c.cluster.seeds = vec!["127.0.0.1:7000".into()];
+        c
+    }
+
+    #[test]
+    fn defaults_need_only_seeds() {
+        assert!(valid().validate().is_ok());
+        let e = Config::default().validate().unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert!(e.0[0].starts_with("cluster.seeds"));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut c = valid();
+        c.frontend.listen = "nope".into();
+        c.frontend.max_clients = 0;
+        c.cluster.seeds.push("host:99999".into());
+        c.backend.connections_per_node = 0;
+        c.backend.reconnect_backoff_min = Duration::from_secs(10);
+        c.log.level = "not a [level".into();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0.len(), 6, "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("invalid configuration (6 problems):"));
+        for key in [
+            "frontend.listen",
+            "frontend.max_clients",
+            "cluster.seeds[1]",
+            "backend.connections_per_node",
+            "backend.reconnect_backoff_min",
+            "log.level",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = Config::from_toml("[frontend]\nlisen = \"x\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = Config::from_toml("[nope]\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn parses_durations_and_overrides() {
+        let mut c = Config::from_toml(
+            "[cluster]\nseeds=[\"a:1\"]\nrefresh_interval=\"250ms\"\n[backend]\nrequest_timeout=\"2s\"\n[log]\nformat=\"json\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.refresh_interval, Duration::from_millis(250));
+        assert_eq!(c.backend.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.log.format, LogFormat::Json);
+        c.apply(&Overrides {
+            listen: Some("0.0.0.0:7777".into()),
+            admin: Some("127.0.0.1:9000".into()),
+            seeds: vec!["b:2".into(), "c:3".into()],
+            log_level: Some("debug".into()),
+        });
+        assert_eq!(c.frontend.listen, "0.0.0.0:7777");
+        assert_eq!(c.admin.listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(c.cluster.seeds, vec!["b:2", "c:3"]);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(parse_host_port("a:1"), Ok(("a", 1)));
+        assert_eq!(parse_host_port("[::1]:6379"), Ok(("::1", 6379)));
+        assert_eq!(parse_host_port("127.0.0.1:0"), Ok(("127.0.0.1", 0)));
+        assert!(parse_host_port("::1:6379").is_err());
+        assert!(parse_host_port("a").is_err());
+        assert!(parse_host_port(":1").is_err());
+        assert!(parse_host_port("a:b").is_err());
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        for file in ["config/slotproxy.toml", "config/local.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            Config::load(Some(&path), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+}

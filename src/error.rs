@@ -1,0 +1,208 @@
+//! The typed error enum of the data path and the one place that decides what
+//! a client sees for each error ([`ProxyError::to_resp`]).
+//!
+//! Redirects (MOVED, ASK) are not errors: they are reply values classified by
+//! [`crate::backend::Redirect`].
+
+use bytes::Bytes;
+
+use crate::resp::{encode, ProtocolError};
+
+/// Everything that can go wrong between receiving a request and replying to it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    /// The client sent bytes that are not RESP; the connection is closed after the reply.
+    #[error("Protocol error: {0}")]
+    Protocol(String),
+    /// The command name is not in the command table.
+    #[error("unknown command {name:?}")]
+    UnknownCommand {
+        /// The name as sent.
+        name: String,
+        /// Up to the first few arguments after the name, as sent.
+        args: Vec<String>,
+    },
+    /// A container command (`OBJECT`, `XINFO`, ...) got a subcommand it does not have.
+    #[error("unknown subcommand {sub:?} of {command}")]
+    UnknownSubcommand {
+        /// Container command name, as sent.
+        command: String,
+        /// The subcommand, as sent.
+        sub: String,
+    },
+    /// Wrong number of arguments for the command (`fullname` like `object|encoding`).
+    #[error("wrong number of arguments for {0}")]
+    WrongArity(String),
+    /// The keys of one command map to different slots.
+    #[error("keys in request don't hash to the same slot")]
+    CrossSlot,
+    /// The command cannot be served through the proxy; `reason` says why.
+    #[error("command {command} not supported: {reason}")]
+    Unsupported {
+        /// Command name, lowercase.
+        command: String,
+        /// Why, for the client.
+        reason: &'static str,
+    },
+    /// A command disabled at the proxy by configuration.
+    #[error("command {command} disabled by {setting}")]
+    Forbidden {
+        /// Command name, lowercase.
+        command: String,
+        /// The setting that enables it.
+        setting: &'static str,
+    },
+    /// `SELECT` of a database other than 0.
+    #[error("select of a database other than 0")]
+    SelectNotAllowed,
+    /// HELLO asked for a protocol version the proxy does not speak.
+    #[error("unsupported protocol version")]
+    NoProto,
+    /// A syntax problem in a command the proxy answers itself.
+    #[error("{0}")]
+    Syntax(String),
+    /// No reachable master owns the slot, or no slot table yet.
+    #[error("cluster down: {0}")]
+    ClusterDown(&'static str),
+    /// The backend node could not be reached; the request was never sent.
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
+    /// The request was written but no reply came within the request timeout.
+    #[error("backend request timed out")]
+    BackendTimeout,
+    /// The connection died with the request in flight: it may or may not have run.
+    #[error("backend connection lost: {0}")]
+    BackendConnectionLost(String),
+    /// The backend sent bytes that are not RESP.
+    #[error("backend protocol error: {0}")]
+    BackendProtocol(String),
+    /// The proxy is at `max_clients`.
+    #[error("max number of clients reached")]
+    MaxClients,
+    /// The proxy is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    /// Renders the error as the RESP error reply the client sees.
+    ///
+    /// This is the only place where client-visible error text is decided.
+    /// Errors that Redis itself would return use Redis's exact wording, so
+    /// clients that match on it keep working.
+    pub fn to_resp(&self) -> Bytes {
+        let text = match self {
+            ProxyError::Protocol(m) => format!("ERR Protocol error: {m}"),
+            ProxyError::UnknownCommand { name, args } => {
+                let mut s = format!(
+                    "ERR unknown command '{}', with args beginning with: ",
+                    truncate(name, 128)
+                );
+                for a in args {
+                    s.push_str(&format!("'{}' ", truncate(a, 128)));
+                }
+                s
+            }
+            ProxyError::UnknownSubcommand { command, sub } => format!(
+                "ERR unknown subcommand '{}'. Try {} HELP.",
+                truncate(sub, 128),
+                command.to_uppercase()
+            ),
+            ProxyError::WrongArity(name) => {
+                format!("ERR wrong number of arguments for '{name}' command")
+            }
+            ProxyError::CrossSlot => {
+                "CROSSSLOT Keys in request don't hash to the same slot".to_string()
+            }
+            ProxyError::Unsupported { command, reason } => {
+                format!("ERR command '{command}' is not supported by slotproxy: {reason}")
+            }
+            ProxyError::Forbidden { command, setting } => format!(
+                "ERR command '{command}' is disabled at slotproxy; set {setting} = true to allow it"
+            ),
+            ProxyError::SelectNotAllowed => "ERR SELECT is not allowed in cluster mode".to_string(),
+            ProxyError::NoProto => {
+                "NOPROTO sorry, this protocol version is not supported.".to_string()
+            }
+            ProxyError::Syntax(m) => format!("ERR {m}"),
+            ProxyError::ClusterDown(why) => format!("CLUSTERDOWN {why}"),
+            ProxyError::BackendUnavailable(why) => {
+                format!("ERR slotproxy: backend unavailable ({why}); the command was not executed")
+            }
+            ProxyError::BackendTimeout => {
+                "ERR slotproxy: backend request timed out; the command may or may not have been executed".to_string()
+            }
+            ProxyError::BackendConnectionLost(why) => format!(
+                "ERR slotproxy: backend connection lost ({why}); the command may or may not have been executed"
+            ),
+            ProxyError::BackendProtocol(why) => {
+                format!("ERR slotproxy: invalid reply from backend ({why})")
+            }
+            ProxyError::MaxClients => "ERR max number of clients reached".to_string(),
+            ProxyError::ShuttingDown => "ERR slotproxy is shutting down".to_string(),
+        };
+        encode::error(&text)
+    }
+}
+
+impl From<ProtocolError> for ProxyError {
+    fn from(e: ProtocolError) -> Self {
+        ProxyError::Protocol(e.to_string())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(e: ProxyError) -> String {
+        String::from_utf8(e.to_resp().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn redis_compatible_wording() {
+        assert_eq!(
+            text(ProxyError::CrossSlot),
+            "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::WrongArity("get".into())),
+            "-ERR wrong number of arguments for 'get' command\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::UnknownCommand {
+                name: "foo".into(),
+                args: vec!["a".into(), "b".into()]
+            }),
+            "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
+        );
+        assert_eq!(
+            text(ProxyError::UnknownSubcommand {
+                command: "object".into(),
+                sub: "x".into()
+            }),
+            "-ERR unknown subcommand 'x'. Try OBJECT HELP.\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::Protocol("invalid bulk length".into())),
+            "-ERR Protocol error: invalid bulk length\r\n"
+        );
+    }
+
+    #[test]
+    fn never_emits_line_breaks_inside() {
+        let t = text(ProxyError::Syntax("a\r\nb".into()));
+        assert_eq!(t, "-ERR a  b\r\n");
+    }
+}

@@ -1,0 +1,606 @@
+//! Fan-out and merge: commands split into sub-requests for several slots or
+//! nodes, and the merge of their replies into the one reply the client sees.
+//!
+//! * Multi-key commands (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) whose keys
+//!   span slots are split by slot: one sub-command per slot, all sent on the
+//!   client's lane to each node, so they are pipelined. Replies merge in the
+//!   original key order; integers are summed.
+//! * Cluster-wide commands go to every master.
+//!
+//! A sub-request failing never yields a misleading merged result: the client
+//! gets an error naming how many parts failed, and for writes that the other
+//! parts were applied.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::backend::{Node, ReplyResult};
+use crate::error::ProxyError;
+use crate::resp::{encode, reply::split_aggregate, Request, Value};
+use crate::slot::{key_slot, SlotTable};
+
+/// Where one sub-request goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The master of this slot.
+    Slot(u16),
+    /// This node.
+    Node(Arc<Node>),
+}
+
+/// One sub-request.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Where it goes.
+    pub target: Target,
+    /// The RESP request.
+    pub frame: Bytes,
+}
+
+/// How sub-replies become the client's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Merge {
+    /// MGET: part `i` replies an array whose elements go to `positions[i]`.
+    Gather {
+        /// Total number of elements.
+        total: usize,
+        /// Original positions of each part's elements.
+        positions: Vec<Vec<usize>>,
+    },
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: integer replies summed.
+    Sum,
+    /// MSET, FLUSHALL, SCRIPT FLUSH, ...: every part must succeed; the first
+    /// part's reply is returned.
+    AllOk,
+    /// SCRIPT LOAD, FUNCTION LOAD: every part must succeed and agree; the
+    /// first reply is returned.
+    Same,
+    /// KEYS: array replies concatenated.
+    Concat,
+    /// SCRIPT EXISTS: arrays of 0/1 combined element-wise with AND.
+    AllOfFlags,
+    /// RANDOMKEY: the first non-nil reply, else nil.
+    AnyNonNil,
+    /// INFO: the masters' INFO texts merged under the proxy's own sections.
+    Info {
+        /// Sections to report.
+        sections: Vec<&'static str>,
+        /// Body of `# Proxy`.
+        proxy: String,
+        /// Body of `# Clients`.
+        clients: String,
+    },
+    /// SCAN on one node: the node's cursor is re-encoded into a proxy cursor.
+    Scan {
+        /// The first slot of the node scanned.
+        node_slot: u16,
+        /// The first slot of the next node, if any.
+        next_slot: Option<u16>,
+    },
+}
+
+/// A request split into parts plus how to merge their replies.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Command name for error messages, uppercase.
+    pub command: String,
+    /// Whether the command writes (errors then say the other parts applied).
+    pub write: bool,
+    /// The sub-requests.
+    pub parts: Vec<Part>,
+    /// How to merge.
+    pub merge: Merge,
+}
+
+/// Commands split by slot, and the number of arguments per key (MSET: key
+/// and value).
+pub fn multi_key_step(name: &str) -> Option<usize> {
+    match name {
+        "mget" | "del" | "unlink" | "exists" | "touch" => Some(1),
+        "mset" => Some(2),
+        _ => None,
+    }
+}
+
+/// Splits a multi-key command across slots. Returns `None` when all keys
+/// share one slot (the command is then routed as is).
+pub fn split_by_slot(name: &str, req: &Request) -> Option<Plan> {
+    let step = multi_key_step(name)?;
+    let nkeys = (req.argc() - 1) / step;
+    if nkeys < 2 {
+        return None;
+    }
+    // Group key indices by slot, in order of first appearance.
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for k in 0..nkeys {
+        let slot = key_slot(req.arg(1 + k * step));
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, keys)) => keys.push(k),
+            None => groups.push((slot, vec![k])),
+        }
+    }
+    if groups.len() == 1 {
+        return None;
+    }
+    let cmd = req.arg(0);
+    let parts = groups
+        .iter()
+        .map(|(slot, keys)| {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * step);
+            args.push(cmd);
+            for &k in keys {
+                for j in 0..step {
+                    args.push(req.arg(1 + k * step + j));
+                }
+            }
+            Part {
+                target: Target::Slot(*slot),
+                frame: encode::command(&args),
+            }
+        })
+        .collect();
+    let merge = match name {
+        "mget" => Merge::Gather {
+            total: nkeys,
+            positions: groups.into_iter().map(|(_, keys)| keys).collect(),
+        },
+        "mset" => Merge::AllOk,
+        _ => Merge::Sum,
+    };
+    Some(Plan {
+        command: name.to_ascii_uppercase(),
+        write: name != "mget" && name != "exists",
+        parts,
+        merge,
+    })
+}
+
+/// The same request to every master.
+pub fn every_master(
+    table: &SlotTable,
+    req: &Request,
+    name: &str,
+    write: bool,
+    merge: Merge,
+) -> Plan {
+    Plan {
+        command: name.to_ascii_uppercase(),
+        write,
+        parts: table
+            .shards()
+            .iter()
+            .map(|s| Part {
+                target: Target::Node(s.master.clone()),
+                frame: req.frame().clone(),
+            })
+            .collect(),
+        merge,
+    }
+}
+
+/// INFO: asks every master for the sections that merge (none if only the
+/// proxy's own sections are wanted).
+pub fn info(
+    table: &SlotTable,
+    sections: Vec<&'static str>,
+    proxy: String,
+    clients: String,
+) -> Plan {
+    let parts = if crate::info::needs_backends(&sections) {
+        let frame = encode::command(&["INFO", "everything"]);
+        table
+            .shards()
+            .iter()
+            .map(|s| Part {
+                target: Target::Node(s.master.clone()),
+                frame: frame.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Plan {
+        command: "INFO".into(),
+        write: false,
+        parts,
+        merge: Merge::Info {
+            sections,
+            proxy,
+            clients,
+        },
+    }
+}
+
+/// The same request to every node, masters and replicas (CONFIG SET).
+pub fn every_node(table: &SlotTable, req: &Request, name: &str) -> Plan {
+    Plan {
+        command: name.to_ascii_uppercase(),
+        write: true,
+        parts: table
+            .shards()
+            .iter()
+            .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter()))
+            .map(|n| Part {
+                target: Target::Node(n.clone()),
+                frame: req.frame().clone(),
+            })
+            .collect(),
+        merge: Merge::AllOk,
+    }
+}
+
+/// Bits of a proxy SCAN cursor that hold the node's first slot.
+const SCAN_SLOT_BITS: u32 = 14;
+
+/// Plans one SCAN step. The proxy cursor is `node_cursor << 14 | first
+/// slot of the node`; cursor 0 starts at the node serving the lowest slot.
+/// Nodes are visited in the order of their first slot, so a full iteration
+/// over a stable topology visits every master once.
+pub fn scan(table: &SlotTable, req: &Request) -> Result<Plan, ProxyError> {
+    let cursor: u64 = std::str::from_utf8(req.arg(1))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ProxyError::Syntax("invalid cursor".into()))?;
+    let slot = (cursor & ((1 << SCAN_SLOT_BITS) - 1)) as u16;
+    let node_cursor = cursor >> SCAN_SLOT_BITS;
+    let firsts = table.first_slots();
+    // The shard whose first slot is `slot`, else (topology changed) the shard serving it.
+    let (idx, node_slot) = firsts
+        .iter()
+        .position(|&(s, _)| s == slot)
+        .or_else(|| {
+            let served = table.shard_index(slot)?;
+            firsts.iter().position(|&(_, i)| i == served)
+        })
+        .or_else(|| (cursor == 0).then_some(0).filter(|_| !firsts.is_empty()))
+        .map(|p| (firsts[p].1, firsts[p].0))
+        .ok_or_else(|| {
+            if firsts.is_empty() {
+                ProxyError::ClusterDown("slotproxy has not discovered the cluster yet")
+            } else {
+                ProxyError::Syntax("invalid cursor".into())
+            }
+        })?;
+    let next_slot = firsts
+        .iter()
+        .map(|&(s, _)| s)
+        .filter(|&s| s > node_slot)
+        .min();
+    let mut args: Vec<&[u8]> = req.args().collect();
+    let nc = node_cursor.to_string();
+    args[1] = nc.as_bytes();
+    Ok(Plan {
+        command: "SCAN".into(),
+        write: false,
+        parts: vec![Part {
+            target: Target::Node(table.shards()[idx].master.clone()),
+            frame: encode::command(&args),
+        }],
+        merge: Merge::Scan {
+            node_slot,
+            next_slot,
+        },
+    })
+}
+
+/// A part's reply as raw bytes, or why it failed.
+fn frame_of(r: &ReplyResult) -> Result<&Bytes, String> {
+    match r {
+        Ok(b) if matches!(b.first(), Some(b'-') | Some(b'!')) => {
+            Err(String::from_utf8_lossy(&b[1..b.len().saturating_sub(2)]).into_owned())
+        }
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let r = e.to_resp();
+            Err(String::from_utf8_lossy(&r[1..r.len() - 2]).into_owned())
+        }
+    }
+}
+
+fn failure(plan_command: &str, write: bool, failed: usize, total: usize, first: &str) -> Bytes {
+    let tail = if write && failed < total {
+        "; the other parts were applied"
+    } else {
+        ""
+    };
+    ProxyError::Syntax(format!(
+        "slotproxy: {plan_command} failed for {failed} of {total} parts: {first}{tail}"
+    ))
+    .to_resp()
+}
+
+fn invalid(command: &str, what: &str) -> Bytes {
+    ProxyError::BackendProtocol(format!("{command}: {what}")).to_resp()
+}
+
+/// Merges the parts' replies (in part order) into the client's reply.
+pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult]) -> Bytes {
+    let mut frames = Vec::with_capacity(replies.len());
+    let mut failed = 0;
+    let mut first_err = None;
+    for r in replies {
+        match frame_of(r) {
+            Ok(f) => frames.push(f),
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        if replies.len() == 1 {
+            // One part: its error is the reply, unchanged.
+            return match &replies[0] {
+                Ok(b) => b.clone(),
+                Err(e) => e.to_resp(),
+            };
+        }
+        return failure(command, write, failed, replies.len(), &e);
+    }
+    match merge {
+        Merge::Gather { total, positions } => {
+            let mut slots: Vec<Option<Bytes>> = vec![None; *total];
+            for (frame, pos) in frames.iter().zip(positions) {
+                let Some(elems) = split_aggregate(frame) else {
+                    return invalid(command, "expected an array");
+                };
+                if elems.len() != pos.len() {
+                    return invalid(command, "array of the wrong length");
+                }
+                for (e, &p) in elems.into_iter().zip(pos) {
+                    slots[p] = Some(e);
+                }
+            }
+            let mut out = BytesMut::new();
+            encode::array_header(*total, &mut out);
+            for s in slots {
+                match s {
+                    Some(e) => out.extend_from_slice(&e),
+                    None => return invalid(command, "missing element"),
+                }
+            }
+            out.freeze()
+        }
+        Merge::Sum => {
+            let mut sum: i64 = 0;
+            for f in &frames {
+                match Value::parse(f).ok().and_then(|v| match v {
+                    Value::Integer(n) => Some(n),
+                    _ => None,
+                }) {
+                    Some(n) => sum = sum.saturating_add(n),
+                    None => return invalid(command, "expected an integer"),
+                }
+            }
+            encode::integer(sum)
+        }
+        Merge::AllOk => frames
+            .first()
+            .map_or_else(|| Bytes::from_static(encode::OK), |f| (*f).clone()),
+        Merge::Same => {
+            let first = frames
+                .first()
+                .map(|f| (*f).clone())
+                .unwrap_or_else(encode::null_bulk);
+            if frames.iter().any(|f| **f != first) {
+                return failure(
+                    command,
+                    write,
+                    0,
+                    frames.len(),
+                    "the nodes replied differently",
+                );
+            }
+            first
+        }
+        Merge::Concat => {
+            let mut elems = Vec::new();
+            for f in &frames {
+                match split_aggregate(f) {
+                    Some(e) => elems.extend(e),
+                    None => return invalid(command, "expected an array"),
+                }
+            }
+            let mut out = BytesMut::new();
+            encode::array_header(elems.len(), &mut out);
+            for e in elems {
+                out.extend_from_slice(&e);
+            }
+            out.freeze()
+        }
+        Merge::AllOfFlags => {
+            let mut flags: Option<Vec<bool>> = None;
+            for f in &frames {
+                let Some(v) = Value::parse(f).ok() else {
+                    return invalid(command, "unparsable reply");
+                };
+                let Some(items) = v.as_array() else {
+                    return invalid(command, "expected an array");
+                };
+                let these: Vec<bool> = items.iter().map(|i| i.as_int() == Some(1)).collect();
+                flags = Some(match flags {
+                    None => these,
+                    Some(prev) if prev.len() == these.len() => {
+                        prev.iter().zip(&these).map(|(a, b)| *a && *b).collect()
+                    }
+                    Some(_) => return invalid(command, "arrays of different lengths"),
+                });
+            }
+            let flags = flags.unwrap_or_default();
+            let mut out = BytesMut::new();
+            encode::array_header(flags.len(), &mut out);
+            for f in flags {
+                out.extend_from_slice(&encode::integer(i64::from(f)));
+            }
+            out.freeze()
+        }
+        Merge::Info {
+            sections,
+            proxy,
+            clients,
+        } => {
+            let texts: Vec<String> = frames
+                .iter()
+                .filter_map(|f| Value::parse(f).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            encode::bulk(crate::info::render(sections, proxy, clients, &texts).as_bytes())
+        }
+        Merge::AnyNonNil => frames
+            .iter()
+            .find(|f| f.as_ref() != b"$-1\r\n" && f.as_ref() != b"_\r\n")
+            .map(|f| (*f).clone())
+            .unwrap_or_else(encode::null_bulk),
+        Merge::Scan {
+            node_slot,
+            next_slot,
+        } => {
+            let Some(frame) = frames.first() else {
+                return invalid(command, "no reply");
+            };
+            let Some(parts) = split_aggregate(frame).filter(|p| p.len() == 2) else {
+                return invalid(command, "expected [cursor, keys]");
+            };
+            let node_cursor: Option<u64> = Value::parse(&parts[0])
+                .ok()
+                .and_then(|v| v.as_str().and_then(|s| s.parse().ok()));
+            let Some(node_cursor) = node_cursor else {
+                return invalid(command, "invalid cursor");
+            };
+            let cursor = if node_cursor == 0 {
+                next_slot.map_or(0, u64::from)
+            } else if node_cursor >> (64 - SCAN_SLOT_BITS) != 0 {
+                return invalid(command, "node cursor too large to encode");
+            } else {
+                node_cursor << SCAN_SLOT_BITS | u64::from(*node_slot)
+            };
+            let mut out = BytesMut::new();
+            encode::array_header(2, &mut out);
+            encode::bulk_into(cursor.to_string().as_bytes(), &mut out);
+            out.extend_from_slice(&parts[1]);
+            out.freeze()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn req(args: &[&str]) -> Request {
+        Request::from_args(args)
+    }
+
+    fn ok(b: &[u8]) -> ReplyResult {
+        Ok(Bytes::copy_from_slice(b))
+    }
+
+    #[test]
+    fn single_slot_is_not_split() {
+        assert!(split_by_slot("mget", &req(&["MGET", "{a}1", "{a}2"])).is_none());
+        assert!(split_by_slot("mget", &req(&["MGET", "a"])).is_none());
+        assert!(split_by_slot("get", &req(&["GET", "a"])).is_none());
+    }
+
+    #[test]
+    fn mset_splits_pairs() {
+        let plan = split_by_slot("mset", &req(&["MSET", "a", "1", "b", "2", "{a}x", "3"])).unwrap();
+        assert_eq!(plan.parts.len(), 2);
+        assert_eq!(
+            &plan.parts[0].frame[..],
+            &encode::command(&["MSET", "a", "1", "{a}x", "3"])[..]
+        );
+        assert_eq!(plan.merge, Merge::AllOk);
+        assert!(plan.write);
+    }
+
+    #[test]
+    fn errors_are_never_merged_away() {
+        let r = merge(
+            "DEL",
+            true,
+            &Merge::Sum,
+            &[ok(b":1\r\n"), ok(b"-ERR boom\r\n")],
+        );
+        assert_eq!(
+            &r[..],
+            b"-ERR slotproxy: DEL failed for 1 of 2 parts: ERR boom; the other parts were applied\r\n"
+        );
+        let r = merge(
+            "MGET",
+            false,
+            &Merge::Concat,
+            &[Err(ProxyError::BackendTimeout), ok(b"*0\r\n")],
+        );
+        assert!(r.starts_with(b"-ERR slotproxy: MGET failed for 1 of 2 parts: ERR slotproxy: backend request timed out"));
+        let r = merge("GET", false, &Merge::AllOk, &[ok(b"-MOVED 1 a:1\r\n")]);
+        assert_eq!(&r[..], b"-MOVED 1 a:1\r\n");
+    }
+
+    #[test]
+    fn scan_cursor_reencoding() {
+        let m = Merge::Scan {
+            node_slot: 5461,
+            next_slot: Some(10923),
+        };
+        let r = merge(
+            "SCAN",
+            false,
+            &m,
+            &[ok(b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n")],
+        );
+        let expect = format!("{}", 17u64 << 14 | 5461);
+        assert!(r.starts_with(format!("*2\r\n${}\r\n{expect}\r\n", expect.len()).as_bytes()));
+        let r = merge("SCAN", false, &m, &[ok(b"*2\r\n$1\r\n0\r\n*0\r\n")]);
+        assert_eq!(&r[..], b"*2\r\n$5\r\n10923\r\n*0\r\n");
+        let last = Merge::Scan {
+            node_slot: 10923,
+            next_slot: None,
+        };
+        let r = merge("SCAN", false, &last, &[ok(b"*2\r\n$1\r\n0\r\n*0\r\n")]);
+        assert_eq!(&r[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+    }
+
+    proptest! {
+        /// Splitting MGET by slot and gathering the per-slot replies gives
+        /// back one element per key, in the original order, duplicates included.
+        #[test]
+        fn gather_restores_key_order(keys in proptest::collection::vec("[a-d]{1,2}(\\{[a-c]\\})?", 2..40)) {
+            let mut args = vec!["MGET".to_string()];
+            args.extend(keys.iter().cloned());
+            let r = Request::from_args(&args);
+            let Some(plan) = split_by_slot("mget", &r) else {
+                let first = key_slot(keys[0].as_bytes());
+                prop_assert!(keys.iter().all(|k| key_slot(k.as_bytes()) == first));
+                return Ok(());
+            };
+            // Each node "replies" with the key names it was asked for.
+            let replies: Vec<ReplyResult> = plan.parts.iter().map(|p| {
+                let sub = Value::parse(&p.frame).unwrap();
+                let names = sub.as_array().unwrap()[1..].to_vec();
+                let mut out = BytesMut::new();
+                encode::array_header(names.len(), &mut out);
+                for n in names {
+                    let s = n.as_bytes().unwrap();
+                    prop_assert_eq!(key_slot(s), match p.target { Target::Slot(s) => s, _ => unreachable!() });
+                    encode::bulk_into(s, &mut out);
+                }
+                Ok(Ok(out.freeze()))
+            }).collect::<Result<_, TestCaseError>>()?;
+            let merged = Value::parse(&merge("MGET", false, &plan.merge, &replies)).unwrap();
+            let got: Vec<String> = merged.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+            prop_assert_eq!(got, keys);
+        }
+
+        /// Summing is the sum of the parts, whatever the split.
+        #[test]
+        fn sum_adds_parts(parts in proptest::collection::vec(0i64..1000, 1..10)) {
+            let replies: Vec<ReplyResult> = parts.iter().map(|n| Ok(encode::integer(*n))).collect();
+            let merged = merge("DEL", true, &Merge::Sum, &replies);
+            prop_assert_eq!(merged, encode::integer(parts.iter().sum()));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! INFO at the proxy: a `# Proxy` section of its own, plus the masters'
+//! sections merged where merging makes sense.
+//!
+//! Merge rule for the summed sections (memory, cpu, stats, errorstats,
+//! commandstats, keyspace): integer fields are summed across masters, and so
+//! are integer sub-fields of `a=1,b=2` values (keyspace, commandstats);
+//! averages, ratios and other non-integer values are kept only when every
+//! master reports the same value. `# Server` comes from the first master
+//! without its per-process fields. Per-node sections (replication,
+//! persistence, modules, latencystats) are not reported: ask a node.
+
+use std::fmt::Write;
+
+/// Sections reported for `INFO` and `INFO default`.
+const DEFAULT: &[&str] = &[
+    "proxy",
+    "server",
+    "clients",
+    "memory",
+    "cpu",
+    "stats",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
+/// Extra sections for `INFO all` / `INFO everything`.
+const EXTRA: &[&str] = &["commandstats"];
+/// Sections merged from the masters by summing.
+const SUMMED: &[&str] = &[
+    "memory",
+    "cpu",
+    "stats",
+    "errorstats",
+    "commandstats",
+    "keyspace",
+];
+/// Per-process fields left out of `# Server`.
+const NODE_FIELDS: &[&str] = &[
+    "process_id",
+    "process_supervised",
+    "run_id",
+    "tcp_port",
+    "server_time_usec",
+    "uptime_in_seconds",
+    "uptime_in_days",
+    "hz",
+    "configured_hz",
+    "lru_clock",
+    "executable",
+    "config_file",
+    "io_threads_active",
+];
+
+/// Which sections a request wants, from INFO's arguments (lowercase).
+pub fn wanted(args: &[String]) -> Vec<&'static str> {
+    if args.is_empty() {
+        return DEFAULT.to_vec();
+    }
+    let mut out = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "default" => out.extend_from_slice(DEFAULT),
+            "all" | "everything" => {
+                out.extend_from_slice(DEFAULT);
+                out.extend_from_slice(EXTRA);
+            }
+            other => {
+                if let Some(s) = DEFAULT.iter().chain(EXTRA).find(|s| **s == other) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    out.retain(|s| {
+        let new = !seen.contains(s);
+        seen.push(*s);
+        new
+    });
+    out
+}
+
+/// Whether the wanted sections need the masters' INFO at all.
+pub fn needs_backends(sections: &[&str]) -> bool {
+    sections
+        .iter()
+        .any(|s| *s == "server" || SUMMED.contains(s))
+}
+
+/// Sections of one INFO text, in order: `(name, lines)`.
+fn sections(text: &str) -> Vec<(String, Vec<&str>)> {
+    let mut out: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(name) = line.strip_prefix("# ") {
+            out.push((name.trim().to_ascii_lowercase(), Vec::new()));
+        } else if !line.is_empty() {
+            if let Some((_, lines)) = out.last_mut() {
+                lines.push(line);
+            }
+        }
+    }
+    out
+}
+
+fn is_average(name: &str) -> bool {
+    ["avg", "ratio", "per_call", "perc"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+/// Merges one field's values from every master.
+fn merge_values(name: &str, values: &[&str]) -> Option<String> {
+    let first = values.first()?;
+    if values.iter().all(|v| v == first) && (is_average(name) || first.parse::<i64>().is_err()) {
+        // Identical values: strings, and averages when every node agrees.
+        if !first.contains('=') {
+            return Some((*first).to_string());
+        }
+    }
+    if !is_average(name) {
+        if let Ok(sum) = values
+            .iter()
+            .map(|v| v.parse::<i64>())
+            .sum::<Result<i64, _>>()
+        {
+            return Some(sum.to_string());
+        }
+        // Totals such as used_cpu_sys are decimals.
+        if let Ok(sum) = values
+            .iter()
+            .map(|v| v.parse::<f64>())
+            .sum::<Result<f64, _>>()
+        {
+            if !first.contains(['e', 'E', 'n', 'N']) {
+                return Some(format!("{sum:.6}"));
+            }
+        }
+    }
+    if first.contains('=') {
+        // a=1,b=2 sub-fields.
+        let per_node: Vec<Vec<(&str, &str)>> = values
+            .iter()
+            .map(|v| v.split(',').filter_map(|kv| kv.split_once('=')).collect())
+            .collect();
+        let mut out = Vec::new();
+        for (k, _) in &per_node[0] {
+            let vals: Vec<&str> = per_node
+                .iter()
+                .filter_map(|f| f.iter().find(|(kk, _)| kk == k).map(|(_, v)| *v))
+                .collect();
+            if vals.len() != per_node.len() {
+                continue;
+            }
+            if let Some(v) = merge_values(k, &vals) {
+                out.push(format!("{k}={v}"));
+            }
+        }
+        return (!out.is_empty()).then(|| out.join(","));
+    }
+    None
+}
+
+/// Renders the INFO reply text. `proxy` and `clients` are the proxy's own
+/// sections (without headers); `nodes` are the masters' INFO texts.
+pub fn render(wanted: &[&str], proxy: &str, clients: &str, nodes: &[&str]) -> String {
+    let parsed: Vec<Vec<(String, Vec<&str>)>> = nodes.iter().map(|t| sections(t)).collect();
+    let mut out = String::new();
+    for &section in wanted {
+        let body = match section {
+            "proxy" => proxy.to_string(),
+            "clients" => clients.to_string(),
+            "cluster" => "cluster_enabled:1\r\n".to_string(),
+            "server" => parsed
+                .first()
+                .and_then(|p| p.iter().find(|(n, _)| n == "server"))
+                .map(|(_, lines)| {
+                    lines
+                        .iter()
+                        .filter(|l| {
+                            let key = l.split(':').next().unwrap_or("");
+                            !NODE_FIELDS.contains(&key)
+                        })
+                        .fold(String::new(), |mut acc, l| {
+                            let _ = write!(acc, "{l}\r\n");
+                            acc
+                        })
+                })
+                .unwrap_or_default(),
+            name => {
+                // Field order of the first master that has the section.
+                let per_node: Vec<Vec<(&str, &str)>> = parsed
+                    .iter()
+                    .map(|p| {
+                        p.iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, lines)| {
+                                lines.iter().filter_map(|l| l.split_once(':')).collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let mut keys: Vec<&str> = Vec::new();
+                for fields in &per_node {
+                    for (k, _) in fields {
+                        if !keys.contains(k) {
+                            keys.push(k);
+                        }
+                    }
+                }
+                let mut body = String::new();
+                for k in keys {
+                    let vals: Vec<&str> = per_node
+                        .iter()
+                        .filter_map(|f| f.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v))
+                        .collect();
+                    // Keyspace and command stats: a node without the line has zero.
+                    let complete = vals.len() == per_node.len()
+                        || name == "keyspace"
+                        || name == "commandstats"
+                        || name == "errorstats";
+                    if !complete {
+                        continue;
+                    }
+                    if let Some(v) = merge_values(k, &vals) {
+                        let _ = write!(body, "{k}:{v}\r\n");
+                    }
+                }
+                body
+            }
+        };
+        let title = match section {
+            "cpu" => "CPU".to_string(),
+            "errorstats" => "Errorstats".to_string(),
+            "commandstats" => "Commandstats".to_string(),
+            s => {
+                let mut c = s.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        };
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let _ = write!(out, "# {title}\r\n{body}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "# Server\r\nredis_version:7.0.15\r\nprocess_id:11\r\ntcp_port:7000\r\n\r\n# Memory\r\nused_memory:100\r\nmem_fragmentation_ratio:1.5\r\nused_memory_human:100B\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=10\r\n";
+    const B: &str = "# Server\r\nredis_version:7.0.15\r\nprocess_id:12\r\ntcp_port:7001\r\n\r\n# Memory\r\nused_memory:50\r\nmem_fragmentation_ratio:1.2\r\nused_memory_human:50B\r\n\r\n# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0\r\n";
+
+    #[test]
+    fn sums_what_makes_sense() {
+        let text = render(
+            &wanted(&[]),
+            "proxy_version:1\r\n",
+            "connected_clients:2\r\n",
+            &[A, B],
+        );
+        assert!(text.starts_with("# Proxy\r\nproxy_version:1\r\n\r\n# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\n"), "{text}");
+        assert!(!text.contains("process_id"));
+        assert!(text.contains("used_memory:150\r\n"));
+        assert!(!text.contains("mem_fragmentation_ratio"));
+        assert!(!text.contains("used_memory_human"));
+        assert!(text.contains("db0:keys=7,expires=1\r\n"), "{text}");
+        assert!(text.contains("# Cluster\r\ncluster_enabled:1\r\n"));
+    }
+
+    #[test]
+    fn section_selection() {
+        assert_eq!(wanted(&["keyspace".into()]), ["keyspace"]);
+        assert_eq!(
+            wanted(&["KEYSPACE".to_lowercase(), "keyspace".into()]),
+            ["keyspace"]
+        );
+        assert!(wanted(&["all".into()]).contains(&"commandstats"));
+        assert!(wanted(&["replication".into()]).is_empty());
+        assert!(!needs_backends(&["proxy", "clients"]));
+        assert!(needs_backends(&["keyspace"]));
+    }
+}

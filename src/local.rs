@@ -1,0 +1,595 @@
+//! Commands the proxy answers itself: PING, ECHO, QUIT, SELECT, COMMAND,
+//! CLUSTER KEYSLOT, and the connection commands (HELLO, AUTH, CLIENT
+//! SETNAME/GETNAME/ID, RESET, READONLY/READWRITE/ASKING).
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::{CommandSpec, CommandTable};
+use crate::error::ProxyError;
+use crate::resp::{encode, Request};
+use crate::slot::{key_slot, SlotTable, SLOTS};
+
+/// The version slotproxy reports in HELLO and INFO.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Per-connection state the local commands read and change.
+#[derive(Debug)]
+pub struct ClientState {
+    /// Connection id (CLIENT ID), unique for the process lifetime.
+    pub id: u64,
+    /// The proxy address this client connected to (announced by CLUSTER SLOTS).
+    pub local_addr: SocketAddr,
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// Set by QUIT: close after replying.
+    pub closing: bool,
+}
+
+impl ClientState {
+    /// A fresh client.
+    pub fn new(id: u64, local_addr: SocketAddr) -> ClientState {
+        ClientState {
+            id,
+            local_addr,
+            name: None,
+            closing: false,
+        }
+    }
+}
+
+/// Process-wide facts and counters of this proxy.
+#[derive(Debug)]
+pub struct ProxyInfo {
+    /// The 40-hex node id the emulated one-node cluster announces.
+    pub id: String,
+    /// Start time.
+    pub started: Instant,
+    /// `frontend.max_clients`.
+    pub max_clients: usize,
+    /// Clients connected now.
+    pub connected_clients: AtomicUsize,
+    /// Clients accepted since start.
+    pub total_connections: AtomicU64,
+    /// Requests received since start.
+    pub total_commands: AtomicU64,
+}
+
+impl ProxyInfo {
+    /// Fresh counters and a random node id.
+    pub fn new(max_clients: usize) -> ProxyInfo {
+        let id: [u8; 20] = rand::random();
+        ProxyInfo {
+            id: id.iter().fold(String::with_capacity(40), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            }),
+            started: Instant::now(),
+            max_clients,
+            connected_clients: AtomicUsize::new(0),
+            total_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
+        }
+    }
+
+    /// Body of INFO's `# Proxy` section.
+    pub fn proxy_section(&self, slots: &SlotTable, commands: &CommandTable) -> String {
+        let nodes: usize = slots.shards().iter().map(|s| 1 + s.replicas.len()).sum();
+        format!(
+            "proxy_name:slotproxy\r\nproxy_version:{VERSION}\r\nproxy_id:{}\r\nuptime_in_seconds:{}\r\n\
+             total_commands_processed:{}\r\nslot_table_version:{}\r\nslots_assigned:{}\r\n\
+             cluster_masters:{}\r\ncluster_nodes:{nodes}\r\ncommand_table_source:{}\r\ncommand_table_size:{}\r\n",
+            self.id,
+            self.started.elapsed().as_secs(),
+            self.total_commands.load(Ordering::Relaxed),
+            slots.version(),
+            slots.assigned_slots(),
+            slots.shards().len(),
+            commands.source(),
+            commands.len(),
+        )
+    }
+
+    /// Body of INFO's `# Clients` section.
+    pub fn clients_section(&self) -> String {
+        format!(
+            "connected_clients:{}\r\nmaxclients:{}\r\ntotal_connections_received:{}\r\n",
+            self.connected_clients.load(Ordering::Relaxed),
+            self.max_clients,
+            self.total_connections.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What a local command may look at and change.
+pub struct Ctx<'a> {
+    /// The command table.
+    pub commands: &'a CommandTable,
+    /// The slot table snapshot.
+    pub slots: &'a SlotTable,
+    /// This connection.
+    pub client: &'a mut ClientState,
+    /// The proxy.
+    pub proxy: &'a ProxyInfo,
+}
+
+/// Executes a command routed [`crate::router::Route::Local`] and returns its reply.
+pub fn execute(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Bytes {
+    match run(spec, req, ctx) {
+        Ok(b) => b,
+        Err(e) => e.to_resp(),
+    }
+}
+
+fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, ProxyError> {
+    let table = ctx.commands;
+    let client = &mut *ctx.client;
+    Ok(match spec.name.as_str() {
+        "ping" => match req.argc() {
+            1 => Bytes::from_static(encode::PONG),
+            2 => encode::bulk(req.arg(1)),
+            _ => return Err(ProxyError::WrongArity("ping".into())),
+        },
+        "echo" => encode::bulk(req.arg(1)),
+        "quit" => {
+            client.closing = true;
+            Bytes::from_static(encode::OK)
+        }
+        "select" => {
+            let db = std::str::from_utf8(req.arg(1))
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(not_an_integer)?;
+            if db != 0 {
+                return Err(ProxyError::SelectNotAllowed);
+            }
+            Bytes::from_static(encode::OK)
+        }
+        "command" => table.command_reply(),
+        "command|count" => encode::integer(table.len() as i64),
+        "command|list" => {
+            let mut names: Vec<&str> = table.iter().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            let mut out = BytesMut::new();
+            encode::array_header(names.len(), &mut out);
+            for n in names {
+                encode::bulk_into(n.as_bytes(), &mut out);
+            }
+            out.freeze()
+        }
+        "command|info" => {
+            let mut out = BytesMut::new();
+            if req.argc() == 2 {
+                return Ok(table.command_reply());
+            }
+            encode::array_header(req.argc() - 2, &mut out);
+            for name in req.args().skip(2) {
+                match table.by_name(name) {
+                    Some(c) => out.extend_from_slice(c.raw()),
+                    None => out.extend_from_slice(&encode::null_array()),
+                }
+            }
+            out.freeze()
+        }
+        "command|getkeys" => command_getkeys(req, table)?,
+        "cluster|keyslot" => encode::integer(i64::from(key_slot(req.arg(2)))),
+        "auth" => {
+            return Err(ProxyError::Syntax(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?"
+                    .into(),
+            ))
+        }
+        "hello" => hello(req, client)?,
+        "readonly" | "readwrite" | "asking" => Bytes::from_static(encode::OK),
+        "reset" => {
+            client.name = None;
+            encode::simple("RESET")
+        }
+        "client|setname" => {
+            set_name(client, req.arg(2))?;
+            Bytes::from_static(encode::OK)
+        }
+        "client|getname" => match &client.name {
+            Some(n) => encode::bulk(n),
+            None => encode::null_bulk(),
+        },
+        "client|id" => encode::integer(client.id as i64),
+        "client|setinfo" => Bytes::from_static(encode::OK),
+        "cluster|myid" => encode::bulk(ctx.proxy.id.as_bytes()),
+        "cluster|slots" => cluster_slots(ctx),
+        "cluster|shards" => cluster_shards(ctx),
+        "cluster|nodes" => cluster_nodes(ctx),
+        "cluster|info" => cluster_info(ctx.slots),
+        other => {
+            return Err(ProxyError::Unsupported {
+                command: other.to_string(),
+                reason: "not answered locally",
+            })
+        }
+    })
+}
+
+fn not_an_integer() -> ProxyError {
+    ProxyError::Syntax("value is not an integer or out of range".into())
+}
+
+fn set_name(client: &mut ClientState, name: &[u8]) -> Result<(), ProxyError> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(ProxyError::Syntax(
+            "Client names cannot contain spaces, newlines or special characters.".into(),
+        ));
+    }
+    client.name = if name.is_empty() {
+        None
+    } else {
+        Some(Bytes::copy_from_slice(name))
+    };
+    Ok(())
+}
+
+/// COMMAND GETKEYS, with Redis's error texts.
+fn command_getkeys(req: &Request, table: &CommandTable) -> Result<Bytes, ProxyError> {
+    let args: Vec<&[u8]> = req.args().skip(2).collect();
+    let inner = Request::from_args(&args);
+    let spec = table.lookup(&inner).map_err(|e| match e {
+        ProxyError::WrongArity(_) => {
+            ProxyError::Syntax("Invalid number of arguments specified for command".into())
+        }
+        _ => ProxyError::Syntax("Invalid command specified".into()),
+    })?;
+    if !spec.has_keys() {
+        return Err(ProxyError::Syntax(
+            "The command has no key arguments".into(),
+        ));
+    }
+    let mut pos = Vec::new();
+    spec.key_positions(&inner, false, &mut pos);
+    if pos.is_empty()
+        && !spec
+            .flags
+            .contains(crate::command::Flags::NO_MANDATORY_KEYS)
+    {
+        return Err(ProxyError::Syntax(
+            "Invalid arguments specified for command".into(),
+        ));
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(pos.len(), &mut out);
+    for i in pos {
+        encode::bulk_into(inner.arg(i), &mut out);
+    }
+    Ok(out.freeze())
+}
+
+/// The proxy's announced address: the one this client connected to.
+fn announced(client: &ClientState) -> (String, u16) {
+    (client.local_addr.ip().to_string(), client.local_addr.port())
+}
+
+/// CLUSTER SLOTS of the emulated one-node cluster.
+fn cluster_slots(ctx: &Ctx<'_>) -> Bytes {
+    let (ip, port) = announced(ctx.client);
+    let mut out = BytesMut::new();
+    encode::array_header(1, &mut out);
+    encode::array_header(3, &mut out);
+    out.extend_from_slice(&encode::integer(0));
+    out.extend_from_slice(&encode::integer(SLOTS as i64 - 1));
+    encode::array_header(4, &mut out);
+    encode::bulk_into(ip.as_bytes(), &mut out);
+    out.extend_from_slice(&encode::integer(i64::from(port)));
+    encode::bulk_into(ctx.proxy.id.as_bytes(), &mut out);
+    encode::array_header(0, &mut out);
+    out.freeze()
+}
+
+/// CLUSTER SHARDS of the emulated one-node cluster.
+fn cluster_shards(ctx: &Ctx<'_>) -> Bytes {
+    let (ip, port) = announced(ctx.client);
+    let healthy = cluster_healthy(ctx.slots);
+    let mut out = BytesMut::new();
+    encode::array_header(1, &mut out);
+    encode::array_header(4, &mut out);
+    encode::bulk_into(b"slots", &mut out);
+    encode::array_header(2, &mut out);
+    out.extend_from_slice(&encode::integer(0));
+    out.extend_from_slice(&encode::integer(SLOTS as i64 - 1));
+    encode::bulk_into(b"nodes", &mut out);
+    encode::array_header(1, &mut out);
+    encode::array_header(14, &mut out);
+    for (k, v) in [
+        ("id", ctx.proxy.id.as_str()),
+        ("ip", &ip),
+        ("endpoint", &ip),
+    ] {
+        encode::bulk_into(k.as_bytes(), &mut out);
+        encode::bulk_into(v.as_bytes(), &mut out);
+    }
+    encode::bulk_into(b"port", &mut out);
+    out.extend_from_slice(&encode::integer(i64::from(port)));
+    encode::bulk_into(b"role", &mut out);
+    encode::bulk_into(b"master", &mut out);
+    encode::bulk_into(b"replication-offset", &mut out);
+    out.extend_from_slice(&encode::integer(0));
+    encode::bulk_into(b"health", &mut out);
+    encode::bulk_into(if healthy { b"online" } else { b"failed" }, &mut out);
+    out.freeze()
+}
+
+/// CLUSTER NODES of the emulated one-node cluster.
+fn cluster_nodes(ctx: &Ctx<'_>) -> Bytes {
+    let (ip, port) = announced(ctx.client);
+    let state = if cluster_healthy(ctx.slots) {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    encode::bulk(
+        format!(
+            "{} {ip}:{port}@0 myself,master - 0 0 1 {state} 0-{}\n",
+            ctx.proxy.id,
+            SLOTS - 1
+        )
+        .as_bytes(),
+    )
+}
+
+/// Slots whose master is reachable.
+fn slots_ok(slots: &SlotTable) -> usize {
+    slots
+        .ranges()
+        .iter()
+        .zip(slots.shards())
+        .filter(|(_, shard)| shard.master.is_reachable())
+        .map(|(ranges, _)| {
+            ranges
+                .iter()
+                .map(|(a, b)| usize::from(b - a) + 1)
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn cluster_healthy(slots: &SlotTable) -> bool {
+    slots_ok(slots) == SLOTS
+}
+
+/// CLUSTER INFO: the real cluster's health as the proxy sees it; ok only
+/// when every slot has a reachable master.
+fn cluster_info(slots: &SlotTable) -> Bytes {
+    let assigned = slots.assigned_slots();
+    let ok = slots_ok(slots);
+    let state = if ok == SLOTS { "ok" } else { "fail" };
+    encode::bulk(
+        format!(
+            "cluster_state:{state}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{ok}\r\n\
+             cluster_slots_pfail:0\r\ncluster_slots_fail:{}\r\ncluster_known_nodes:1\r\ncluster_size:1\r\n\
+             cluster_current_epoch:1\r\ncluster_my_epoch:1\r\ncluster_stats_messages_sent:0\r\n\
+             cluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
+            assigned - ok.min(assigned)
+        )
+        .as_bytes(),
+    )
+}
+
+/// PROXY TOPOLOGY | PROXY HELP: the real cluster behind the proxy.
+pub fn proxy_command(req: &Request, slots: &SlotTable) -> Bytes {
+    let sub = req.args().nth(1).map(|a| a.to_ascii_lowercase());
+    match sub.as_deref() {
+        Some(b"topology") if req.argc() == 2 => {
+            let mut out = BytesMut::new();
+            encode::array_header(4, &mut out);
+            encode::bulk_into(b"version", &mut out);
+            out.extend_from_slice(&encode::integer(slots.version() as i64));
+            encode::bulk_into(b"shards", &mut out);
+            encode::array_header(slots.shards().len(), &mut out);
+            for (shard, ranges) in slots.shards().iter().zip(slots.ranges()) {
+                encode::array_header(8, &mut out);
+                encode::bulk_into(b"master", &mut out);
+                encode::bulk_into(shard.master.addr().as_bytes(), &mut out);
+                encode::bulk_into(b"reachable", &mut out);
+                out.extend_from_slice(&encode::integer(i64::from(shard.master.is_reachable())));
+                encode::bulk_into(b"slots", &mut out);
+                encode::array_header(ranges.len(), &mut out);
+                for (a, b) in ranges {
+                    encode::bulk_into(format!("{a}-{b}").as_bytes(), &mut out);
+                }
+                encode::bulk_into(b"replicas", &mut out);
+                encode::array_header(shard.replicas.len(), &mut out);
+                for r in &shard.replicas {
+                    encode::bulk_into(r.addr().as_bytes(), &mut out);
+                }
+            }
+            out.freeze()
+        }
+        Some(b"help") => {
+            let mut out = BytesMut::new();
+            let lines = [
+                "PROXY <subcommand>. Subcommands are:",
+                "TOPOLOGY",
+                "    The real cluster: slot table version, and per master its address,",
+                "    reachability, slot ranges and replicas.",
+                "HELP",
+                "    Print this help.",
+            ];
+            encode::array_header(lines.len(), &mut out);
+            for l in lines {
+                out.extend_from_slice(&encode::simple(l));
+            }
+            out.freeze()
+        }
+        Some(_) => ProxyError::UnknownSubcommand {
+            command: "proxy".into(),
+            sub: String::from_utf8_lossy(req.arg(1)).into_owned(),
+        }
+        .to_resp(),
+        None => ProxyError::WrongArity("proxy".into()).to_resp(),
+    }
+}
+
+/// HELLO [protover [AUTH username password] [SETNAME clientname]]: RESP2 only for now.
+fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
+    let mut i = 1;
+    if req.argc() > 1 {
+        let ver = std::str::from_utf8(req.arg(1))
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| {
+                ProxyError::Syntax("Protocol version is not an integer or out of range".into())
+            })?;
+        if ver != 2 {
+            return Err(ProxyError::NoProto);
+        }
+        i = 2;
+    }
+    let mut name = None;
+    while i < req.argc() {
+        let opt = req.arg(i);
+        let left = req.argc() - i - 1;
+        if opt.eq_ignore_ascii_case(b"auth") && left >= 2 {
+            return Err(ProxyError::Syntax(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?"
+                    .into(),
+            ));
+        } else if opt.eq_ignore_ascii_case(b"setname") && left >= 1 {
+            name = Some(req.arg(i + 1));
+            i += 2;
+        } else {
+            return Err(ProxyError::Syntax(format!(
+                "Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+    }
+    if let Some(n) = name {
+        set_name(client, n)?;
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(14, &mut out);
+    for (k, v) in [
+        ("server", "redis"),
+        ("version", crate::command::BUILTIN_VERSION),
+    ] {
+        encode::bulk_into(k.as_bytes(), &mut out);
+        encode::bulk_into(v.as_bytes(), &mut out);
+    }
+    encode::bulk_into(b"proto", &mut out);
+    out.extend_from_slice(&encode::integer(2));
+    encode::bulk_into(b"id", &mut out);
+    out.extend_from_slice(&encode::integer(client.id as i64));
+    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+        encode::bulk_into(k.as_bytes(), &mut out);
+        encode::bulk_into(v.as_bytes(), &mut out);
+    }
+    encode::bulk_into(b"modules", &mut out);
+    encode::array_header(0, &mut out);
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: u64) -> ClientState {
+        ClientState::new(id, "127.0.0.1:6379".parse().unwrap())
+    }
+
+    fn call(s: &str, client: &mut ClientState) -> String {
+        let args: Vec<&str> = s.split(' ').collect();
+        let req = Request::from_args(&args);
+        let table = CommandTable::builtin();
+        let spec = table.lookup(&req).unwrap();
+        let slots = SlotTable::empty();
+        let proxy = ProxyInfo::new(10);
+        let mut ctx = Ctx {
+            commands: table,
+            slots: &slots,
+            client,
+            proxy: &proxy,
+        };
+        String::from_utf8(execute(spec, &req, &mut ctx).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn basics() {
+        let mut c = client(7);
+        assert_eq!(call("PING", &mut c), "+PONG\r\n");
+        assert_eq!(call("PING hi", &mut c), "$2\r\nhi\r\n");
+        assert_eq!(call("ECHO x", &mut c), "$1\r\nx\r\n");
+        assert_eq!(call("SELECT 0", &mut c), "+OK\r\n");
+        assert_eq!(
+            call("SELECT 1", &mut c),
+            "-ERR SELECT is not allowed in cluster mode\r\n"
+        );
+        assert_eq!(
+            call("SELECT x", &mut c),
+            "-ERR value is not an integer or out of range\r\n"
+        );
+        assert_eq!(call("CLUSTER KEYSLOT foo", &mut c), ":12182\r\n");
+        assert_eq!(call("CLIENT ID", &mut c), ":7\r\n");
+        assert_eq!(call("CLIENT GETNAME", &mut c), "$-1\r\n");
+        assert_eq!(call("CLIENT SETNAME app", &mut c), "+OK\r\n");
+        assert_eq!(call("CLIENT GETNAME", &mut c), "$3\r\napp\r\n");
+        assert!(!c.closing);
+        assert_eq!(call("QUIT", &mut c), "+OK\r\n");
+        assert!(c.closing);
+    }
+
+    #[test]
+    fn command_subcommands() {
+        let mut c = client(1);
+        let n = CommandTable::builtin().len();
+        assert_eq!(call("COMMAND COUNT", &mut c), format!(":{n}\r\n"));
+        assert_eq!(
+            call("COMMAND GETKEYS MSET a 1 b 2", &mut c),
+            "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        assert_eq!(
+            call("COMMAND GETKEYS PING x", &mut c),
+            "-ERR The command has no key arguments\r\n"
+        );
+        assert_eq!(
+            call("COMMAND GETKEYS GET a b", &mut c),
+            "-ERR Invalid number of arguments specified for command\r\n"
+        );
+        assert!(call("COMMAND INFO get nosuch", &mut c).ends_with("*-1\r\n"));
+    }
+
+    #[test]
+    fn emulated_cluster_names_the_proxy() {
+        let mut c = client(1);
+        let slots = call("CLUSTER SLOTS", &mut c);
+        assert!(
+            slots.starts_with(
+                "*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:6379\r\n$40\r\n"
+            ),
+            "{slots}"
+        );
+        let nodes = call("CLUSTER NODES", &mut c);
+        assert!(
+            nodes.contains(" 127.0.0.1:6379@0 myself,master - 0 0 1 "),
+            "{nodes}"
+        );
+        // No slot table: the cluster is not ok.
+        let info = call("CLUSTER INFO", &mut c);
+        assert!(
+            info.contains("cluster_state:fail\r\ncluster_slots_assigned:0\r\n"),
+            "{info}"
+        );
+        assert!(call("CLUSTER MYID", &mut c).starts_with("$40\r\n"));
+    }
+
+    #[test]
+    fn hello_speaks_resp2() {
+        let mut c = client(1);
+        assert!(call("HELLO", &mut c).starts_with("*14\r\n"));
+        assert!(call("HELLO 2 SETNAME me", &mut c).starts_with("*14\r\n"));
+        assert_eq!(c.name.as_deref(), Some(&b"me"[..]));
+        assert!(call("HELLO 3", &mut c).starts_with("-NOPROTO"));
+    }
+}

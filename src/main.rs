@@ -1,0 +1,119 @@
+//! The `slotproxy` binary: parses flags, loads the configuration, sets up
+//! logging and runs the server until SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slotproxy::config::{Config, LogFormat, Overrides};
+use slotproxy::server::Server;
+use tracing::{error, info};
+
+/// A transparent sharding proxy for Redis Cluster.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (every key is documented in config/slotproxy.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Frontend listen address, overrides frontend.listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Admin HTTP address, overrides admin.listen (reserved for metrics).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Cluster seed node; repeat for several. Replaces cluster.seeds.
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    seeds: Vec<String>,
+    /// Log filter, overrides log.level (e.g. `info`, `slotproxy=debug`).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen,
+        admin: cli.admin,
+        seeds: cli.seeds,
+        log_level: cli.log_level,
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("slotproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("slotproxy")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slotproxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::start(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(listen = %config.frontend.listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let token = server.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            token.cancel();
+        });
+        server.run_until_shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

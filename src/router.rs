@@ -1,0 +1,225 @@
+//! The router: decides, for one request, whether the proxy answers it, which
+//! slot's master serves it, how it fans out, or why it is refused.
+
+use crate::command::{policy_reason, CommandSpec, CommandTable, Flags, Policy};
+use crate::error::ProxyError;
+use crate::fanout::{self, Merge, Plan};
+use crate::resp::Request;
+use crate::slot::{key_slot, SlotTable, SLOTS};
+
+/// The routing decision for one request.
+#[derive(Debug)]
+pub enum Route<'a> {
+    /// Answered by the proxy ([`crate::local`]).
+    Local(&'a CommandSpec),
+    /// Sent to the master of this slot.
+    Slot(u16),
+    /// Sent to any master (keyless, node-independent).
+    AnyMaster,
+    /// Split into sub-requests whose replies are merged.
+    FanOut(Plan),
+    /// INFO: the proxy's sections plus the masters' merged ones.
+    Info(Vec<&'static str>),
+    /// Refused with this error.
+    Reject(ProxyError),
+}
+
+/// What the router needs besides the request.
+pub struct Router<'a> {
+    /// The command table.
+    pub commands: &'a CommandTable,
+    /// The slot table snapshot.
+    pub slots: &'a SlotTable,
+    /// Whether CONFIG SET/RESETSTAT/REWRITE may be broadcast.
+    pub allow_config_write: bool,
+}
+
+impl<'a> Router<'a> {
+    /// Routes `req`. `keys` is scratch space reused across calls.
+    pub fn route(&self, req: &Request, keys: &mut Vec<usize>) -> Route<'a> {
+        let spec = match self.commands.lookup(req) {
+            Ok(spec) => spec,
+            Err(e) => return Route::Reject(e),
+        };
+        match spec.policy {
+            Policy::Local => {
+                // COMMAND LIST FILTERBY needs ACL categories and module names
+                // the node knows best.
+                if spec.name == "command|list" && req.argc() > 2 {
+                    return Route::AnyMaster;
+                }
+                Route::Local(spec)
+            }
+            Policy::AnyMaster => Route::AnyMaster,
+            Policy::Unsupported(reason) => Route::Reject(unsupported(spec, reason)),
+            Policy::SlotArgument => {
+                match std::str::from_utf8(req.arg(2))
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                {
+                    Some(slot) if (slot as usize) < SLOTS => Route::Slot(slot),
+                    _ => Route::Reject(ProxyError::Syntax("Invalid slot".into())),
+                }
+            }
+            Policy::AllMasters => self.cluster_wide(spec, req),
+            Policy::Keyed => {
+                if is_blocking_read(spec, req) {
+                    return Route::Reject(unsupported(spec, policy_reason::BLOCKING));
+                }
+                keys.clear();
+                spec.key_positions(req, true, keys);
+                let mut slot = None;
+                for &i in keys.iter() {
+                    let s = key_slot(req.arg(i));
+                    match slot {
+                        None => slot = Some(s),
+                        Some(prev) if prev != s => {
+                            return match fanout::split_by_slot(&spec.name, req) {
+                                Some(plan) => Route::FanOut(plan),
+                                None => Route::Reject(ProxyError::CrossSlot),
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+                match slot {
+                    Some(s) => Route::Slot(s),
+                    None => Route::AnyMaster,
+                }
+            }
+        }
+    }
+
+    fn cluster_wide(&self, spec: &CommandSpec, req: &Request) -> Route<'a> {
+        let t = self.slots;
+        let name = spec.name.as_str();
+        let write = spec.flags.contains(Flags::WRITE);
+        if name == "info" {
+            let args: Vec<String> = req
+                .args()
+                .skip(1)
+                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                .collect();
+            return Route::Info(crate::info::wanted(&args));
+        }
+        if t.shards().is_empty() {
+            return Route::Reject(ProxyError::ClusterDown(
+                "slotproxy has not discovered the cluster yet",
+            ));
+        }
+        let plan = match name {
+            "keys" => fanout::every_master(t, req, name, write, Merge::Concat),
+            "dbsize" => fanout::every_master(t, req, name, write, Merge::Sum),
+            "randomkey" => fanout::every_master(t, req, name, write, Merge::AnyNonNil),
+            "flushall" | "flushdb" | "script|flush" | "function|flush" | "function|delete" => {
+                fanout::every_master(t, req, name, true, Merge::AllOk)
+            }
+            "script|load" | "function|load" => {
+                fanout::every_master(t, req, name, true, Merge::Same)
+            }
+            "script|exists" => fanout::every_master(t, req, name, false, Merge::AllOfFlags),
+            "scan" => match fanout::scan(t, req) {
+                Ok(plan) => plan,
+                Err(e) => return Route::Reject(e),
+            },
+            "config|set" | "config|resetstat" | "config|rewrite" => {
+                if !self.allow_config_write {
+                    return Route::Reject(ProxyError::Forbidden {
+                        command: name.to_string(),
+                        setting: "frontend.allow_config_write",
+                    });
+                }
+                fanout::every_node(t, req, name)
+            }
+            _ => return Route::Reject(unsupported(spec, policy_reason::CLUSTER_WIDE)),
+        };
+        Route::FanOut(plan)
+    }
+}
+
+fn unsupported(spec: &CommandSpec, reason: &'static str) -> ProxyError {
+    ProxyError::Unsupported {
+        command: spec.name.clone(),
+        reason,
+    }
+}
+
+/// XREAD and XREADGROUP block only with a BLOCK option (before STREAMS).
+fn is_blocking_read(spec: &CommandSpec, req: &Request) -> bool {
+    if spec.name != "xread" && spec.name != "xreadgroup" {
+        return false;
+    }
+    req.args()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .any(|a| a.eq_ignore_ascii_case(b"block"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Route<'static> {
+        let args: Vec<&str> = s.split(' ').collect();
+        let req = Request::from_args(&args);
+        let slots: &'static SlotTable = Box::leak(Box::new(SlotTable::empty()));
+        Router {
+            commands: CommandTable::builtin(),
+            slots,
+            allow_config_write: false,
+        }
+        .route(&req, &mut Vec::new())
+    }
+
+    #[test]
+    fn routes_by_slot() {
+        assert!(matches!(r("GET foo"), Route::Slot(12182)));
+        assert!(matches!(r("MGET {a}1 {a}2"), Route::Slot(_)));
+        assert!(matches!(r("MGET a b"), Route::FanOut(_)));
+        assert!(matches!(
+            r("MSETNX a 1 b 2"),
+            Route::Reject(ProxyError::CrossSlot)
+        ));
+        assert!(matches!(
+            r("RENAME a b"),
+            Route::Reject(ProxyError::CrossSlot)
+        ));
+        assert!(matches!(r("EVAL s 0"), Route::AnyMaster));
+        assert!(matches!(r("SPUBLISH ch m"), Route::Slot(_)));
+        assert!(matches!(r("PING"), Route::Local(_)));
+        assert!(matches!(r("TIME"), Route::AnyMaster));
+        assert!(matches!(
+            r("COMMAND LIST FILTERBY ACLCAT read"),
+            Route::AnyMaster
+        ));
+        assert!(matches!(r("CLUSTER COUNTKEYSINSLOT 42"), Route::Slot(42)));
+        assert!(matches!(
+            r("CLUSTER GETKEYSINSLOT 16384 1"),
+            Route::Reject(_)
+        ));
+        assert!(matches!(r("INFO keyspace"), Route::Info(_)));
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_multiplexed() {
+        assert!(matches!(r("XREAD STREAMS s 0"), Route::Slot(_)));
+        assert!(matches!(
+            r("XREAD BLOCK 0 STREAMS s 0"),
+            Route::Reject(ProxyError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            r("BLPOP l 0"),
+            Route::Reject(ProxyError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            r("MULTI"),
+            Route::Reject(ProxyError::Unsupported { .. })
+        ));
+        assert!(matches!(r("GET"), Route::Reject(ProxyError::WrongArity(_))));
+        // No slot table yet: cluster-wide commands cannot run.
+        assert!(matches!(
+            r("KEYS *"),
+            Route::Reject(ProxyError::ClusterDown(_))
+        ));
+    }
+}

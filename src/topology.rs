@@ -1,0 +1,364 @@
+//! The topology refresher: discovers the cluster with CLUSTER SLOTS, builds
+//! a new immutable [`SlotTable`] and swaps it in.
+//!
+//! Refreshes run in one background task, so at most one is in flight. They
+//! happen every `cluster.refresh_interval`, and early when the data path
+//! signals trouble (a redirect, a broken or unreachable node). The cluster's
+//! `COMMAND` reply is fetched on the first discovery and whenever the set of
+//! nodes changes, and replaces the command table.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::backend::{self, BackendSettings, Node};
+use crate::command::Commands;
+use crate::config::{parse_host_port, ClusterConfig};
+use crate::resp::{encode, Value};
+use crate::slot::{SharedSlotTable, SlotRange, SlotTable, SLOTS};
+
+/// While no slot table has been built, discovery is retried this often.
+const RETRY_EMPTY: Duration = Duration::from_millis(250);
+/// Least time between two refreshes triggered by the data path.
+const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// Discovers and tracks the cluster topology.
+pub struct Topology {
+    table: SharedSlotTable,
+    commands: Commands,
+    settings: Arc<BackendSettings>,
+    seeds: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    state: Mutex<State>,
+    refreshes: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: HashMap<String, Arc<Node>>,
+    ranges: Vec<SlotRange>,
+    version: u64,
+    commands_from: Vec<String>,
+}
+
+impl Topology {
+    /// Creates the refresher; nothing runs until [`Topology::refresh`] or [`Topology::spawn`].
+    pub fn new(
+        cfg: &ClusterConfig,
+        table: SharedSlotTable,
+        commands: Commands,
+        settings: Arc<BackendSettings>,
+    ) -> Arc<Topology> {
+        Arc::new(Topology {
+            table,
+            commands,
+            settings,
+            seeds: cfg.seeds.clone(),
+            interval: cfg.refresh_interval,
+            timeout: cfg.discovery_timeout,
+            state: Mutex::new(State::default()),
+            refreshes: AtomicU64::new(0),
+        })
+    }
+
+    /// The notifier the data path uses to ask for an early refresh.
+    pub fn trigger(&self) -> &Arc<Notify> {
+        &self.settings.refresh
+    }
+
+    /// Number of successful refreshes so far.
+    pub fn refresh_count(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Runs the refresh loop until `shutdown` is cancelled.
+    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let wait = if me.table.load().assigned_slots() == 0 {
+                    RETRY_EMPTY
+                } else {
+                    me.interval
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = me.settings.refresh.notified() => {
+                        debug!("slot table refresh requested by the data path");
+                    }
+                }
+                if let Err(e) = me.refresh().await {
+                    warn!(error = %e, "slot table refresh failed");
+                }
+                tokio::time::sleep(MIN_GAP).await;
+            }
+        })
+    }
+
+    /// Candidate nodes to ask: current masters first, then the seeds.
+    fn candidates(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let table = self.table.load();
+        for shard in table.shards() {
+            out.push(shard.master.addr().to_string());
+        }
+        for shard in table.shards() {
+            out.extend(shard.replicas.iter().map(|r| r.addr().to_string()));
+        }
+        for s in &self.seeds {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        // Spread the load of periodic refreshes over the masters.
+        let n = table.shards().len();
+        if n > 1 {
+            let r = (self.refreshes.load(Ordering::Relaxed) as usize) % n;
+            out[..n].rotate_left(r);
+        }
+        out
+    }
+
+    /// One discovery round: asks candidates in turn until one answers with a
+    /// usable CLUSTER SLOTS reply, then publishes a new table if anything changed.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let request = encode::command(&["CLUSTER", "SLOTS"]);
+        let mut problems = Vec::new();
+        for addr in self.candidates() {
+            let reply = match backend::roundtrip(&addr, &request, self.timeout).await {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            match parse_cluster_slots(&reply, &addr) {
+                Ok(ranges) if !ranges.is_empty() => {
+                    self.publish(ranges, &addr);
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
+                    self.probe_masters().await;
+                    self.maybe_refresh_commands().await;
+                    return Ok(());
+                }
+                Ok(_) => problems.push(format!("{addr}: CLUSTER SLOTS is empty")),
+                Err(e) => problems.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(format!(
+            "no node answered CLUSTER SLOTS: {}",
+            problems.join("; ")
+        ))
+    }
+
+    fn publish(&self, ranges: Vec<SlotRange>, from: &str) {
+        let mut st = self.state.lock().expect("topology state lock");
+        if st.ranges == ranges {
+            return;
+        }
+        st.version += 1;
+        let version = st.version;
+        let settings = &self.settings;
+        let mut fresh: HashMap<String, Arc<Node>> = HashMap::new();
+        let table = {
+            let old = &st.nodes;
+            SlotTable::build(version, &ranges, |addr| {
+                fresh
+                    .entry(addr.to_string())
+                    .or_insert_with(|| {
+                        old.get(addr)
+                            .cloned()
+                            .unwrap_or_else(|| Node::spawn(addr, settings))
+                    })
+                    .clone()
+            })
+        };
+        let assigned = table.assigned_slots();
+        let masters = table.shards().len();
+        self.table.store(Arc::new(table));
+        // Nodes no longer in the table are dropped here; their connections
+        // finish what is in flight and close.
+        st.nodes = fresh;
+        st.ranges = ranges;
+        info!(
+            version,
+            masters,
+            slots = assigned,
+            source = from,
+            "slot table updated"
+        );
+        if assigned < SLOTS {
+            warn!(
+                unassigned = SLOTS - assigned,
+                "some hash slots have no master"
+            );
+        }
+    }
+
+    /// PINGs every master through its pooled connection so reachability
+    /// (reported by CLUSTER INFO) is current.
+    async fn probe_masters(&self) {
+        let table = self.table.load_full();
+        let probes = table.shards().iter().map(|s| s.master.probe(self.timeout));
+        for (shard, ok) in table
+            .shards()
+            .iter()
+            .zip(futures_util::future::join_all(probes).await)
+        {
+            if !ok {
+                warn!(node = shard.master.addr(), "master did not answer PING");
+            }
+        }
+    }
+
+    /// Fetches COMMAND from a node when the node set changed since the last fetch.
+    async fn maybe_refresh_commands(&self) {
+        let addrs: Vec<String> = {
+            let st = self.state.lock().expect("topology state lock");
+            let mut a: Vec<String> = st.nodes.keys().cloned().collect();
+            a.sort();
+            if a == st.commands_from {
+                return;
+            }
+            a
+        };
+        let table = self.table.load();
+        let Some(addr) = table.shards().first().map(|s| s.master.addr().to_string()) else {
+            return;
+        };
+        let request = encode::command(&["COMMAND"]);
+        match backend::roundtrip(&addr, &request, self.timeout).await {
+            Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr) {
+                Ok(n) => {
+                    info!(commands = n, source = %addr, "command table refreshed from the cluster");
+                    self.state
+                        .lock()
+                        .expect("topology state lock")
+                        .commands_from = addrs;
+                }
+                Err(e) => {
+                    warn!(source = %addr, error = %e, "cannot use the cluster's COMMAND reply")
+                }
+            },
+            Err(e) => warn!(error = %e, "cannot fetch COMMAND from the cluster"),
+        }
+    }
+}
+
+/// Parses a CLUSTER SLOTS reply. `queried` supplies the host for nodes the
+/// reply lists with an empty address (Redis does this for the node itself
+/// when it does not know its own IP).
+pub fn parse_cluster_slots(frame: &bytes::Bytes, queried: &str) -> Result<Vec<SlotRange>, String> {
+    let value = Value::parse(frame).map_err(|e| e.to_string())?;
+    if let Value::Error(e) = &value {
+        return Err(format!(
+            "CLUSTER SLOTS failed: {}",
+            String::from_utf8_lossy(e)
+        ));
+    }
+    let entries = value
+        .as_array()
+        .ok_or("CLUSTER SLOTS reply is not an array")?;
+    let queried_host = parse_host_port(queried)
+        .map(|(h, _)| h)
+        .unwrap_or("127.0.0.1");
+    let node_addr = |v: &Value| -> Option<String> {
+        let f = v.as_array()?;
+        let host = f.first()?.as_str()?;
+        let port = f.get(1)?.as_int()?;
+        if host == "?" || !(1..=65535).contains(&port) {
+            return None;
+        }
+        let host = if host.is_empty() { queried_host } else { host };
+        Some(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        })
+    };
+    let mut ranges = Vec::with_capacity(entries.len());
+    for e in entries {
+        let f = e.as_array().ok_or("CLUSTER SLOTS entry is not an array")?;
+        let start = f
+            .first()
+            .and_then(Value::as_int)
+            .ok_or("bad slot range start")?;
+        let end = f
+            .get(1)
+            .and_then(Value::as_int)
+            .ok_or("bad slot range end")?;
+        if !(0..SLOTS as i64).contains(&start) || !(start..SLOTS as i64).contains(&end) {
+            return Err(format!("bad slot range {start}-{end}"));
+        }
+        let master = f
+            .get(2)
+            .and_then(node_addr)
+            .ok_or_else(|| format!("slots {start}-{end} have no usable master address"))?;
+        let replicas = f.iter().skip(3).filter_map(node_addr).collect();
+        ranges.push(SlotRange {
+            start: start as u16,
+            end: end as u16,
+            master,
+            replicas,
+        });
+    }
+    ranges.sort_by_key(|r| r.start);
+    Ok(ranges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn parses_cluster_slots() {
+        let reply = Bytes::from_static(
+            b"*2\r\n\
+              *4\r\n:5461\r\n:10922\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$2\r\nid\r\n*3\r\n$0\r\n\r\n:7004\r\n$2\r\nid\r\n\
+              *3\r\n:0\r\n:5460\r\n*4\r\n$13\r\nredis-0.local\r\n:7000\r\n$2\r\nid\r\n*0\r\n",
+        );
+        let r = parse_cluster_slots(&reply, "10.0.0.9:7004").unwrap();
+        assert_eq!(
+            r,
+            vec![
+                SlotRange {
+                    start: 0,
+                    end: 5460,
+                    master: "redis-0.local:7000".into(),
+                    replicas: vec![]
+                },
+                SlotRange {
+                    start: 5461,
+                    end: 10922,
+                    master: "127.0.0.1:7001".into(),
+                    replicas: vec!["10.0.0.9:7004".into()]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_errors_and_garbage() {
+        let err = parse_cluster_slots(
+            &Bytes::from_static(b"-ERR This instance has cluster support disabled\r\n"),
+            "a:1",
+        )
+        .unwrap_err();
+        assert!(err.contains("cluster support disabled"), "{err}");
+        assert!(
+            parse_cluster_slots(&Bytes::from_static(b"*1\r\n*2\r\n:0\r\n:99999\r\n"), "a:1")
+                .is_err()
+        );
+        assert_eq!(
+            parse_cluster_slots(&Bytes::from_static(b"*0\r\n"), "a:1").unwrap(),
+            vec![]
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! The `slotproxy` binary: flags, config validation, and serving a real cluster.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_slotproxy");
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn invalid_config_reports_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(
+            b"[frontend]\nlisten = \"nope\"\nmax_clients = 0\n[cluster]\nseeds = [\"redis\"]\n[backend]\nconnections_per_node = 100\n",
+        )
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 problems"), "{err}");
+    for key in [
+        "frontend.listen",
+        "frontend.max_clients",
+        "cluster.seeds[0]",
+        "backend.connections_per_node",
+    ] {
+        assert!(err.contains(key), "{key} missing: {err}");
+    }
+
+    std::fs::write(&path, "[frontend]\nlisten_addr = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_addr"));
+
+    // Flags override the file; the shipped reference config is valid.
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            "config/slotproxy.toml",
+            "--seed",
+            "127.0.0.1:1",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn binary_serves_a_cluster_with_flag_overrides() {
+    let cluster = Cluster::start(3, 0);
+    let port = common::free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--log-level",
+        "warn",
+    ]);
+    for seed in cluster.seeds() {
+        cmd.args(["--seed", &seed]);
+    }
+    let _proxy = Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slotproxy"),
+    );
+    let url = format!("redis://127.0.0.1:{port}/");
+    common::wait_until(Duration::from_secs(20), "slotproxy answers PING", || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    });
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("cli:{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    let v: i64 = redis::cmd("GET").arg("cli:42").query(&mut con).unwrap();
+    assert_eq!(v, 42);
+}

@@ -1,0 +1,391 @@
+//! Integration-test harness: real `redis-server --cluster-enabled yes`
+//! processes on free loopback ports in a temporary directory, built into a
+//! cluster with `redis-cli --cluster create`, killed on drop.
+//!
+//! Parallel-safe: ports come from the kernel (bind to port 0) and are
+//! remembered process-wide so two clusters in one test binary never get the
+//! same port; a node that fails to start (port taken by another process in
+//! the meantime) is retried on new ports.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::HashSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Ports handed out in this process.
+static USED_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free loopback port not handed out before in this process.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let mut used = USED_PORTS.lock().unwrap();
+        if used.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true; panics after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One redis-server process.
+pub struct NodeProc {
+    /// Client port.
+    pub port: u16,
+    /// Cluster bus port.
+    pub bus_port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl NodeProc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+}
+
+/// A running test cluster.
+pub struct Cluster {
+    nodes: Vec<NodeProc>,
+    // Dropped after the nodes are killed.
+    _dir: tempfile::TempDir,
+}
+
+fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
+    for _attempt in 0..5 {
+        let port = free_port();
+        let bus_port = free_port();
+        let dir = root.join(port.to_string());
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--cluster-port".into(),
+            bus_port.to_string(),
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            "nodes.conf".into(),
+            "--cluster-node-timeout".into(),
+            "5000".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--save".into(),
+            "".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--protected-mode".into(),
+            "no".into(),
+            "--logfile".into(),
+            dir.join("redis.log").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (run deploy/local/ensure-redis.sh)");
+        let mut node = NodeProc {
+            port,
+            bus_port,
+            dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = node.child.try_wait() {
+                // Exited: most likely a port was taken meanwhile. Retry.
+                break;
+            }
+            if ping(port) {
+                return node;
+            }
+            if Instant::now() > deadline {
+                let _ = node.child.kill();
+                let _ = node.child.wait();
+                panic!("redis-server on {port} did not start:\n{}", node.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("could not start redis-server after 5 attempts");
+}
+
+fn ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+impl Cluster {
+    /// Starts `masters` masters with `replicas_per_master` replicas each.
+    pub fn start(masters: usize, replicas_per_master: usize) -> Cluster {
+        Cluster::start_with(masters, replicas_per_master, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra `redis-server` arguments
+    /// (later arguments win, e.g. `["--cluster-node-timeout", "2000"]`).
+    pub fn start_with(masters: usize, replicas_per_master: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("slotproxy-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let total = masters * (1 + replicas_per_master);
+        let mut cluster = Cluster {
+            nodes: Vec::with_capacity(total),
+            _dir: dir,
+        };
+        // Nodes are killed by Drop if anything below panics.
+        for _ in 0..total {
+            let node = spawn_node(cluster._dir.path(), extra);
+            cluster.nodes.push(node);
+        }
+        if masters < 3 {
+            // redis-cli --cluster create wants three masters: assign by hand.
+            cluster.assign_by_hand(masters);
+            cluster.wait_healthy(Duration::from_secs(30));
+            return cluster;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        create
+            .args(["--cluster-replicas", &replicas_per_master.to_string()])
+            .arg("--cluster-yes");
+        let out = create.output().expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Builds a cluster of fewer than three masters with CLUSTER
+    /// ADDSLOTSRANGE, MEET and REPLICATE.
+    fn assign_by_hand(&self, masters: usize) {
+        let ports = self.ports();
+        let per = 16384 / masters;
+        for (i, &p) in ports.iter().take(masters).enumerate() {
+            let start = i * per;
+            let end = if i + 1 == masters {
+                16383
+            } else {
+                start + per - 1
+            };
+            self.cli(
+                p,
+                &[
+                    "cluster",
+                    "addslotsrange",
+                    &start.to_string(),
+                    &end.to_string(),
+                ],
+            );
+        }
+        for &p in &ports[1..] {
+            self.cli(ports[0], &["cluster", "meet", "127.0.0.1", &p.to_string()]);
+        }
+        wait_until(Duration::from_secs(20), "nodes meet", || {
+            ports.iter().all(|&p| {
+                self.try_cli(p, &["cluster", "info"])
+                    .is_some_and(|i| i.contains(&format!("cluster_known_nodes:{}", ports.len())))
+            })
+        });
+        for (i, &p) in ports.iter().enumerate().skip(masters) {
+            let master = ports[i % masters];
+            let id = self.cli(master, &["cluster", "myid"]).trim().to_string();
+            self.cli(p, &["cluster", "replicate", &id]);
+        }
+    }
+
+    /// Waits until every node reports `cluster_state:ok`, knows every node,
+    /// agrees on the slot map, and every replica's link to its master is up.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let expected_nodes = self.nodes.len();
+        let ports = self.ports();
+        wait_until(timeout, "cluster_state:ok on every node", || {
+            let mut maps = HashSet::new();
+            for &p in &ports {
+                let Some(info) = self.try_cli(p, &["cluster", "info"]) else {
+                    return false;
+                };
+                if !info.contains("cluster_state:ok")
+                    || !info.contains(&format!("cluster_known_nodes:{expected_nodes}\r"))
+                        && !info.contains(&format!("cluster_known_nodes:{expected_nodes}\n"))
+                {
+                    return false;
+                }
+                let Some(repl) = self.try_cli(p, &["info", "replication"]) else {
+                    return false;
+                };
+                if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
+                    return false;
+                }
+                maps.insert(self.slot_map(p));
+            }
+            maps.len() == 1
+        });
+    }
+
+    /// `(start, end, master port)` per slot range, as node `port` sees it.
+    fn slot_map(&self, port: u16) -> Vec<(i64, i64, i64)> {
+        let mut con = self.conn(port);
+        let v: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut con)
+            .unwrap_or(redis::Value::Nil);
+        let mut out = Vec::new();
+        if let redis::Value::Array(ranges) = v {
+            for r in ranges {
+                if let redis::Value::Array(f) = r {
+                    if let (
+                        Some(redis::Value::Int(a)),
+                        Some(redis::Value::Int(b)),
+                        Some(redis::Value::Array(m)),
+                    ) = (f.first(), f.get(1), f.get(2))
+                    {
+                        if let Some(redis::Value::Int(p)) = m.get(1) {
+                            out.push((*a, *b, *p));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Every node's client port.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// `127.0.0.1:PORT` for every node.
+    pub fn seeds(&self) -> Vec<String> {
+        self.ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Ports of the current masters (from CLUSTER NODES of a live node).
+    pub fn master_ports(&self) -> Vec<u16> {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| ping(n.port))
+            .expect("a live node");
+        let nodes = self.cli(live.port, &["cluster", "nodes"]);
+        let mut out: Vec<u16> = nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .filter_map(|l| {
+                let addr = l.split(' ').nth(1)?;
+                addr.split(['@', ':']).nth(1)?.parse().ok()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Port of the master owning `slot`.
+    pub fn node_for_slot(&self, slot: u16) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| ping(n.port))
+            .expect("a live node");
+        self.slot_map(live.port)
+            .into_iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&i64::from(slot)))
+            .map(|(_, _, p)| p as u16)
+            .unwrap_or_else(|| panic!("slot {slot} has no master"))
+    }
+
+    /// A redis-rs connection to one node.
+    pub fn conn(&self, port: u16) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .expect("client")
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to node {port}: {e}"))
+    }
+
+    fn try_cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `redis-cli -p PORT args...` and returns its stdout.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        self.try_cli(port, args)
+            .unwrap_or_else(|| panic!("redis-cli -p {port} {args:?} failed"))
+    }
+
+    /// Kills a node with SIGKILL.
+    pub fn kill_node(&mut self, port: u16) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+    }
+
+    /// The log of a node (for failure messages).
+    pub fn log(&self, port: u16) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .map(NodeProc::log)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+        }
+        for n in &mut self.nodes {
+            let _ = n.child.wait();
+        }
+    }
+}
+
+/// Whether something accepts connections on `port`.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}

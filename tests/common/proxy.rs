@@ -1,0 +1,123 @@
+//! Runs an in-process slotproxy in front of a test cluster.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use slotproxy::config::Config;
+use slotproxy::server::Server;
+
+/// An in-process proxy on a free loopback port; shut down on drop.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<Server>,
+}
+
+impl Proxy {
+    /// Starts a proxy whose seeds are `seeds`, with default settings.
+    pub fn start(seeds: Vec<String>) -> Proxy {
+        Proxy::start_with(seeds, |_| {})
+    }
+
+    /// Starts a proxy after `tweak` adjusts the configuration.
+    pub fn start_with(seeds: Vec<String>, tweak: impl FnOnce(&mut Config)) -> Proxy {
+        let mut config = Config::default();
+        config.frontend.listen = "127.0.0.1:0".into();
+        config.cluster.seeds = seeds;
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let server = runtime
+            .block_on(Server::start(&config))
+            .expect("proxy starts");
+        assert_eq!(
+            server.slot_table().assigned_slots(),
+            16384,
+            "proxy discovered the whole cluster"
+        );
+        Proxy {
+            addr: server.local_addr(),
+            runtime: Some(runtime),
+            server: Some(server),
+        }
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A redis-rs connection to the proxy.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.addr))
+            .expect("client")
+            .get_connection()
+            .expect("connect to proxy")
+    }
+
+    /// A raw TCP connection to the proxy, with a read timeout.
+    pub fn raw(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect to proxy");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let (Some(rt), Some(server)) = (self.runtime.as_ref(), self.server.take()) {
+            rt.block_on(server.shutdown());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Writes `input`, then reads until `expected_len` bytes arrived, the peer
+/// closed, or 10 s passed; returns what was read and whether the peer closed.
+pub fn exchange(stream: &mut TcpStream, input: &[u8], expected_len: usize) -> (Vec<u8>, bool) {
+    stream.write_all(input).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while out.len() < expected_len && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break
+            }
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+/// Reads until the peer closes (or 10 s); true if it closed.
+pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}

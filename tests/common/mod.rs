@@ -62,6 +62,8 @@ impl NodeProc {
 /// A running test cluster.
 pub struct Cluster {
     nodes: Vec<NodeProc>,
+    /// Replicas in total (masters * replicas_per_master).
+    replicas: usize,
     // Dropped after the nodes are killed.
     _dir: tempfile::TempDir,
 }
@@ -153,6 +155,7 @@ impl Cluster {
         let total = masters * (1 + replicas_per_master);
         let mut cluster = Cluster {
             nodes: Vec::with_capacity(total),
+            replicas: masters * replicas_per_master,
             _dir: dir,
         };
         // Nodes are killed by Drop if anything below panics.
@@ -227,6 +230,7 @@ impl Cluster {
     /// agrees on the slot map, and every replica's link to its master is up.
     pub fn wait_healthy(&self, timeout: Duration) {
         let expected_nodes = self.nodes.len();
+        let replicas = self.replicas;
         let ports = self.ports();
         wait_until(timeout, "cluster_state:ok on every node", || {
             let mut maps = HashSet::new();
@@ -246,14 +250,19 @@ impl Cluster {
                 if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
                     return false;
                 }
-                maps.insert(self.slot_map(p));
+                // Every node must list every replica (gossip takes a moment).
+                let map = self.slot_map(p);
+                if map.iter().map(|r| r.3).sum::<usize>() != replicas {
+                    return false;
+                }
+                maps.insert(map);
             }
             maps.len() == 1
         });
     }
 
     /// `(start, end, master port)` per slot range, as node `port` sees it.
-    fn slot_map(&self, port: u16) -> Vec<(i64, i64, i64)> {
+    fn slot_map(&self, port: u16) -> Vec<(i64, i64, i64, usize)> {
         let mut con = self.conn(port);
         let v: redis::Value = redis::cmd("CLUSTER")
             .arg("SLOTS")
@@ -270,7 +279,7 @@ impl Cluster {
                     ) = (f.first(), f.get(1), f.get(2))
                     {
                         if let Some(redis::Value::Int(p)) = m.get(1) {
-                            out.push((*a, *b, *p));
+                            out.push((*a, *b, *p, f.len() - 3));
                         }
                     }
                 }
@@ -322,8 +331,8 @@ impl Cluster {
             .expect("a live node");
         self.slot_map(live.port)
             .into_iter()
-            .find(|(a, b, _)| (*a..=*b).contains(&i64::from(slot)))
-            .map(|(_, _, p)| p as u16)
+            .find(|(a, b, _, _)| (*a..=*b).contains(&i64::from(slot)))
+            .map(|(_, _, p, _)| p as u16)
             .unwrap_or_else(|| panic!("slot {slot} has no master"))
     }
 

@@ -1,0 +1,369 @@
+//! Multi-key fan-out, cluster-wide commands and the emulated one-node
+//! cluster, against real Redis Clusters.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::Cluster;
+use redis::Value;
+
+fn cmd(args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c
+}
+
+fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    cmd(args)
+        .query(con)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+fn err(con: &mut redis::Connection, args: &[&str]) -> String {
+    match cmd(args).query::<Value>(con) {
+        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
+        Err(e) => format!("{} {e}", e.code().unwrap_or("")),
+    }
+}
+
+#[test]
+fn multi_key_commands_merge_in_key_order() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let _: () = q(&mut c, &["MSET", "a", "1", "b", "2", "c", "3", "{a}x", "4"]);
+    // Order, duplicates and missing keys.
+    let got: Vec<Option<String>> = q(
+        &mut c,
+        &["MGET", "c", "a", "missing", "b", "a", "{a}x", "c"],
+    );
+    let want = [
+        Some("3"),
+        Some("1"),
+        None,
+        Some("2"),
+        Some("1"),
+        Some("4"),
+        Some("3"),
+    ];
+    assert_eq!(got, want.map(|s| s.map(String::from)));
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "a", "b", "missing", "a"]), 3);
+    assert_eq!(q::<i64>(&mut c, &["TOUCH", "a", "b", "c", "nope"]), 3);
+    assert_eq!(q::<i64>(&mut c, &["UNLINK", "c", "nope"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["DEL", "a", "b", "c", "{a}x"]), 3);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "a", "b", "c", "{a}x"]), 0);
+
+    // MSETNX: atomic within one slot, refused across slots.
+    assert_eq!(q::<i64>(&mut c, &["MSETNX", "{n}1", "a", "{n}2", "b"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["MSETNX", "{n}2", "x", "{n}3", "c"]), 0);
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "{n}3"]), None);
+    assert!(err(&mut c, &["MSETNX", "p", "1", "q", "2"]).contains("CROSSSLOT"));
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "p", "q"]), 0);
+
+    // Other multi-key commands across slots: the cluster's error, unchanged.
+    for args in [
+        &["RENAME", "a", "b"][..],
+        &["SUNIONSTORE", "d", "a", "b"],
+        &["LMOVE", "a", "b", "LEFT", "LEFT"],
+        &["EVAL", "return 1", "2", "a", "b"],
+    ] {
+        assert!(err(&mut c, args).contains("CROSSSLOT"), "{args:?}");
+    }
+}
+
+#[test]
+fn thousand_key_mget_and_mset_across_all_slots() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let keys: Vec<String> = (0..1000).map(|i| format!("bulk:{i}")).collect();
+    let slots: HashSet<u16> = keys
+        .iter()
+        .map(|k| slotproxy::slot::key_slot(k.as_bytes()))
+        .collect();
+    assert!(slots.len() > 900, "keys spread over many slots");
+    let mut mset = redis::cmd("MSET");
+    for (i, k) in keys.iter().enumerate() {
+        mset.arg(k).arg(i);
+    }
+    let _: () = mset.query(&mut c).unwrap();
+    let mut mget = redis::cmd("MGET");
+    for k in &keys {
+        mget.arg(k);
+    }
+    let vals: Vec<i64> = mget.query(&mut c).unwrap();
+    assert_eq!(vals, (0..1000).collect::<Vec<i64>>());
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 1000);
+    // Each master really holds its share.
+    let per_node: i64 = cluster
+        .master_ports()
+        .iter()
+        .map(|&p| cluster.cli(p, &["DBSIZE"]).trim().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(per_node, 1000);
+    let mut del = redis::cmd("DEL");
+    for k in &keys {
+        del.arg(k);
+    }
+    assert_eq!(del.query::<i64>(&mut c).unwrap(), 1000);
+}
+
+#[test]
+fn cluster_wide_commands() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    for i in 0..30 {
+        let _: () = q(&mut c, &["SET", &format!("cw:{i}"), "v"]);
+    }
+    let mut keys: Vec<String> = q(&mut c, &["KEYS", "cw:*"]);
+    keys.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("cw:{i}")).collect();
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 30);
+    let rk: String = q(&mut c, &["RANDOMKEY"]);
+    assert!(rk.starts_with("cw:"));
+
+    // Scripts reach every master, so EVALSHA works for keys anywhere.
+    let sha: String = q(
+        &mut c,
+        &["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"],
+    );
+    for i in 0..30 {
+        assert_eq!(
+            q::<String>(&mut c, &["EVALSHA", &sha, "1", &format!("cw:{i}")]),
+            "v"
+        );
+    }
+    assert_eq!(
+        q::<Vec<i64>>(&mut c, &["SCRIPT", "EXISTS", &sha, "0000"]),
+        [1, 0]
+    );
+    for p in cluster.master_ports() {
+        assert!(cluster
+            .cli(p, &["SCRIPT", "EXISTS", &sha])
+            .trim()
+            .starts_with('1'));
+    }
+    let _: () = q(&mut c, &["SCRIPT", "FLUSH"]);
+    assert_eq!(q::<Vec<i64>>(&mut c, &["SCRIPT", "EXISTS", &sha]), [0]);
+
+    // Functions.
+    let lib = "#!lua name=plib\nredis.register_function('pget', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(q::<String>(&mut c, &["FUNCTION", "LOAD", lib]), "plib");
+    assert_eq!(q::<String>(&mut c, &["FCALL", "pget", "1", "cw:3"]), "v");
+    let list: Value = q(&mut c, &["FUNCTION", "LIST"]);
+    assert!(format!("{list:?}").contains("plib"));
+    let _: () = q(&mut c, &["FUNCTION", "DELETE", "plib"]);
+    assert!(err(&mut c, &["FCALL", "pget", "1", "cw:3"]).contains("Function not found"));
+
+    // INFO: the proxy's section plus the keyspace summed over masters.
+    let info: String = q(&mut c, &["INFO"]);
+    assert!(info.starts_with("# Proxy\r\n"), "{info}");
+    assert!(info.contains("cluster_masters:3\r\n"));
+    assert!(info.contains("db0:keys=30,"), "{info}");
+    let ks: String = q(&mut c, &["INFO", "keyspace"]);
+    assert!(ks.starts_with("# Keyspace\r\ndb0:keys=30,"), "{ks}");
+
+    // CONFIG: GET answers, writes are refused unless allowed.
+    let maxmem: Vec<String> = q(&mut c, &["CONFIG", "GET", "maxmemory"]);
+    assert_eq!(maxmem[0], "maxmemory");
+    assert!(err(&mut c, &["CONFIG", "SET", "maxmemory-samples", "7"])
+        .contains("frontend.allow_config_write"));
+
+    // FLUSHALL empties every master.
+    let _: () = q(&mut c, &["FLUSHALL", "ASYNC"]);
+    common::wait_until(Duration::from_secs(5), "flush", || {
+        q::<i64>(&mut proxy.conn(), &["DBSIZE"]) == 0
+    });
+    let _: () = q(&mut c, &["FLUSHDB"]);
+    assert_eq!(q::<Option<String>>(&mut c, &["RANDOMKEY"]), None);
+}
+
+#[test]
+fn config_set_broadcasts_when_allowed() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start_with(cluster.seeds(), |c| c.frontend.allow_config_write = true);
+    let mut c = proxy.conn();
+    let _: () = q(&mut c, &["CONFIG", "SET", "maxmemory-samples", "7"]);
+    for p in cluster.ports() {
+        assert!(
+            cluster
+                .cli(p, &["CONFIG", "GET", "maxmemory-samples"])
+                .contains('7'),
+            "node {p}"
+        );
+    }
+}
+
+#[test]
+fn scan_returns_every_key_that_existed_throughout() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let mut mset = redis::cmd("MSET");
+    for i in 0..2000 {
+        mset.arg(format!("old:{i}")).arg(i);
+    }
+    let _: () = mset.query(&mut c).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Keys keep being added while the scan runs.
+        s.spawn(|| {
+            let mut w = proxy.conn();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 20_000 {
+                let _: () = q(&mut w, &["SET", &format!("new:{i}"), "x"]);
+                i += 1;
+            }
+        });
+        let mut seen = HashSet::new();
+        let mut cursor = "0".to_string();
+        let mut rounds = 0;
+        loop {
+            let (next, keys): (String, Vec<String>) =
+                q(&mut c, &["SCAN", &cursor, "MATCH", "*", "COUNT", "100"]);
+            seen.extend(keys);
+            rounds += 1;
+            assert!(rounds < 10_000, "scan terminates");
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for i in 0..2000 {
+            assert!(
+                seen.contains(&format!("old:{i}")),
+                "old:{i} missing from SCAN"
+            );
+        }
+    });
+    // TYPE and MATCH filters pass through.
+    let _: i64 = q(&mut c, &["SADD", "aset", "m"]);
+    let mut found = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (next, keys): (String, Vec<String>) = q(&mut c, &["SCAN", &cursor, "TYPE", "set"]);
+        found.extend(keys);
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(found, ["aset"]);
+    assert!(err(&mut c, &["SCAN", "notanumber"]).contains("invalid cursor"));
+}
+
+#[test]
+fn emulated_one_node_cluster() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let port = i64::from(proxy.port());
+    let slots: Value = q(&mut c, &["CLUSTER", "SLOTS"]);
+    let Value::Array(ranges) = slots else {
+        panic!()
+    };
+    assert_eq!(ranges.len(), 1);
+    let Value::Array(r) = &ranges[0] else {
+        panic!()
+    };
+    assert_eq!(r[0], Value::Int(0));
+    assert_eq!(r[1], Value::Int(16383));
+    let Value::Array(node) = &r[2] else { panic!() };
+    assert_eq!(node[0], Value::BulkString(b"127.0.0.1".to_vec()));
+    assert_eq!(node[1], Value::Int(port));
+    let id: String = q(&mut c, &["CLUSTER", "MYID"]);
+    assert_eq!(id.len(), 40);
+    let nodes: String = q(&mut c, &["CLUSTER", "NODES"]);
+    assert!(
+        nodes.starts_with(&format!("{id} 127.0.0.1:{port}@0 myself,master")),
+        "{nodes}"
+    );
+    let info: String = q(&mut c, &["CLUSTER", "INFO"]);
+    assert!(info.contains("cluster_state:ok"), "{info}");
+    let shards: Value = q(&mut c, &["CLUSTER", "SHARDS"]);
+    assert!(format!("{shards:?}").contains(&id));
+    // No backend address leaks through the cluster commands.
+    for p in cluster.ports() {
+        assert!(!nodes.contains(&p.to_string()));
+    }
+
+    let _: () = q(&mut c, &["SET", "{k}1", "a"]);
+    let _: () = q(&mut c, &["SET", "{k}2", "b"]);
+    let slot = slotproxy::slot::key_slot(b"k").to_string();
+    assert_eq!(q::<i64>(&mut c, &["CLUSTER", "COUNTKEYSINSLOT", &slot]), 2);
+    let mut ks: Vec<String> = q(&mut c, &["CLUSTER", "GETKEYSINSLOT", &slot, "10"]);
+    ks.sort();
+    assert_eq!(ks, ["{k}1", "{k}2"]);
+
+    // The real topology is one command away.
+    let topo: Value = q(&mut c, &["PROXY", "TOPOLOGY"]);
+    let text = format!("{topo:?}");
+    for p in cluster.ports() {
+        assert!(
+            text.contains(&format!("127.0.0.1:{p}")),
+            "{p} missing in {text}"
+        );
+    }
+
+    // A cluster-aware client works through the proxy.
+    let out = Command::new("python3")
+        .arg("tests/python/cluster_client.py")
+        .arg(proxy.port().to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "redis-py RedisCluster failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn partial_failure_is_an_error_never_a_partial_result() {
+    let mut cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start_with(cluster.seeds(), |c| {
+        c.backend.connect_timeout = Duration::from_millis(300);
+        c.backend.request_timeout = Duration::from_secs(2);
+    });
+    let mut c = proxy.conn();
+    let keys: Vec<String> = (0..20).map(|i| format!("pf:{i}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for k in &keys {
+        mset.arg(k).arg("v");
+    }
+    let _: () = mset.query(&mut c).unwrap();
+    let victim = cluster.node_for_slot(slotproxy::slot::key_slot(keys[0].as_bytes()));
+    cluster.kill_node(victim);
+    let mut mget = redis::cmd("MGET");
+    for k in &keys {
+        mget.arg(k);
+    }
+    let e = mget.query::<Value>(&mut c).unwrap_err().to_string();
+    assert!(
+        e.contains("slotproxy: MGET failed for ") && e.contains(" parts: "),
+        "{e}"
+    );
+    let mut del = redis::cmd("DEL");
+    for k in &keys {
+        del.arg(k);
+    }
+    let e = del.query::<Value>(&mut c).unwrap_err().to_string();
+    assert!(
+        e.contains("DEL failed for ") && e.contains("the other parts were applied"),
+        "{e}"
+    );
+    let info: String = q(&mut c, &["CLUSTER", "INFO"]);
+    assert!(info.contains("cluster_state:fail"), "{info}");
+}

@@ -20,8 +20,8 @@ test-deps:
 	deploy/local/ensure-test-deps.sh
 
 test: test-deps
-	cargo test --all-targets
 	cargo test --doc
+	cargo test --all-targets
 
 lint:
 	cargo fmt --all -- --check

@@ -20,6 +20,13 @@ use crate::backend::Node;
 pub const SLOTS: usize = 16384;
 
 /// The slot of `key`, honouring hash tags.
+///
+/// ```
+/// use slotproxy::slot::key_slot;
+/// assert_eq!(key_slot(b"foo"), 12182);
+/// // Keys with the same hash tag share a slot.
+/// assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));
+/// ```
 pub fn key_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hash_tag(key)) % SLOTS as u16
 }

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
-use crate::resp::ReplyDecoder;
+use crate::resp::{ProtocolError, ReplyDecoder};
 
 /// What a request's reply slot receives.
 pub type ReplyResult = Result<Bytes, ProxyError>;
@@ -64,11 +64,13 @@ pub struct BackendSettings {
     /// Signalled when a node looks unhealthy or a redirect shows the slot
     /// table is stale; the topology refresher listens.
     pub refresh: Arc<Notify>,
+    /// Send READONLY on every new connection (replica reads enabled).
+    pub readonly: bool,
 }
 
 impl BackendSettings {
     /// Settings from the `[backend]` config section.
-    pub fn from_config(c: &BackendConfig, refresh: Arc<Notify>) -> Self {
+    pub fn from_config(c: &BackendConfig, refresh: Arc<Notify>, readonly: bool) -> Self {
         BackendSettings {
             connections_per_node: c.connections_per_node,
             connect_timeout: c.connect_timeout,
@@ -77,6 +79,7 @@ impl BackendSettings {
             backoff_max: c.reconnect_backoff_max,
             queue_depth: c.queue_depth,
             refresh,
+            readonly,
         }
     }
 }
@@ -84,14 +87,22 @@ impl BackendSettings {
 /// One request waiting for a connection.
 struct Job {
     frame: Bytes,
+    /// Replies to discard before the one that answers (1 after ASKING).
+    skip: u8,
     reply: oneshot::Sender<ReplyResult>,
 }
 
 /// One request written and waiting for its reply.
 struct InFlight {
+    skip: u8,
     reply: oneshot::Sender<ReplyResult>,
     sent_at: Instant,
 }
+
+/// `ASKING`, sent before a request redirected by `-ASK`.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// `READONLY`, sent on new connections when replica reads are enabled.
+const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 
 /// A cluster node: an address and its multiplexed connections.
 ///
@@ -158,9 +169,26 @@ impl Node {
     /// (taken modulo the number of connections) and returns the reply slot.
     /// Waits while that connection's queue is full.
     pub async fn send(&self, lane: usize, frame: Bytes) -> Result<ReplyRx, ProxyError> {
+        self.enqueue(lane, frame, 0).await
+    }
+
+    /// Like [`Node::send`], preceded by ASKING on the same connection (the
+    /// answer to an `-ASK` redirect); the ASKING reply is discarded.
+    pub async fn send_asking(&self, lane: usize, frame: &[u8]) -> Result<ReplyRx, ProxyError> {
+        let mut both = BytesMut::with_capacity(ASKING.len() + frame.len());
+        both.extend_from_slice(ASKING);
+        both.extend_from_slice(frame);
+        self.enqueue(lane, both.freeze(), 1).await
+    }
+
+    async fn enqueue(&self, lane: usize, frame: Bytes, skip: u8) -> Result<ReplyRx, ProxyError> {
         let (tx, rx) = oneshot::channel();
         self.lanes[lane % self.lanes.len()]
-            .send(Job { frame, reply: tx })
+            .send(Job {
+                frame,
+                skip,
+                reply: tx,
+            })
             .await
             .map_err(|_| ProxyError::BackendUnavailable("connection task stopped".into()))?;
         Ok(rx)
@@ -319,8 +347,20 @@ async fn session(
     rx: &mut mpsc::Receiver<Job>,
     s: &BackendSettings,
 ) -> Option<String> {
-    let (rd, wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
+    if s.readonly {
+        // READONLY goes first; its reply is read and dropped like any other.
+        let (tx, _) = oneshot::channel();
+        let _ = inflight_tx.send(InFlight {
+            skip: 0,
+            reply: tx,
+            sent_at: Instant::now(),
+        });
+        if let Err(e) = wr.write_all(READONLY).await {
+            return Some(format!("write failed: {e}"));
+        }
+    }
     tokio::select! {
         reason = write_loop(wr, first, rx, inflight_tx) => reason,
         reason = read_loop(rd, inflight_rx, s) => reason,
@@ -347,6 +387,7 @@ async fn write_loop(
         while let Some(j) = job.take() {
             // Register before writing so the reader always finds the slot.
             let _ = inflight.send(InFlight {
+                skip: j.skip,
                 reply: j.reply,
                 sent_at: Instant::now(),
             });
@@ -401,7 +442,7 @@ async fn read_loop(
                 },
                 frame = framed.next() => break match frame {
                     None => ProxyError::BackendConnectionLost("closed by the node".into()),
-                    Some(Err(e)) => ProxyError::BackendProtocol(e.to_string()),
+                    Some(Err(e)) => read_failure(e),
                     Some(Ok(_)) => ProxyError::BackendProtocol("reply without a request".into()),
                 },
             }
@@ -410,6 +451,11 @@ async fn read_loop(
         tokio::select! {
             frame = framed.next() => match frame {
                 Some(Ok(frame)) => {
+                    if let Some(front) = queue.front_mut().filter(|f| f.skip > 0) {
+                        // The ASKING reply before the real one.
+                        front.skip -= 1;
+                        continue;
+                    }
                     let Some(f) = queue.pop_front() else {
                         break ProxyError::BackendProtocol("reply without a request".into());
                     };
@@ -420,7 +466,7 @@ async fn read_loop(
                     let _ = f.reply.send(Ok(frame));
                 }
                 None => break ProxyError::BackendConnectionLost("closed by the node".into()),
-                Some(Err(e)) => break ProxyError::BackendProtocol(e.to_string()),
+                Some(Err(e)) => break read_failure(e),
             },
             _ = ticker.tick() => {
                 if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout) {
@@ -437,6 +483,15 @@ async fn read_loop(
         let _ = f.reply.send(Err(failure.clone()));
     }
     Some(reason)
+}
+
+/// A failed read: a socket error loses the connection; anything else is
+/// bytes that are not RESP.
+fn read_failure(e: ProtocolError) -> ProxyError {
+    match e {
+        ProtocolError::Io(e) => ProxyError::BackendConnectionLost(e.to_string()),
+        other => ProxyError::BackendProtocol(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -473,6 +528,7 @@ mod tests {
             backoff_max: Duration::from_millis(100),
             queue_depth: 16,
             refresh: Arc::new(Notify::new()),
+            readonly: false,
         })
     }
 

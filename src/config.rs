@@ -22,6 +22,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Connections to the cluster nodes.
     pub backend: BackendConfig,
+    /// Redirects and retries.
+    pub retry: RetryConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -83,6 +85,55 @@ pub struct ClusterConfig {
     /// Timeout for one discovery round-trip (connect + CLUSTER SLOTS) to one node.
     #[serde(with = "humantime_serde")]
     pub discovery_timeout: Duration,
+    /// Where read-only commands go.
+    pub read_from: ReadFrom,
+}
+
+/// Where read-only commands are sent. Writes always go to masters.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Every command goes to the slot's master.
+    #[default]
+    Master,
+    /// Read-only commands go to a replica of the slot (error when none is reachable).
+    Replica,
+    /// Read-only commands go to a reachable replica, else to the master.
+    PreferReplica,
+}
+
+/// `[retry]`: how redirects and transient cluster errors are absorbed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Most retries of one request after MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
+    /// LOADING or MASTERDOWN.
+    pub max_retries: u32,
+    /// Total time one request may spend retrying those.
+    #[serde(with = "humantime_serde")]
+    pub budget: Duration,
+    /// First delay between retries; doubles each time.
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// Largest delay between retries.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// How long a request that was never sent waits for its slot to have a
+    /// reachable master again (node down, failover in progress).
+    #[serde(with = "humantime_serde")]
+    pub master_wait: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 5,
+            budget: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            master_wait: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -91,6 +142,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             refresh_interval: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(2),
+            read_from: ReadFrom::Master,
         }
     }
 }
@@ -333,6 +385,16 @@ impl Config {
             ));
         }
         positive(&mut p, "backend.queue_depth", b.queue_depth);
+        let r = &self.retry;
+        nonzero(&mut p, "retry.budget", r.budget);
+        nonzero(&mut p, "retry.backoff_min", r.backoff_min);
+        nonzero(&mut p, "retry.backoff_max", r.backoff_max);
+        if r.backoff_min > r.backoff_max {
+            p.push(format!(
+                "retry.backoff_min ({:?}) is larger than retry.backoff_max ({:?})",
+                r.backoff_min, r.backoff_max
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             p.push(format!(
                 "log.level: {:?} is not a valid filter: {e}",

@@ -64,6 +64,9 @@ pub enum ProxyError {
     /// No reachable master owns the slot, or no slot table yet.
     #[error("cluster down: {0}")]
     ClusterDown(&'static str),
+    /// `read_from = "replica"` and the slot has no reachable replica.
+    #[error("no reachable replica")]
+    NoReplica,
     /// The backend node could not be reached; the request was never sent.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
@@ -126,6 +129,10 @@ impl ProxyError {
             }
             ProxyError::Syntax(m) => format!("ERR {m}"),
             ProxyError::ClusterDown(why) => format!("CLUSTERDOWN {why}"),
+            ProxyError::NoReplica => {
+                "ERR slotproxy: no reachable replica for this slot (cluster.read_from = \"replica\")"
+                    .to_string()
+            }
             ProxyError::BackendUnavailable(why) => {
                 format!("ERR slotproxy: backend unavailable ({why}); the command was not executed")
             }

@@ -11,23 +11,13 @@
 //! gets an error naming how many parts failed, and for writes that the other
 //! parts were applied.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 
-use crate::backend::{Node, ReplyResult};
+use crate::backend::ReplyResult;
 use crate::error::ProxyError;
 use crate::resp::{encode, reply::split_aggregate, Request, Value};
+use crate::retry::Target;
 use crate::slot::{key_slot, SlotTable};
-
-/// Where one sub-request goes.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// The master of this slot.
-    Slot(u16),
-    /// This node.
-    Node(Arc<Node>),
-}
 
 /// One sub-request.
 #[derive(Debug, Clone)]
@@ -86,6 +76,7 @@ pub struct Plan {
     /// Command name for error messages, uppercase.
     pub command: String,
     /// Whether the command writes (errors then say the other parts applied).
+    /// Parts of commands that do not write may be re-sent and read from replicas.
     pub write: bool,
     /// The sub-requests.
     pub parts: Vec<Part>,

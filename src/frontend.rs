@@ -29,14 +29,15 @@ use tracing::debug;
 
 use std::sync::atomic::Ordering;
 
-use crate::backend::{self, ReplyResult, ReplyRx};
+use crate::backend::{ReplyResult, ReplyRx};
 use crate::command::Commands;
 use crate::error::ProxyError;
-use crate::fanout::{self, Merge, Plan, Target};
+use crate::fanout::{self, Merge, Plan};
 use crate::local::{self, ClientState, Ctx, ProxyInfo};
 use crate::resp::{Limits, ProtocolError, Request, RequestDecoder};
+use crate::retry::{Attempt, Retrier};
 use crate::router::{Route, Router};
-use crate::slot::{SharedSlotTable, SlotTable};
+use crate::slot::SharedSlotTable;
 
 /// Replies at least this large are written directly instead of being copied
 /// into the output buffer.
@@ -59,6 +60,14 @@ pub struct Shared {
     pub allow_config_write: bool,
     /// Process-wide facts and counters.
     pub proxy: Arc<ProxyInfo>,
+    /// Target resolution, redirects and retries.
+    pub retrier: Arc<Retrier>,
+}
+
+impl std::fmt::Debug for Retrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrier").finish_non_exhaustive()
+    }
 }
 
 /// A reply slot, in request order.
@@ -66,9 +75,15 @@ enum Pending {
     /// Already known (local command or error).
     Ready(Bytes),
     /// Waiting for a backend.
-    Backend(ReplyRx),
+    Routed(Routed),
     /// Waiting for several backends, then merged.
     FanOut(Box<FanOutPending>),
+}
+
+/// One forwarded request in flight.
+struct Routed {
+    attempt: Attempt,
+    sent: Result<ReplyRx, ProxyError>,
 }
 
 /// The parts of a fanned-out request in flight.
@@ -76,18 +91,18 @@ struct FanOutPending {
     command: String,
     write: bool,
     merge: Merge,
-    parts: Vec<Result<ReplyRx, ProxyError>>,
+    parts: Vec<Routed>,
 }
 
 impl FanOutPending {
-    async fn finish(self) -> Bytes {
-        let mut replies = Vec::with_capacity(self.parts.len());
-        for p in self.parts {
-            replies.push(match p {
-                Ok(rx) => backend::recv_reply(rx).await,
-                Err(e) => Err(e),
-            });
-        }
+    async fn finish(self, retrier: &Retrier) -> Bytes {
+        // Parts retry independently and concurrently; merged in part order.
+        let replies = futures_util::future::join_all(
+            self.parts
+                .into_iter()
+                .map(|p| async move { retrier.complete(&p.attempt, p.sent).await }),
+        )
+        .await;
         fanout::merge(&self.command, self.write, &self.merge, &replies)
     }
 }
@@ -132,7 +147,7 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
         }
         drop(tx);
     };
-    tokio::join!(reader, write_replies(wr, rx));
+    tokio::join!(reader, write_replies(wr, rx, &shared.retrier));
 }
 
 struct Session<'a> {
@@ -157,61 +172,58 @@ impl Session<'_> {
             slots: &slots,
             allow_config_write: self.shared.allow_config_write,
         };
-        let slot = match router.route(&req, &mut self.keys) {
+        let (target, readonly) = match router.route(&req, &mut self.keys) {
             Route::Local(spec) => {
                 let mut ctx = Ctx {
                     commands: &commands,
                     slots: &slots,
                     client: &mut self.client,
                     proxy: &self.shared.proxy,
+                    retries: &self.shared.retrier.counters,
                 };
                 return Pending::Ready(local::execute(spec, &req, &mut ctx));
             }
             Route::Reject(e) => return Pending::Ready(e.to_resp()),
-            Route::FanOut(plan) => return self.fan_out(&slots, plan).await,
+            Route::FanOut(plan) => return self.fan_out(plan).await,
             Route::Info(sections) => {
                 let plan = fanout::info(
                     &slots,
                     sections,
-                    self.shared.proxy.proxy_section(&slots, &commands),
+                    self.shared.proxy.proxy_section(
+                        &slots,
+                        &commands,
+                        &self.shared.retrier.counters,
+                    ),
                     self.shared.proxy.clients_section(),
                 );
-                return self.fan_out(&slots, plan).await;
+                return self.fan_out(plan).await;
             }
-            Route::Slot(s) => Some(s),
-            Route::AnyMaster => None,
+            Route::Forward { target, readonly } => (target, readonly),
         };
         drop(commands);
-        let shard = match slot {
-            Some(s) => slots.shard(s),
-            None => match slots.shards().len() {
-                0 => None,
-                n => slots.shards().get(self.client.id as usize % n),
-            },
-        };
-        let Some(shard) = shard else {
-            return Pending::Ready(cluster_down(&slots).to_resp());
-        };
-        let node = shard.master.clone();
         drop(slots);
-        match node.send(self.client.id as usize, req.into_frame()).await {
-            Ok(rx) => Pending::Backend(rx),
-            Err(e) => Pending::Ready(e.to_resp()),
-        }
+        let attempt = Attempt {
+            frame: req.into_frame(),
+            target,
+            readonly,
+            lane: self.client.id as usize,
+        };
+        let sent = self.shared.retrier.send(&attempt).await;
+        Pending::Routed(Routed { attempt, sent })
     }
 
     /// Sends every part on this client's lane and returns the pending merge.
-    async fn fan_out(&self, slots: &SlotTable, plan: Plan) -> Pending {
+    async fn fan_out(&self, plan: Plan) -> Pending {
         let mut parts = Vec::with_capacity(plan.parts.len());
         for part in plan.parts {
-            let node = match part.target {
-                Target::Node(n) => Some(n),
-                Target::Slot(s) => slots.master(s).cloned(),
+            let attempt = Attempt {
+                frame: part.frame,
+                target: part.target,
+                readonly: !plan.write,
+                lane: self.client.id as usize,
             };
-            parts.push(match node {
-                Some(n) => n.send(self.client.id as usize, part.frame).await,
-                None => Err(cluster_down(slots)),
-            });
+            let sent = self.shared.retrier.send(&attempt).await;
+            parts.push(Routed { attempt, sent });
         }
         Pending::FanOut(Box::new(FanOutPending {
             command: plan.command,
@@ -222,21 +234,13 @@ impl Session<'_> {
     }
 }
 
-fn cluster_down(slots: &SlotTable) -> ProxyError {
-    ProxyError::ClusterDown(if slots.version() == 0 {
-        "slotproxy has not discovered the cluster yet"
-    } else {
-        "Hash slot not served"
-    })
-}
-
 /// The client-visible bytes of a backend outcome.
 fn reply_bytes(r: ReplyResult) -> Bytes {
     r.unwrap_or_else(|e| e.to_resp())
 }
 
 /// Writes replies in request order, batching those already available.
-async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, retrier: &Retrier) {
     let mut out = BytesMut::new();
     loop {
         let item = match rx.try_recv() {
@@ -254,20 +258,37 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) 
         };
         let reply = match item {
             Pending::Ready(b) => b,
-            Pending::Backend(mut slot) => match slot.try_recv() {
-                Ok(r) => reply_bytes(r),
-                Err(_) => {
-                    if flush(&mut wr, &mut out).await.is_err() {
-                        return;
+            Pending::Routed(Routed { attempt, sent }) => {
+                // Fast path: a reply that is already here and final.
+                let ready = match sent {
+                    Ok(mut slot) => match slot.try_recv() {
+                        Ok(outcome) => Ok(outcome),
+                        Err(_) => Err(Ok(slot)),
+                    },
+                    Err(e) => Ok(Err(e)),
+                };
+                let outcome = match ready {
+                    Ok(outcome) if Retrier::is_final(&outcome) => outcome,
+                    Ok(outcome) => {
+                        if flush(&mut wr, &mut out).await.is_err() {
+                            return;
+                        }
+                        retrier.finish(&attempt, outcome).await
                     }
-                    reply_bytes(backend::recv_reply(slot).await)
-                }
-            },
+                    Err(sent) => {
+                        if flush(&mut wr, &mut out).await.is_err() {
+                            return;
+                        }
+                        retrier.complete(&attempt, sent).await
+                    }
+                };
+                reply_bytes(outcome)
+            }
             Pending::FanOut(f) => {
                 if flush(&mut wr, &mut out).await.is_err() {
                     return;
                 }
-                f.finish().await
+                f.finish(retrier).await
             }
         };
         if reply.len() >= LARGE_REPLY {

@@ -14,6 +14,7 @@
 //! * [`slot`]: CRC16 hash slots and the immutable [`slot::SlotTable`].
 //! * [`fanout`]: multi-key and cluster-wide commands split into parts, and
 //!   the merge of their replies ([`info`] merges INFO).
+//! * [`retry`]: where a request goes, redirects (MOVED/ASK) and retries.
 //! * [`backend`]: multiplexed, pipelined connections to cluster nodes.
 //! * [`topology`]: discovers the cluster and publishes new slot tables.
 //! * [`local`]: commands answered by the proxy itself.
@@ -32,6 +33,7 @@ pub mod frontend;
 pub mod info;
 pub mod local;
 pub mod resp;
+pub mod retry;
 pub mod router;
 pub mod server;
 pub mod slot;

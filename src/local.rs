@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use crate::command::{CommandSpec, CommandTable};
 use crate::error::ProxyError;
 use crate::resp::{encode, Request};
+use crate::retry::RetryCounters;
 use crate::slot::{key_slot, SlotTable, SLOTS};
 
 /// The version slotproxy reports in HELLO and INFO.
@@ -77,9 +78,15 @@ impl ProxyInfo {
     }
 
     /// Body of INFO's `# Proxy` section.
-    pub fn proxy_section(&self, slots: &SlotTable, commands: &CommandTable) -> String {
+    pub fn proxy_section(
+        &self,
+        slots: &SlotTable,
+        commands: &CommandTable,
+        retries: &RetryCounters,
+    ) -> String {
         let nodes: usize = slots.shards().iter().map(|s| 1 + s.replicas.len()).sum();
-        format!(
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
             "proxy_name:slotproxy\r\nproxy_version:{VERSION}\r\nproxy_id:{}\r\nuptime_in_seconds:{}\r\n\
              total_commands_processed:{}\r\nslot_table_version:{}\r\nslots_assigned:{}\r\n\
              cluster_masters:{}\r\ncluster_nodes:{nodes}\r\ncommand_table_source:{}\r\ncommand_table_size:{}\r\n",
@@ -91,7 +98,19 @@ impl ProxyInfo {
             slots.shards().len(),
             commands.source(),
             commands.len(),
-        )
+        );
+        let _ = write!(
+            out,
+            "redirects_moved:{}\r\nredirects_ask:{}\r\nretries_transient:{}\r\n\
+             retries_unavailable:{}\r\nretries_reads_resent:{}\r\nretries_exhausted:{}\r\n",
+            r(&retries.moved),
+            r(&retries.ask),
+            r(&retries.transient),
+            r(&retries.unavailable),
+            r(&retries.reads_resent),
+            r(&retries.exhausted),
+        );
+        out
     }
 
     /// Body of INFO's `# Clients` section.
@@ -115,6 +134,8 @@ pub struct Ctx<'a> {
     pub client: &'a mut ClientState,
     /// The proxy.
     pub proxy: &'a ProxyInfo,
+    /// What the retry layer did.
+    pub retries: &'a RetryCounters,
 }
 
 /// Executes a command routed [`crate::router::Route::Local`] and returns its reply.
@@ -506,11 +527,13 @@ mod tests {
         let spec = table.lookup(&req).unwrap();
         let slots = SlotTable::empty();
         let proxy = ProxyInfo::new(10);
+        let retries = RetryCounters::default();
         let mut ctx = Ctx {
             commands: table,
             slots: &slots,
             client,
             proxy: &proxy,
+            retries: &retries,
         };
         String::from_utf8(execute(spec, &req, &mut ctx).to_vec()).unwrap()
     }

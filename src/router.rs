@@ -5,6 +5,7 @@ use crate::command::{policy_reason, CommandSpec, CommandTable, Flags, Policy};
 use crate::error::ProxyError;
 use crate::fanout::{self, Merge, Plan};
 use crate::resp::Request;
+use crate::retry::Target;
 use crate::slot::{key_slot, SlotTable, SLOTS};
 
 /// The routing decision for one request.
@@ -12,10 +13,13 @@ use crate::slot::{key_slot, SlotTable, SLOTS};
 pub enum Route<'a> {
     /// Answered by the proxy ([`crate::local`]).
     Local(&'a CommandSpec),
-    /// Sent to the master of this slot.
-    Slot(u16),
-    /// Sent to any master (keyless, node-independent).
-    AnyMaster,
+    /// Forwarded as is; `readonly` commands may be re-sent and go to replicas.
+    Forward {
+        /// Where.
+        target: Target,
+        /// Whether the command only reads.
+        readonly: bool,
+    },
     /// Split into sub-requests whose replies are merged.
     FanOut(Plan),
     /// INFO: the proxy's sections plus the masters' merged ones.
@@ -41,23 +45,25 @@ impl<'a> Router<'a> {
             Ok(spec) => spec,
             Err(e) => return Route::Reject(e),
         };
+        let readonly = spec.flags.contains(Flags::READONLY);
+        let forward = |target| Route::Forward { target, readonly };
         match spec.policy {
             Policy::Local => {
                 // COMMAND LIST FILTERBY needs ACL categories and module names
                 // the node knows best.
                 if spec.name == "command|list" && req.argc() > 2 {
-                    return Route::AnyMaster;
+                    return forward(Target::AnyMaster);
                 }
                 Route::Local(spec)
             }
-            Policy::AnyMaster => Route::AnyMaster,
+            Policy::AnyMaster => forward(Target::AnyMaster),
             Policy::Unsupported(reason) => Route::Reject(unsupported(spec, reason)),
             Policy::SlotArgument => {
                 match std::str::from_utf8(req.arg(2))
                     .ok()
                     .and_then(|s| s.parse::<u16>().ok())
                 {
-                    Some(slot) if (slot as usize) < SLOTS => Route::Slot(slot),
+                    Some(slot) if (slot as usize) < SLOTS => forward(Target::Slot(slot)),
                     _ => Route::Reject(ProxyError::Syntax("Invalid slot".into())),
                 }
             }
@@ -82,10 +88,7 @@ impl<'a> Router<'a> {
                         Some(_) => {}
                     }
                 }
-                match slot {
-                    Some(s) => Route::Slot(s),
-                    None => Route::AnyMaster,
-                }
+                forward(slot.map_or(Target::AnyMaster, Target::Slot))
             }
         }
     }
@@ -173,8 +176,20 @@ mod tests {
 
     #[test]
     fn routes_by_slot() {
-        assert!(matches!(r("GET foo"), Route::Slot(12182)));
-        assert!(matches!(r("MGET {a}1 {a}2"), Route::Slot(_)));
+        assert!(matches!(
+            r("GET foo"),
+            Route::Forward {
+                target: Target::Slot(12182),
+                readonly: true
+            }
+        ));
+        assert!(matches!(
+            r("MGET {a}1 {a}2"),
+            Route::Forward {
+                target: Target::Slot(_),
+                ..
+            }
+        ));
         assert!(matches!(r("MGET a b"), Route::FanOut(_)));
         assert!(matches!(
             r("MSETNX a 1 b 2"),
@@ -184,15 +199,42 @@ mod tests {
             r("RENAME a b"),
             Route::Reject(ProxyError::CrossSlot)
         ));
-        assert!(matches!(r("EVAL s 0"), Route::AnyMaster));
-        assert!(matches!(r("SPUBLISH ch m"), Route::Slot(_)));
+        assert!(matches!(
+            r("EVAL s 0"),
+            Route::Forward {
+                target: Target::AnyMaster,
+                ..
+            }
+        ));
+        assert!(matches!(
+            r("SPUBLISH ch m"),
+            Route::Forward {
+                target: Target::Slot(_),
+                ..
+            }
+        ));
         assert!(matches!(r("PING"), Route::Local(_)));
-        assert!(matches!(r("TIME"), Route::AnyMaster));
+        assert!(matches!(
+            r("TIME"),
+            Route::Forward {
+                target: Target::AnyMaster,
+                ..
+            }
+        ));
         assert!(matches!(
             r("COMMAND LIST FILTERBY ACLCAT read"),
-            Route::AnyMaster
+            Route::Forward {
+                target: Target::AnyMaster,
+                ..
+            }
         ));
-        assert!(matches!(r("CLUSTER COUNTKEYSINSLOT 42"), Route::Slot(42)));
+        assert!(matches!(
+            r("CLUSTER COUNTKEYSINSLOT 42"),
+            Route::Forward {
+                target: Target::Slot(42),
+                ..
+            }
+        ));
         assert!(matches!(
             r("CLUSTER GETKEYSINSLOT 16384 1"),
             Route::Reject(_)
@@ -202,7 +244,13 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_multiplexed() {
-        assert!(matches!(r("XREAD STREAMS s 0"), Route::Slot(_)));
+        assert!(matches!(
+            r("XREAD STREAMS s 0"),
+            Route::Forward {
+                target: Target::Slot(_),
+                ..
+            }
+        ));
         assert!(matches!(
             r("XREAD BLOCK 0 STREAMS s 0"),
             Route::Reject(ProxyError::Unsupported { .. })

@@ -16,11 +16,12 @@ use tracing::{info, warn};
 
 use crate::backend::BackendSettings;
 use crate::command::Commands;
-use crate::config::Config;
+use crate::config::{Config, ReadFrom};
 use crate::error::ProxyError;
 use crate::frontend::{self, Shared};
 use crate::local::ProxyInfo;
 use crate::resp::Limits;
+use crate::retry::Retrier;
 use crate::slot::{SharedSlotTable, SlotTable};
 use crate::topology::Topology;
 
@@ -46,12 +47,19 @@ impl Server {
         let settings = Arc::new(BackendSettings::from_config(
             &config.backend,
             Arc::new(Notify::new()),
+            config.cluster.read_from != ReadFrom::Master,
         ));
         let topology = Topology::new(&config.cluster, table.clone(), commands.clone(), settings);
         if let Err(e) = topology.refresh().await {
             warn!(error = %e, "initial cluster discovery failed; retrying in the background");
         }
         let refresher = topology.spawn(shutdown.clone());
+        let retrier = Arc::new(Retrier::new(
+            table.clone(),
+            topology.clone(),
+            config.retry.clone(),
+            config.cluster.read_from,
+        ));
         let shared = Arc::new(Shared {
             table: table.clone(),
             commands,
@@ -63,6 +71,7 @@ impl Server {
             max_pipeline: config.frontend.max_pipeline,
             allow_config_write: config.frontend.allow_config_write,
             proxy: Arc::new(ProxyInfo::new(config.frontend.max_clients)),
+            retrier,
         });
         let accept = tokio::spawn(accept_loop(
             listener,

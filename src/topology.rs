@@ -102,28 +102,60 @@ impl Topology {
         })
     }
 
-    /// Candidate nodes to ask: current masters first, then the seeds.
+    /// Candidate nodes to ask: reachable masters first (rotated to spread
+    /// the load), then replicas, then the seeds, then unreachable nodes.
     fn candidates(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
         let table = self.table.load();
-        for shard in table.shards() {
-            out.push(shard.master.addr().to_string());
+        let mut masters: Vec<&Arc<Node>> = table.shards().iter().map(|s| &s.master).collect();
+        let n = masters.len();
+        if n > 1 {
+            masters.rotate_left((self.refreshes.load(Ordering::Relaxed) as usize) % n);
         }
-        for shard in table.shards() {
-            out.extend(shard.replicas.iter().map(|r| r.addr().to_string()));
-        }
+        let replicas = table.shards().iter().flat_map(|s| s.replicas.iter());
+        let (up, down): (Vec<&Arc<Node>>, Vec<&Arc<Node>>) = masters
+            .into_iter()
+            .chain(replicas)
+            .partition(|n| n.is_reachable());
+        let mut out: Vec<String> = up.iter().map(|n| n.addr().to_string()).collect();
         for s in &self.seeds {
             if !out.contains(s) {
                 out.push(s.clone());
             }
         }
-        // Spread the load of periodic refreshes over the masters.
-        let n = table.shards().len();
-        if n > 1 {
-            let r = (self.refreshes.load(Ordering::Relaxed) as usize) % n;
-            out[..n].rotate_left(r);
+        for n in down {
+            let a = n.addr().to_string();
+            if !out.contains(&a) {
+                out.push(a);
+            }
         }
         out
+    }
+
+    /// The backend handle for `addr`, created if the proxy has none yet
+    /// (a MOVED or ASK target the slot table does not know).
+    pub fn node(&self, addr: &str) -> Arc<Node> {
+        let mut st = self.state.lock().expect("topology state lock");
+        st.nodes
+            .entry(addr.to_string())
+            .or_insert_with(|| Node::spawn(addr, &self.settings))
+            .clone()
+    }
+
+    /// Applies a MOVED redirect: a new table with `slot` served by `addr` is
+    /// swapped in at once, and a full refresh is requested.
+    pub fn apply_moved(&self, slot: u16, addr: &str) {
+        let ranges = {
+            let st = self.state.lock().expect("topology state lock");
+            if st.ranges.is_empty() {
+                None
+            } else {
+                Some(reassign(&st.ranges, slot, addr))
+            }
+        };
+        if let Some(ranges) = ranges {
+            self.publish(ranges, "MOVED redirect");
+        }
+        self.settings.refresh.notify_one();
     }
 
     /// One discovery round: asks candidates in turn until one answers with a
@@ -131,6 +163,9 @@ impl Topology {
     pub async fn refresh(&self) -> Result<(), String> {
         let request = encode::command(&["CLUSTER", "SLOTS"]);
         let mut problems = Vec::new();
+        // A node whose view has holes (it has not heard of a slot's new owner
+        // yet) is only used when no node has a complete view.
+        let mut partial: Option<(Vec<SlotRange>, String)> = None;
         for addr in self.candidates() {
             let reply = match backend::roundtrip(&addr, &request, self.timeout).await {
                 Ok(r) => r,
@@ -140,21 +175,37 @@ impl Topology {
                 }
             };
             match parse_cluster_slots(&reply, &addr) {
-                Ok(ranges) if !ranges.is_empty() => {
-                    self.publish(ranges, &addr);
-                    self.refreshes.fetch_add(1, Ordering::Relaxed);
-                    self.probe_masters().await;
-                    self.maybe_refresh_commands().await;
+                Ok(ranges) if covered(&ranges) == SLOTS => {
+                    self.adopt(ranges, &addr).await;
                     return Ok(());
+                }
+                Ok(ranges) if !ranges.is_empty() => {
+                    if partial
+                        .as_ref()
+                        .is_none_or(|(p, _)| covered(p) < covered(&ranges))
+                    {
+                        partial = Some((ranges, addr));
+                    }
                 }
                 Ok(_) => problems.push(format!("{addr}: CLUSTER SLOTS is empty")),
                 Err(e) => problems.push(format!("{addr}: {e}")),
             }
         }
+        if let Some((ranges, addr)) = partial {
+            self.adopt(ranges, &addr).await;
+            return Ok(());
+        }
         Err(format!(
             "no node answered CLUSTER SLOTS: {}",
             problems.join("; ")
         ))
+    }
+
+    async fn adopt(&self, ranges: Vec<SlotRange>, from: &str) {
+        self.publish(ranges, from);
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.probe_masters().await;
+        self.maybe_refresh_commands().await;
     }
 
     fn publish(&self, ranges: Vec<SlotRange>, from: &str) {
@@ -251,6 +302,51 @@ impl Topology {
     }
 }
 
+/// Number of slots the ranges cover.
+fn covered(ranges: &[SlotRange]) -> usize {
+    ranges
+        .iter()
+        .map(|r| usize::from(r.end - r.start) + 1)
+        .sum()
+}
+
+/// `ranges` with `slot` moved to the shard of master `addr` (a new shard if
+/// `addr` is not a master yet).
+fn reassign(ranges: &[SlotRange], slot: u16, addr: &str) -> Vec<SlotRange> {
+    let replicas = ranges
+        .iter()
+        .find(|r| r.master == addr)
+        .map(|r| r.replicas.clone())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(ranges.len() + 2);
+    for r in ranges {
+        if (r.start..=r.end).contains(&slot) {
+            if r.start < slot {
+                out.push(SlotRange {
+                    end: slot - 1,
+                    ..r.clone()
+                });
+            }
+            if slot < r.end {
+                out.push(SlotRange {
+                    start: slot + 1,
+                    ..r.clone()
+                });
+            }
+        } else {
+            out.push(r.clone());
+        }
+    }
+    out.push(SlotRange {
+        start: slot,
+        end: slot,
+        master: addr.to_string(),
+        replicas,
+    });
+    out.sort_by_key(|r| r.start);
+    out
+}
+
 /// Parses a CLUSTER SLOTS reply. `queried` supplies the host for nodes the
 /// reply lists with an empty address (Redis does this for the node itself
 /// when it does not know its own IP).
@@ -342,6 +438,44 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn moved_reassigns_one_slot() {
+        let r = vec![
+            SlotRange {
+                start: 0,
+                end: 10,
+                master: "a:1".into(),
+                replicas: vec!["ar:1".into()],
+            },
+            SlotRange {
+                start: 11,
+                end: 20,
+                master: "b:1".into(),
+                replicas: vec![],
+            },
+        ];
+        let out = reassign(&r, 5, "b:1");
+        let slots: Vec<(u16, u16, &str)> = out
+            .iter()
+            .map(|r| (r.start, r.end, r.master.as_str()))
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                (0, 4, "a:1"),
+                (5, 5, "b:1"),
+                (6, 10, "a:1"),
+                (11, 20, "b:1")
+            ]
+        );
+        let out = reassign(&r, 0, "c:1");
+        assert_eq!(
+            (out[0].start, out[0].end, out[0].master.as_str()),
+            (0, 0, "c:1")
+        );
+        assert_eq!((out[1].start, out[1].end), (1, 10));
     }
 
     #[test]

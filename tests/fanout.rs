@@ -336,6 +336,8 @@ fn partial_failure_is_an_error_never_a_partial_result() {
     let proxy = Proxy::start_with(cluster.seeds(), |c| {
         c.backend.connect_timeout = Duration::from_millis(300);
         c.backend.request_timeout = Duration::from_secs(2);
+        // No replica will take over: give up waiting for a master quickly.
+        c.retry.master_wait = Duration::from_millis(500);
     });
     let mut c = proxy.conn();
     let keys: Vec<String> = (0..20).map(|i| format!("pf:{i}")).collect();

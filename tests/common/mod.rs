@@ -64,6 +64,8 @@ pub struct Cluster {
     nodes: Vec<NodeProc>,
     /// Replicas in total (masters * replicas_per_master).
     replicas: usize,
+    /// Extra redis-server arguments, reused by add_node.
+    extra: Vec<String>,
     // Dropped after the nodes are killed.
     _dir: tempfile::TempDir,
 }
@@ -156,6 +158,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: Vec::with_capacity(total),
             replicas: masters * replicas_per_master,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
         };
         // Nodes are killed by Drop if anything below panics.
@@ -344,6 +347,11 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("connect to node {port}: {e}"))
     }
 
+    /// CLUSTER INFO of a node, if it answers.
+    pub fn try_info(&self, port: u16) -> Option<String> {
+        self.try_cli(port, &["cluster", "info"])
+    }
+
     fn try_cli(&self, port: u16, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
             .args(["-p", &port.to_string()])
@@ -359,6 +367,68 @@ impl Cluster {
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         self.try_cli(port, args)
             .unwrap_or_else(|| panic!("redis-cli -p {port} {args:?} failed"))
+    }
+
+    /// Starts one more (empty) redis-server with the cluster's arguments,
+    /// not yet part of the cluster; returns its port.
+    pub fn spawn_node(&mut self) -> u16 {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let node = spawn_node(self._dir.path(), &extra);
+        let port = node.port;
+        self.nodes.push(node);
+        port
+    }
+
+    /// The node id of the node on `port`.
+    pub fn node_id(&self, port: u16) -> String {
+        self.cli(port, &["cluster", "myid"]).trim().to_string()
+    }
+
+    /// Runs `redis-cli --cluster args...`; panics with its output on failure.
+    pub fn cluster_cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .args(args)
+            .output()
+            .expect("run redis-cli --cluster");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster {args:?} failed:\n{text}"
+        );
+        text
+    }
+
+    /// Ports of every node still in `nodes`, and whether each is a replica,
+    /// as the given node sees the cluster: `(port, is_master)`.
+    pub fn roles(&self, from: u16) -> Vec<(u16, bool)> {
+        let nodes = self.cli(from, &["cluster", "nodes"]);
+        nodes
+            .lines()
+            .filter(|l| !l.contains("fail") && !l.contains("noaddr"))
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                let addr = f.nth(1)?;
+                let flags = f.next()?;
+                let port = addr.split(['@', ':']).nth(1)?.parse().ok()?;
+                Some((port, flags.contains("master")))
+            })
+            .collect()
+    }
+
+    /// Sends SIGSTOP or SIGCONT to a node.
+    pub fn signal(&self, port: u16, sig: &str) {
+        let n = self.nodes.iter().find(|n| n.port == port).expect("node");
+        let ok = Command::new("kill")
+            .args([sig, &n.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {port}");
     }
 
     /// Kills a node with SIGKILL.

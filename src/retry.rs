@@ -1,0 +1,293 @@
+//! Redirects and retries: where a request goes, and what happens when the
+//! cluster answers with a redirect or a transient error.
+//!
+//! Every routed request (and every part of a fan-out) completes through
+//! [`Retrier::complete`], which classifies the outcome:
+//!
+//! * `-MOVED slot addr`: the slot table is patched at once (a new table is
+//!   swapped in), a full refresh is requested, and the request is re-sent to
+//!   `addr`.
+//! * `-ASK slot addr`: `ASKING` and the request go to `addr` on one
+//!   connection; the table is left alone.
+//! * `-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`, `-MASTERDOWN`: re-sent after an
+//!   exponential backoff, within `retry.max_retries` and `retry.budget`.
+//! * Never written (node unreachable, no master for the slot): re-resolved
+//!   and re-sent once the slot has a reachable master, within
+//!   `retry.master_wait`.
+//! * Written, then the connection broke or timed out: the outcome is
+//!   unknown, so the error goes to the client, unless the command is
+//!   read-only, which is safe to re-send.
+//!
+//! Retries happen in the client's reply order (the frontend's write half
+//! drives them), so a client's pipelined commands to one key keep their order
+//! across a redirect.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::backend::{recv_reply, Node, Redirect, ReplyResult, ReplyRx};
+use crate::config::{ReadFrom, RetryConfig};
+use crate::error::ProxyError;
+use crate::slot::{SharedSlotTable, SlotTable};
+use crate::topology::Topology;
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The master (or, for reads with replica reads on, a replica) of this slot.
+    Slot(u16),
+    /// Any master (keyless, node-independent commands).
+    AnyMaster,
+    /// This node, whatever the slot table says (cluster-wide parts).
+    Node(Arc<Node>),
+}
+
+/// Counters of what the retry layer did, for INFO and metrics.
+#[derive(Debug, Default)]
+pub struct RetryCounters {
+    /// MOVED redirects followed.
+    pub moved: AtomicU64,
+    /// ASK redirects followed.
+    pub ask: AtomicU64,
+    /// Requests re-sent after TRYAGAIN, CLUSTERDOWN, LOADING or MASTERDOWN.
+    pub transient: AtomicU64,
+    /// Requests re-sent because a node was unreachable or had no master.
+    pub unavailable: AtomicU64,
+    /// Read-only requests re-sent after their connection broke.
+    pub reads_resent: AtomicU64,
+    /// Requests whose retries ran out; the client got the last error.
+    pub exhausted: AtomicU64,
+}
+
+/// One request on its way: what to send, where, and how.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The RESP request.
+    pub frame: Bytes,
+    /// Where it goes.
+    pub target: Target,
+    /// Whether the command only reads (safe to re-send; may go to replicas).
+    pub readonly: bool,
+    /// The client's lane (connection index per node).
+    pub lane: usize,
+}
+
+/// What to do with an outcome.
+enum Next {
+    Done,
+    Moved { slot: u16, addr: String },
+    Ask { addr: String },
+    Transient,
+    WaitForMaster,
+}
+
+/// The re-sent request's outcome.
+async fn outcome_of(sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
+    match sent {
+        Ok(rx) => recv_reply(rx).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolves targets and completes requests with retries.
+pub struct Retrier {
+    table: SharedSlotTable,
+    topology: Arc<Topology>,
+    policy: RetryConfig,
+    read_from: ReadFrom,
+    /// What the retry layer did.
+    pub counters: RetryCounters,
+}
+
+impl Retrier {
+    /// A retrier over the shared slot table.
+    pub fn new(
+        table: SharedSlotTable,
+        topology: Arc<Topology>,
+        policy: RetryConfig,
+        read_from: ReadFrom,
+    ) -> Retrier {
+        Retrier {
+            table,
+            topology,
+            policy,
+            read_from,
+            counters: RetryCounters::default(),
+        }
+    }
+
+    /// The node a request should go to now, per the current slot table and
+    /// the `read_from` policy.
+    pub fn resolve(&self, table: &SlotTable, a: &Attempt) -> Result<Arc<Node>, ProxyError> {
+        let shard = match &a.target {
+            Target::Node(n) => return Ok(n.clone()),
+            Target::Slot(s) => table.shard(*s),
+            Target::AnyMaster => match table.shards().len() {
+                0 => None,
+                n => table.shards().get(a.lane % n),
+            },
+        };
+        let Some(shard) = shard else {
+            return Err(ProxyError::ClusterDown(if table.version() == 0 {
+                "slotproxy has not discovered the cluster yet"
+            } else {
+                "Hash slot not served"
+            }));
+        };
+        if a.readonly && self.read_from != ReadFrom::Master {
+            let up: Vec<&Arc<Node>> = shard.replicas.iter().filter(|r| r.is_reachable()).collect();
+            if !up.is_empty() {
+                return Ok(up[a.lane % up.len()].clone());
+            }
+            if self.read_from == ReadFrom::Replica {
+                return Err(ProxyError::NoReplica);
+            }
+        }
+        Ok(shard.master.clone())
+    }
+
+    /// Sends the first attempt: resolves the target and queues the request.
+    pub async fn send(&self, a: &Attempt) -> Result<ReplyRx, ProxyError> {
+        let node = {
+            let table = self.table.load();
+            self.resolve(&table, a)?
+        };
+        node.send(a.lane, a.frame.clone()).await
+    }
+
+    /// Awaits the reply of a [`Retrier::send`] and completes it.
+    pub async fn complete(&self, a: &Attempt, sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
+        self.finish(a, outcome_of(sent).await).await
+    }
+
+    /// Whether `outcome` is final without any retry (the fast path: every
+    /// reply that is not an error).
+    pub fn is_final(outcome: &ReplyResult) -> bool {
+        matches!(outcome, Ok(frame) if frame.first() != Some(&b'-'))
+    }
+
+    /// Follows redirects and retries from the first outcome of `a` until a
+    /// final outcome.
+    pub async fn finish(&self, a: &Attempt, first: ReplyResult) -> ReplyResult {
+        let mut outcome = first;
+        let started = Instant::now();
+        let mut retries = 0u32;
+        let mut backoff = self.policy.backoff_min;
+        loop {
+            let next = self.classify(&outcome, a);
+            let c = &self.counters;
+            let rx = match next {
+                Next::Done => return outcome,
+                _ if retries >= self.policy.max_retries && !matches!(next, Next::WaitForMaster) => {
+                    c.exhausted.fetch_add(1, Ordering::Relaxed);
+                    return outcome;
+                }
+                Next::Moved { slot, addr } => {
+                    c.moved.fetch_add(1, Ordering::Relaxed);
+                    debug!(slot, to = %addr, "MOVED: slot table patched, request re-sent");
+                    self.topology.apply_moved(slot, &addr);
+                    retries += 1;
+                    match &a.target {
+                        // A fixed-node part is not re-routed.
+                        Target::Node(_) => return outcome,
+                        _ => {
+                            self.topology
+                                .node(&addr)
+                                .send(a.lane, a.frame.clone())
+                                .await
+                        }
+                    }
+                }
+                Next::Ask { addr } => {
+                    c.ask.fetch_add(1, Ordering::Relaxed);
+                    debug!(to = %addr, "ASK: request re-sent with ASKING");
+                    retries += 1;
+                    self.topology
+                        .node(&addr)
+                        .send_asking(a.lane, &a.frame)
+                        .await
+                }
+                Next::Transient => {
+                    if started.elapsed() + backoff > self.policy.budget {
+                        c.exhausted.fetch_add(1, Ordering::Relaxed);
+                        return outcome;
+                    }
+                    c.transient.fetch_add(1, Ordering::Relaxed);
+                    debug!(?backoff, "transient cluster error: retrying");
+                    retries += 1;
+                    // CLUSTERDOWN and MASTERDOWN often mean the table is stale.
+                    self.topology.trigger().notify_one();
+                    self.pause(&mut backoff).await;
+                    self.send(a).await
+                }
+                Next::WaitForMaster => {
+                    if started.elapsed() + backoff > self.policy.master_wait {
+                        c.exhausted.fetch_add(1, Ordering::Relaxed);
+                        return outcome;
+                    }
+                    if matches!(
+                        outcome,
+                        Err(ProxyError::BackendConnectionLost(_)) | Err(ProxyError::BackendTimeout)
+                    ) {
+                        c.reads_resent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.unavailable.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.topology.trigger().notify_one();
+                    self.pause(&mut backoff).await;
+                    self.send(a).await
+                }
+            };
+            outcome = outcome_of(rx).await;
+        }
+    }
+
+    async fn pause(&self, backoff: &mut Duration) {
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(self.policy.backoff_max);
+    }
+
+    fn classify(&self, outcome: &ReplyResult, a: &Attempt) -> Next {
+        match outcome {
+            Ok(frame) => {
+                if frame.first() != Some(&b'-') {
+                    return Next::Done;
+                }
+                if let Some(r) = Redirect::parse(frame) {
+                    return match r {
+                        Redirect::Moved { slot, addr } => Next::Moved { slot, addr },
+                        Redirect::Ask { addr, .. } => Next::Ask { addr },
+                    };
+                }
+                let transient = [
+                    &b"-TRYAGAIN"[..],
+                    b"-CLUSTERDOWN",
+                    b"-LOADING",
+                    b"-MASTERDOWN",
+                ];
+                if transient.iter().any(|p| frame.starts_with(p)) {
+                    Next::Transient
+                } else {
+                    Next::Done
+                }
+            }
+            // Never written: safe to send again once there is a master.
+            Err(ProxyError::BackendUnavailable(_)) | Err(ProxyError::ClusterDown(_))
+                if !matches!(a.target, Target::Node(_)) =>
+            {
+                Next::WaitForMaster
+            }
+            // Written with an unknown outcome: only reads are re-sent.
+            Err(ProxyError::BackendConnectionLost(_)) | Err(ProxyError::BackendTimeout)
+                if a.readonly && !matches!(a.target, Target::Node(_)) =>
+            {
+                Next::WaitForMaster
+            }
+            Err(_) => Next::Done,
+        }
+    }
+}

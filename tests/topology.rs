@@ -1,0 +1,157 @@
+//! Topology features: replica reads and nodes announced by hostname.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{wait_until, Cluster};
+use slotproxy::config::ReadFrom;
+
+fn calls(cluster: &Cluster, port: u16, cmd: &str) -> u64 {
+    cluster
+        .cli(port, &["info", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reads_go_to_replicas_and_writes_to_masters() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start_with(cluster.seeds(), |c| c.cluster.read_from = ReadFrom::Replica);
+    let mut c = proxy.conn();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("r:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    // Replication is asynchronous: wait until replicas have everything.
+    wait_until(Duration::from_secs(10), "replicas caught up", || {
+        (0..100).all(|i| {
+            redis::cmd("GET")
+                .arg(format!("r:{i}"))
+                .query::<Option<i64>>(&mut c)
+                .unwrap()
+                == Some(i)
+        })
+    });
+    let (masters, replicas): (Vec<u16>, Vec<u16>) = {
+        let roles = cluster.roles(cluster.ports()[0]);
+        (
+            roles.iter().filter(|r| r.1).map(|r| r.0).collect(),
+            roles.iter().filter(|r| !r.1).map(|r| r.0).collect(),
+        )
+    };
+    let replica_gets: u64 = replicas.iter().map(|&p| calls(&cluster, p, "get")).sum();
+    let master_gets: u64 = masters.iter().map(|&p| calls(&cluster, p, "get")).sum();
+    let master_sets: u64 = masters.iter().map(|&p| calls(&cluster, p, "set")).sum();
+    assert!(
+        replica_gets >= 100,
+        "GETs served by replicas: {replica_gets}"
+    );
+    assert_eq!(master_gets, 0, "no GET on masters");
+    assert_eq!(master_sets, 100, "every SET on a master");
+}
+
+#[test]
+fn prefer_replica_falls_back_to_the_master() {
+    let mut cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start_with(cluster.seeds(), |c| {
+        c.cluster.read_from = ReadFrom::PreferReplica;
+        c.backend.connect_timeout = Duration::from_millis(200);
+    });
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET").arg("pr").arg("v").query(&mut c).unwrap();
+    let master = cluster.node_for_slot(slotproxy::slot::key_slot(b"pr"));
+    let replica = cluster
+        .roles(master)
+        .into_iter()
+        .find(|&(p, is_master)| {
+            !is_master
+                && cluster
+                    .cli(p, &["info", "replication"])
+                    .contains(&format!("master_port:{master}"))
+        })
+        .map(|(p, _)| p)
+        .expect("replica of the key's master");
+    cluster.kill_node(replica);
+    // Reads keep working (from the master) as soon as the replica is seen down.
+    wait_until(
+        Duration::from_secs(10),
+        "read served after replica loss",
+        || {
+            redis::cmd("GET")
+                .arg("pr")
+                .query::<Option<String>>(&mut c)
+                .ok()
+                == Some(Some("v".into()))
+        },
+    );
+    for _ in 0..20 {
+        let v: String = redis::cmd("GET").arg("pr").query(&mut c).unwrap();
+        assert_eq!(v, "v");
+    }
+}
+
+#[test]
+fn nodes_announced_by_hostname() {
+    let cluster = Cluster::start_with(
+        3,
+        0,
+        &[
+            "--cluster-announce-hostname",
+            "localhost",
+            "--cluster-preferred-endpoint-type",
+            "hostname",
+        ],
+    );
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let topo: redis::Value = redis::cmd("PROXY").arg("TOPOLOGY").query(&mut c).unwrap();
+    let text = format!("{topo:?}");
+    assert!(text.contains("localhost:"), "hostnames used: {text}");
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("h:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    // A MOVED that names a hostname: move a slot by hand.
+    let slot = slotproxy::slot::key_slot(b"h:1");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.ports().into_iter().find(|&p| p != from).unwrap();
+    let _: () = redis::cmd("DEL").arg("h:1").query(&mut c).unwrap();
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(1000)
+        .query(&mut cluster.conn(from))
+        .unwrap();
+    let to_id = cluster.node_id(to);
+    let from_id = cluster.node_id(from);
+    let s = slot.to_string();
+    cluster.cli(to, &["cluster", "setslot", &s, "importing", &from_id]);
+    cluster.cli(from, &["cluster", "setslot", &s, "migrating", &to_id]);
+    for k in &keys {
+        cluster.cli(
+            from,
+            &["migrate", "127.0.0.1", &to.to_string(), k, "0", "5000"],
+        );
+    }
+    for p in cluster.ports() {
+        cluster.cli(p, &["cluster", "setslot", &s, "node", &to_id]);
+    }
+    let _: () = redis::cmd("SET")
+        .arg("h:1")
+        .arg("moved")
+        .query(&mut c)
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("h:1").query(&mut c).unwrap();
+    assert_eq!(v, "moved");
+    assert_eq!(cluster.cli(to, &["get", "h:1"]).trim(), "moved");
+}

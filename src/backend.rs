@@ -29,7 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::FramedRead;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
@@ -459,10 +459,6 @@ async fn read_loop(
                     let Some(f) = queue.pop_front() else {
                         break ProxyError::BackendProtocol("reply without a request".into());
                     };
-                    if let Some(redirect) = Redirect::parse(&frame) {
-                        info!(?redirect, "redirect from backend; refreshing the slot table");
-                        s.refresh.notify_one();
-                    }
                     let _ = f.reply.send(Ok(frame));
                 }
                 None => break ProxyError::BackendConnectionLost("closed by the node".into()),

@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -263,7 +264,11 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
                 let ready = match sent {
                     Ok(mut slot) => match slot.try_recv() {
                         Ok(outcome) => Ok(outcome),
-                        Err(_) => Err(Ok(slot)),
+                        Err(TryRecvError::Empty) => Err(Ok(slot)),
+                        // A closed slot must not be awaited again.
+                        Err(TryRecvError::Closed) => Ok(Err(ProxyError::BackendConnectionLost(
+                            "connection closed".into(),
+                        ))),
                     },
                     Err(e) => Ok(Err(e)),
                 };

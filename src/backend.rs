@@ -103,6 +103,19 @@ struct InFlight {
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// `READONLY`, sent on new connections when replica reads are enabled.
 const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
+/// `HELLO 3`, sent on new connections that carry RESP3 clients' requests.
+const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+
+/// Which connection of a node a client uses: its index (taken modulo
+/// `connections_per_node`) and the protocol the client speaks. RESP3 clients
+/// get their own connections, switched to RESP3 with HELLO 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// Connection index.
+    pub index: usize,
+    /// Whether the client speaks RESP3.
+    pub resp3: bool,
+}
 
 /// A cluster node: an address and its multiplexed connections.
 ///
@@ -121,14 +134,17 @@ impl Node {
     /// opened lazily, on the first request.
     pub fn spawn(addr: &str, settings: &Arc<BackendSettings>) -> Arc<Node> {
         let health = Arc::new(AtomicBool::new(true));
-        let lanes = (0..settings.connections_per_node)
-            .map(|_| {
+        let n = settings.connections_per_node;
+        // RESP2 lanes first, then as many RESP3 lanes.
+        let lanes = (0..2 * n)
+            .map(|i| {
                 let (tx, rx) = mpsc::channel(settings.queue_depth);
                 tokio::spawn(connection_task(
                     addr.to_string(),
                     rx,
                     settings.clone(),
                     health.clone(),
+                    i >= n,
                 ));
                 tx
             })
@@ -149,7 +165,11 @@ impl Node {
     /// Sends PING on lane 0 and records whether the node answered in time.
     pub async fn probe(&self, timeout: Duration) -> bool {
         let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
-        let ok = match self.send(0, ping).await {
+        let lane = Lane {
+            index: 0,
+            resp3: false,
+        };
+        let ok = match self.send(lane, ping).await {
             Ok(rx) => matches!(
                 tokio::time::timeout(timeout, recv_reply(rx)).await,
                 Ok(Ok(ref r)) if r.starts_with(b"+")
@@ -168,22 +188,23 @@ impl Node {
     /// Queues `frame` (one complete RESP request) on connection `lane`
     /// (taken modulo the number of connections) and returns the reply slot.
     /// Waits while that connection's queue is full.
-    pub async fn send(&self, lane: usize, frame: Bytes) -> Result<ReplyRx, ProxyError> {
+    pub async fn send(&self, lane: Lane, frame: Bytes) -> Result<ReplyRx, ProxyError> {
         self.enqueue(lane, frame, 0).await
     }
 
     /// Like [`Node::send`], preceded by ASKING on the same connection (the
     /// answer to an `-ASK` redirect); the ASKING reply is discarded.
-    pub async fn send_asking(&self, lane: usize, frame: &[u8]) -> Result<ReplyRx, ProxyError> {
+    pub async fn send_asking(&self, lane: Lane, frame: &[u8]) -> Result<ReplyRx, ProxyError> {
         let mut both = BytesMut::with_capacity(ASKING.len() + frame.len());
         both.extend_from_slice(ASKING);
         both.extend_from_slice(frame);
         self.enqueue(lane, both.freeze(), 1).await
     }
 
-    async fn enqueue(&self, lane: usize, frame: Bytes, skip: u8) -> Result<ReplyRx, ProxyError> {
+    async fn enqueue(&self, lane: Lane, frame: Bytes, skip: u8) -> Result<ReplyRx, ProxyError> {
         let (tx, rx) = oneshot::channel();
-        self.lanes[lane % self.lanes.len()]
+        let n = self.lanes.len() / 2;
+        self.lanes[lane.index % n + if lane.resp3 { n } else { 0 }]
             .send(Job {
                 frame,
                 skip,
@@ -286,6 +307,7 @@ async fn connection_task(
     mut rx: mpsc::Receiver<Job>,
     s: Arc<BackendSettings>,
     health: Arc<AtomicBool>,
+    resp3: bool,
 ) {
     let mut backoff = s.backoff_min;
     let mut first: Option<Job> = None;
@@ -301,7 +323,7 @@ async fn connection_task(
                 backoff = s.backoff_min;
                 health.store(true, Ordering::Relaxed);
                 debug!(backend = %addr, "backend connection established");
-                match session(stream, first.take(), &mut rx, &s).await {
+                match session(stream, first.take(), &mut rx, &s, resp3).await {
                     None => {
                         debug!(backend = %addr, "backend connection closed: node removed");
                         return;
@@ -346,18 +368,21 @@ async fn session(
     first: Option<Job>,
     rx: &mut mpsc::Receiver<Job>,
     s: &BackendSettings,
+    resp3: bool,
 ) -> Option<String> {
     let (rd, mut wr) = stream.into_split();
     let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
-    if s.readonly {
-        // READONLY goes first; its reply is read and dropped like any other.
+    // Connection setup goes first; its replies are read and dropped like
+    // any other.
+    let preamble = [(s.readonly, READONLY), (resp3, HELLO3)];
+    for (_, frame) in preamble.iter().filter(|(on, _)| *on) {
         let (tx, _) = oneshot::channel();
         let _ = inflight_tx.send(InFlight {
             skip: 0,
             reply: tx,
             sent_at: Instant::now(),
         });
-        if let Err(e) = wr.write_all(READONLY).await {
+        if let Err(e) = wr.write_all(frame).await {
             return Some(format!("write failed: {e}"));
         }
     }
@@ -483,7 +508,7 @@ async fn read_loop(
 
 /// A failed read: a socket error loses the connection; anything else is
 /// bytes that are not RESP.
-fn read_failure(e: ProtocolError) -> ProxyError {
+pub(crate) fn read_failure(e: ProtocolError) -> ProxyError {
     match e {
         ProtocolError::Io(e) => ProxyError::BackendConnectionLost(e.to_string()),
         other => ProxyError::BackendProtocol(other.to_string()),
@@ -515,6 +540,11 @@ mod tests {
         assert_eq!(Redirect::parse(b"-MOVED x y\r\n"), None);
     }
 
+    const LANE0: Lane = Lane {
+        index: 0,
+        resp3: false,
+    };
+
     fn settings(timeout: Duration) -> Arc<BackendSettings> {
         Arc::new(BackendSettings {
             connections_per_node: 1,
@@ -541,7 +571,7 @@ mod tests {
             &settings(Duration::from_secs(1)),
         );
         let rx = node
-            .send(0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
+            .send(LANE0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
             .await
             .unwrap();
         let err = recv_reply(rx).await.unwrap_err();
@@ -561,7 +591,7 @@ mod tests {
         let node = Node::spawn(&addr, &settings(Duration::from_millis(200)));
         let started = Instant::now();
         let rx = node
-            .send(0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
+            .send(LANE0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
             .await
             .unwrap();
         let err = recv_reply(rx).await.unwrap_err();

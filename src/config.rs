@@ -168,6 +168,9 @@ pub struct BackendConfig {
     pub reconnect_backoff_max: Duration,
     /// Requests that may wait to be written on one backend connection.
     pub queue_depth: usize,
+    /// Dedicated connections (transactions, blocking commands) open at once,
+    /// over all nodes.
+    pub max_dedicated_connections: usize,
 }
 
 impl Default for BackendConfig {
@@ -179,6 +182,7 @@ impl Default for BackendConfig {
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
             queue_depth: 16_384,
+            max_dedicated_connections: 1024,
         }
     }
 }
@@ -385,6 +389,11 @@ impl Config {
             ));
         }
         positive(&mut p, "backend.queue_depth", b.queue_depth);
+        positive(
+            &mut p,
+            "backend.max_dedicated_connections",
+            b.max_dedicated_connections,
+        );
         let r = &self.retry;
         nonzero(&mut p, "retry.budget", r.budget);
         nonzero(&mut p, "retry.backoff_min", r.backoff_min);

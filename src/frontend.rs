@@ -15,30 +15,32 @@
 //! between sessions except the (immutable) tables and the backend queues, so
 //! one client's bad input cannot affect another client.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use std::sync::atomic::Ordering;
 
-use crate::backend::{ReplyResult, ReplyRx};
+use crate::backend::{Lane, Node, Redirect, ReplyResult, ReplyRx};
 use crate::command::Commands;
+use crate::dedicated::{Dedicated, DedicatedPool};
 use crate::error::ProxyError;
 use crate::fanout::{self, Merge, Plan};
 use crate::local::{self, ClientState, Ctx, ProxyInfo};
-use crate::resp::{Limits, ProtocolError, Request, RequestDecoder};
-use crate::retry::{Attempt, Retrier};
+use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
+use crate::retry::{Attempt, Retrier, Target};
 use crate::router::{Route, Router};
-use crate::slot::SharedSlotTable;
+use crate::slot::{key_slot, SharedSlotTable};
 
 /// Replies at least this large are written directly instead of being copied
 /// into the output buffer.
@@ -63,6 +65,14 @@ pub struct Shared {
     pub proxy: Arc<ProxyInfo>,
     /// Target resolution, redirects and retries.
     pub retrier: Arc<Retrier>,
+    /// Dedicated connections for transactions and blocking commands.
+    pub dedicated: Arc<DedicatedPool>,
+}
+
+impl std::fmt::Debug for DedicatedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedicatedPool").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Retrier {
@@ -79,6 +89,8 @@ enum Pending {
     Routed(Routed),
     /// Waiting for several backends, then merged.
     FanOut(Box<FanOutPending>),
+    /// Fired once every earlier reply has been written.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// One forwarded request in flight.
@@ -115,49 +127,121 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
     let Ok(local_addr) = stream.local_addr() else {
         return;
     };
+    let peer_addr = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(shared.max_pipeline);
     let reader = async {
         let mut session = Session {
             shared: &shared,
-            client: ClientState::new(id, local_addr),
+            client: ClientState {
+                peer_addr,
+                ..ClientState::new(id, local_addr)
+            },
             keys: Vec::new(),
+            tx,
+            frames: FramedRead::new(rd, RequestDecoder::new(shared.limits)),
+            backlog: VecDeque::new(),
+            txn: None,
+            watch: None,
         };
-        let mut frames = FramedRead::new(rd, RequestDecoder::new(shared.limits));
-        loop {
-            let item = tokio::select! {
-                item = frames.next() => item,
-                _ = shutdown.cancelled() => break,
-            };
-            let pending = match item {
-                None => break,
-                Some(Ok(req)) => session.dispatch(req).await,
-                Some(Err(ProtocolError::Io(e))) => {
-                    debug!(client = id, error = %e, "client read failed");
-                    break;
-                }
-                Some(Err(e)) => {
-                    debug!(client = id, error = %e, "protocol error; closing the connection");
-                    let _ = tx.send(Pending::Ready(ProxyError::from(e).to_resp())).await;
-                    break;
-                }
-            };
-            if tx.send(pending).await.is_err() || session.client.closing {
-                break;
-            }
-        }
-        drop(tx);
+        session.run(&shutdown).await;
     };
     tokio::join!(reader, write_replies(wr, rx, &shared.retrier));
+}
+
+/// One decoded client frame (or why it could not be decoded).
+type Input = Result<Request, ProtocolError>;
+
+/// A transaction being queued (between MULTI and EXEC).
+struct Txn {
+    /// The slot every queued command must hash to, once known.
+    slot: Option<u16>,
+    /// The queued requests.
+    queued: Vec<Bytes>,
+    /// A command failed to queue: EXEC will abort.
+    dirty: bool,
+}
+
+/// WATCH: the dedicated connection the watched keys were sent on.
+struct Watch {
+    slot: u16,
+    conn: Dedicated,
 }
 
 struct Session<'a> {
     shared: &'a Shared,
     client: ClientState,
     keys: Vec<usize>,
+    tx: mpsc::Sender<Pending>,
+    frames: FramedRead<OwnedReadHalf, RequestDecoder>,
+    /// Frames read while a blocking command was waiting.
+    backlog: VecDeque<Input>,
+    txn: Option<Txn>,
+    watch: Option<Watch>,
 }
 
 impl Session<'_> {
+    async fn run(&mut self, shutdown: &CancellationToken) {
+        let id = self.client.id;
+        loop {
+            let item = match self.backlog.pop_front() {
+                Some(item) => Some(item),
+                None => tokio::select! {
+                    item = self.frames.next() => item,
+                    _ = shutdown.cancelled() => break,
+                },
+            };
+            let pending = match item {
+                None => break,
+                Some(Ok(req)) => self.dispatch(req).await,
+                Some(Err(ProtocolError::Io(e))) => {
+                    debug!(client = id, error = %e, "client read failed");
+                    break;
+                }
+                Some(Err(e)) => {
+                    debug!(client = id, error = %e, "protocol error; closing the connection");
+                    let _ = self
+                        .tx
+                        .send(Pending::Ready(ProxyError::from(e).to_resp()))
+                        .await;
+                    break;
+                }
+            };
+            if self.tx.send(pending).await.is_err() || self.client.closing {
+                break;
+            }
+        }
+    }
+
+    /// EVAL and SCRIPT LOAD bodies are remembered for NOSCRIPT healing.
+    fn remember_script(&self, req: &Request) {
+        let name = req.arg(0);
+        if (name.eq_ignore_ascii_case(b"eval") || name.eq_ignore_ascii_case(b"eval_ro"))
+            && req.argc() > 2
+        {
+            self.shared.retrier.remember_script(req.arg(1));
+        } else if name.eq_ignore_ascii_case(b"script")
+            && req.argc() == 3
+            && req.arg(1).eq_ignore_ascii_case(b"load")
+        {
+            self.shared.retrier.remember_script(req.arg(2));
+        }
+    }
+
+    fn lane(&self) -> Lane {
+        Lane {
+            index: self.client.id as usize,
+            resp3: self.client.resp3,
+        }
+    }
+
+    /// Waits until every earlier reply has been written, so a command about
+    /// to run on another connection cannot overtake them.
+    async fn barrier(&self) -> bool {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Pending::Barrier(done)).await.is_ok() && wait.await.is_ok()
+    }
+
     async fn dispatch(&mut self, req: Request) -> Pending {
         self.shared
             .proxy
@@ -173,8 +257,19 @@ impl Session<'_> {
             slots: &slots,
             allow_config_write: self.shared.allow_config_write,
         };
-        let (target, readonly) = match router.route(&req, &mut self.keys) {
+        let route = router.route(&req, &mut self.keys);
+        self.remember_script(&req);
+        if self.txn.is_some() {
+            return Pending::Ready(self.queue(route, req).await);
+        }
+        let (target, readonly) = match route {
             Route::Local(spec) => {
+                if matches!(spec.name.as_str(), "hello" | "reset") && !self.barrier().await {
+                    return Pending::Ready(ProxyError::ShuttingDown.to_resp());
+                }
+                if spec.name == "reset" {
+                    self.reset().await;
+                }
                 let mut ctx = Ctx {
                     commands: &commands,
                     slots: &slots,
@@ -199,6 +294,16 @@ impl Session<'_> {
                 );
                 return self.fan_out(plan).await;
             }
+            Route::Transaction(spec) => {
+                let name = spec.name.clone();
+                drop(commands);
+                return Pending::Ready(self.transaction(&name, &req).await);
+            }
+            Route::Dedicated(target) => {
+                drop(commands);
+                drop(slots);
+                return Pending::Ready(self.blocking(target, req).await);
+            }
             Route::Forward { target, readonly } => (target, readonly),
         };
         drop(commands);
@@ -207,7 +312,7 @@ impl Session<'_> {
             frame: req.into_frame(),
             target,
             readonly,
-            lane: self.client.id as usize,
+            lane: self.lane(),
         };
         let sent = self.shared.retrier.send(&attempt).await;
         Pending::Routed(Routed { attempt, sent })
@@ -221,7 +326,7 @@ impl Session<'_> {
                 frame: part.frame,
                 target: part.target,
                 readonly: !plan.write,
-                lane: self.client.id as usize,
+                lane: self.lane(),
             };
             let sent = self.shared.retrier.send(&attempt).await;
             parts.push(Routed { attempt, sent });
@@ -232,6 +337,295 @@ impl Session<'_> {
             merge: plan.merge,
             parts,
         }))
+    }
+
+    /// The master of `target` now, for a dedicated connection.
+    fn master_of(&self, target: &Target) -> Result<Arc<Node>, ProxyError> {
+        let table = self.shared.table.load();
+        let attempt = Attempt {
+            frame: Bytes::new(),
+            target: target.clone(),
+            readonly: false,
+            lane: self.lane(),
+        };
+        self.shared.retrier.resolve(&table, &attempt)
+    }
+
+    /// A blocking command: runs alone on a dedicated connection, after every
+    /// earlier reply, following redirects. Client input that arrives
+    /// meanwhile is kept for later; if the client goes away, the connection
+    /// is closed, which unblocks the node.
+    async fn blocking(&mut self, target: Target, req: Request) -> Bytes {
+        if !self.barrier().await {
+            return ProxyError::ShuttingDown.to_resp();
+        }
+        let mut addr = match self.master_of(&target) {
+            Ok(n) => n.addr().to_string(),
+            Err(e) => return e.to_resp(),
+        };
+        let mut asking = false;
+        let max = self.shared.retrier.max_retries();
+        for _ in 0..=max {
+            let mut conn = match self.shared.dedicated.get(&addr, self.client.resp3).await {
+                Ok(c) => c,
+                Err(e) => return e.to_resp(),
+            };
+            let mut frame = BytesMut::new();
+            if asking {
+                frame.extend_from_slice(&encode::command(&["ASKING"]));
+            }
+            frame.extend_from_slice(req.frame());
+            if let Err(e) = conn.write(&frame).await {
+                return e.to_resp();
+            }
+            if asking {
+                if let Err(e) = conn.read().await {
+                    return e.to_resp();
+                }
+            }
+            let reply = loop {
+                let room = self.backlog.len() < self.shared.max_pipeline;
+                tokio::select! {
+                    r = conn.read() => break r,
+                    input = self.frames.next(), if room => match input {
+                        Some(input) => self.backlog.push_back(input),
+                        None => {
+                            // The client left: dropping the connection unblocks the node.
+                            self.client.closing = true;
+                            return ProxyError::ShuttingDown.to_resp();
+                        }
+                    },
+                }
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => return e.to_resp(),
+            };
+            match Redirect::parse(&reply) {
+                Some(Redirect::Moved { slot, addr: to }) => {
+                    self.shared.retrier.topology().apply_moved(slot, &to);
+                    self.shared.dedicated.put(conn);
+                    addr = to;
+                    asking = false;
+                }
+                Some(Redirect::Ask { addr: to, .. }) => {
+                    self.shared.dedicated.put(conn);
+                    addr = to;
+                    asking = true;
+                }
+                None => {
+                    self.shared.dedicated.put(conn);
+                    return reply;
+                }
+            }
+        }
+        ProxyError::Syntax("slotproxy: too many redirects".into()).to_resp()
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    async fn transaction(&mut self, name: &str, req: &Request) -> Bytes {
+        match name {
+            "multi" => {
+                self.txn = Some(Txn {
+                    slot: self.watch.as_ref().map(|w| w.slot),
+                    queued: Vec::new(),
+                    dirty: false,
+                });
+                Bytes::from_static(encode::OK)
+            }
+            "exec" => ProxyError::Syntax("EXEC without MULTI".into()).to_resp(),
+            "discard" => ProxyError::Syntax("DISCARD without MULTI".into()).to_resp(),
+            "unwatch" => {
+                self.unwatch().await;
+                Bytes::from_static(encode::OK)
+            }
+            "watch" => {
+                let slot = match self.slot_of_keys(req) {
+                    Ok(s) => s,
+                    Err(e) => return e.to_resp(),
+                };
+                if !self.barrier().await {
+                    return ProxyError::ShuttingDown.to_resp();
+                }
+                let mut conn = match self.watch.take() {
+                    Some(w) => w.conn,
+                    None => {
+                        let addr = match self.master_of(&Target::Slot(slot)) {
+                            Ok(n) => n.addr().to_string(),
+                            Err(e) => return e.to_resp(),
+                        };
+                        match self.shared.dedicated.get(&addr, self.client.resp3).await {
+                            Ok(c) => c,
+                            Err(e) => return e.to_resp(),
+                        }
+                    }
+                };
+                match conn.call(req.frame()).await {
+                    Ok(reply) if reply.first() == Some(&b'-') => {
+                        if let Some(Redirect::Moved { slot, addr }) = Redirect::parse(&reply) {
+                            self.shared.retrier.topology().apply_moved(slot, &addr);
+                        }
+                        // The watch set is unknown now: start over.
+                        ProxyError::Syntax(format!(
+                            "slotproxy: WATCH failed, retry the transaction: {}",
+                            String::from_utf8_lossy(&reply[1..reply.len() - 2])
+                        ))
+                        .to_resp()
+                    }
+                    Ok(reply) => {
+                        self.watch = Some(Watch { slot, conn });
+                        reply
+                    }
+                    Err(e) => e.to_resp(),
+                }
+            }
+            other => {
+                ProxyError::Syntax(format!("unexpected transaction command {other}")).to_resp()
+            }
+        }
+    }
+
+    /// The one slot of a keyed request's keys (WATCH).
+    fn slot_of_keys(&mut self, req: &Request) -> Result<u16, ProxyError> {
+        let commands = self.shared.commands.load();
+        let spec = commands.lookup(req)?;
+        self.keys.clear();
+        spec.key_positions(req, true, &mut self.keys);
+        let mut slot = self.watch.as_ref().map(|w| w.slot);
+        for &i in &self.keys {
+            let s = key_slot(req.arg(i));
+            match slot {
+                Some(prev) if prev != s => return Err(ProxyError::CrossSlot),
+                _ => slot = Some(s),
+            }
+        }
+        slot.ok_or_else(|| ProxyError::WrongArity(spec.name.clone()))
+    }
+
+    async fn unwatch(&mut self) {
+        if let Some(mut w) = self.watch.take() {
+            if let Ok(reply) = w.conn.call(&encode::command(&["UNWATCH"])).await {
+                if reply.first() == Some(&b'+') {
+                    self.shared.dedicated.put(w.conn);
+                }
+            }
+        }
+    }
+
+    /// RESET: leave MULTI, drop WATCH, back to RESP2 (the name is cleared by
+    /// the local command).
+    async fn reset(&mut self) {
+        self.txn = None;
+        self.unwatch().await;
+        self.client.resp3 = false;
+    }
+
+    /// A command inside MULTI: queued (with its slot checked) or, for EXEC,
+    /// DISCARD and nested MULTI/WATCH, handled.
+    async fn queue(&mut self, route: Route<'_>, req: Request) -> Bytes {
+        let Some(txn) = self.txn.as_mut() else {
+            return ProxyError::Syntax("EXEC without MULTI".into()).to_resp();
+        };
+        let target = match route {
+            Route::Transaction(spec) => {
+                return match spec.name.as_str() {
+                    "exec" => self.exec().await,
+                    "discard" => {
+                        self.txn = None;
+                        self.unwatch().await;
+                        Bytes::from_static(encode::OK)
+                    }
+                    "multi" => ProxyError::Syntax("MULTI calls can not be nested".into()).to_resp(),
+                    _ => ProxyError::Syntax("WATCH inside MULTI is not allowed".into()).to_resp(),
+                };
+            }
+            Route::Forward { target, .. } | Route::Dedicated(target) => target,
+            Route::Local(_) => Target::AnyMaster,
+            Route::FanOut(_) => {
+                txn.dirty = true;
+                return ProxyError::CrossSlot.to_resp();
+            }
+            Route::Info(_) => {
+                txn.dirty = true;
+                return ProxyError::Syntax(
+                    "slotproxy: INFO is answered by the proxy and cannot run inside MULTI".into(),
+                )
+                .to_resp();
+            }
+            Route::Reject(e) => {
+                txn.dirty = true;
+                return e.to_resp();
+            }
+        };
+        match target {
+            Target::Slot(s) => match txn.slot {
+                Some(prev) if prev != s => {
+                    txn.dirty = true;
+                    return ProxyError::CrossSlot.to_resp();
+                }
+                _ => txn.slot = Some(s),
+            },
+            Target::AnyMaster | Target::Node(_) => {}
+        }
+        txn.queued.push(req.into_frame());
+        encode::simple("QUEUED")
+    }
+
+    /// EXEC: MULTI, the queued commands and EXEC go in one write to the
+    /// master of the transaction's slot (on the WATCH connection if any);
+    /// only EXEC's reply goes back. A command the node refuses while queueing
+    /// (a MOVED after a reshard, say) makes the node abort the whole
+    /// transaction: it is never half-applied.
+    async fn exec(&mut self) -> Bytes {
+        let Some(txn) = self.txn.take() else {
+            return ProxyError::Syntax("EXEC without MULTI".into()).to_resp();
+        };
+        if txn.dirty {
+            self.unwatch().await;
+            return encode::error("EXECABORT Transaction discarded because of previous errors.");
+        }
+        if !self.barrier().await {
+            return ProxyError::ShuttingDown.to_resp();
+        }
+        let mut conn = match self.watch.take() {
+            Some(w) => w.conn,
+            None => {
+                let target = txn.slot.map_or(Target::AnyMaster, Target::Slot);
+                let addr = match self.master_of(&target) {
+                    Ok(n) => n.addr().to_string(),
+                    Err(e) => return e.to_resp(),
+                };
+                match self.shared.dedicated.get(&addr, self.client.resp3).await {
+                    Ok(c) => c,
+                    Err(e) => return e.to_resp(),
+                }
+            }
+        };
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&encode::command(&["MULTI"]));
+        for q in &txn.queued {
+            frame.extend_from_slice(q);
+        }
+        frame.extend_from_slice(&encode::command(&["EXEC"]));
+        if let Err(e) = conn.write(&frame).await {
+            return e.to_resp();
+        }
+        let mut exec_reply = None;
+        for i in 0..txn.queued.len() + 2 {
+            match conn.read().await {
+                Ok(reply) => {
+                    if let Some(Redirect::Moved { slot, addr }) = Redirect::parse(&reply) {
+                        self.shared.retrier.topology().apply_moved(slot, &addr);
+                    }
+                    if i == txn.queued.len() + 1 {
+                        exec_reply = Some(reply);
+                    }
+                }
+                Err(e) => return e.to_resp(),
+            }
+        }
+        self.shared.dedicated.put(conn);
+        exec_reply.unwrap_or_else(|| ProxyError::BackendProtocol("no EXEC reply".into()).to_resp())
     }
 }
 
@@ -294,6 +688,13 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
                     return;
                 }
                 f.finish(retrier).await
+            }
+            Pending::Barrier(done) => {
+                if flush(&mut wr, &mut out).await.is_err() {
+                    return;
+                }
+                let _ = done.send(());
+                continue;
             }
         };
         if reply.len() >= LARGE_REPLY {

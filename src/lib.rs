@@ -16,6 +16,8 @@
 //!   the merge of their replies ([`info`] merges INFO).
 //! * [`retry`]: where a request goes, redirects (MOVED/ASK) and retries.
 //! * [`backend`]: multiplexed, pipelined connections to cluster nodes.
+//! * [`dedicated`]: pooled dedicated connections for transactions and
+//!   blocking commands.
 //! * [`topology`]: discovers the cluster and publishes new slot tables.
 //! * [`local`]: commands answered by the proxy itself.
 //! * [`server`]: the accept loop and shutdown.
@@ -27,6 +29,7 @@
 pub mod backend;
 pub mod command;
 pub mod config;
+pub mod dedicated;
 pub mod error;
 pub mod fanout;
 pub mod frontend;

@@ -25,8 +25,16 @@ pub struct ClientState {
     pub id: u64,
     /// The proxy address this client connected to (announced by CLUSTER SLOTS).
     pub local_addr: SocketAddr,
+    /// The client's address.
+    pub peer_addr: Option<SocketAddr>,
+    /// When the client connected.
+    pub connected: Instant,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER.
+    pub lib: (Option<String>, Option<String>),
     /// CLIENT SETNAME.
     pub name: Option<Bytes>,
+    /// HELLO 3 switched this client to RESP3.
+    pub resp3: bool,
     /// Set by QUIT: close after replying.
     pub closing: bool,
 }
@@ -37,7 +45,11 @@ impl ClientState {
         ClientState {
             id,
             local_addr,
+            peer_addr: None,
+            connected: Instant::now(),
+            lib: (None, None),
             name: None,
+            resp3: false,
             closing: false,
         }
     }
@@ -102,13 +114,15 @@ impl ProxyInfo {
         let _ = write!(
             out,
             "redirects_moved:{}\r\nredirects_ask:{}\r\nretries_transient:{}\r\n\
-             retries_unavailable:{}\r\nretries_reads_resent:{}\r\nretries_exhausted:{}\r\n",
+             retries_unavailable:{}\r\nretries_reads_resent:{}\r\nretries_exhausted:{}\r\n\
+             scripts_loaded:{}\r\n",
             r(&retries.moved),
             r(&retries.ask),
             r(&retries.transient),
             r(&retries.unavailable),
             r(&retries.reads_resent),
             r(&retries.exhausted),
+            r(&retries.scripts_loaded),
         );
         out
     }
@@ -220,7 +234,26 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             None => encode::null_bulk(),
         },
         "client|id" => encode::integer(client.id as i64),
-        "client|setinfo" => Bytes::from_static(encode::OK),
+        "client|setinfo" => {
+            let value = String::from_utf8_lossy(req.arg(3)).into_owned();
+            if req.arg(2).eq_ignore_ascii_case(b"lib-name") {
+                client.lib.0 = Some(value);
+            } else if req.arg(2).eq_ignore_ascii_case(b"lib-ver") {
+                client.lib.1 = Some(value);
+            } else {
+                return Err(ProxyError::Syntax(format!(
+                    "Unrecognized option '{}'",
+                    String::from_utf8_lossy(req.arg(2))
+                )));
+            }
+            Bytes::from_static(encode::OK)
+        }
+        // This proxy connection only: other clients' sessions are not shared.
+        "client|info" | "client|list" => encode::bulk(client_line(client).as_bytes()),
+        "client|no-evict" | "client|no-touch" => match req.arg(2).to_ascii_lowercase().as_slice() {
+            b"on" | b"off" => Bytes::from_static(encode::OK),
+            _ => return Err(ProxyError::Syntax("syntax error".into())),
+        },
         "cluster|myid" => encode::bulk(ctx.proxy.id.as_bytes()),
         "cluster|slots" => cluster_slots(ctx),
         "cluster|shards" => cluster_shards(ctx),
@@ -233,6 +266,27 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             })
         }
     })
+}
+
+/// A CLIENT INFO line for this connection, in Redis's format.
+fn client_line(c: &ClientState) -> String {
+    let name = c
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={name} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 \
+         multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+         cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        c.id,
+        c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+        c.local_addr,
+        c.connected.elapsed().as_secs(),
+        if c.resp3 { 3 } else { 2 },
+        c.lib.0.as_deref().unwrap_or(""),
+        c.lib.1.as_deref().unwrap_or(""),
+    )
 }
 
 fn not_an_integer() -> ProxyError {
@@ -452,9 +506,12 @@ pub fn proxy_command(req: &Request, slots: &SlotTable) -> Bytes {
     }
 }
 
-/// HELLO [protover [AUTH username password] [SETNAME clientname]]: RESP2 only for now.
+/// HELLO [protover [AUTH username password] [SETNAME clientname]]: RESP2
+/// or RESP3. A RESP3 client's requests then travel on RESP3 backend
+/// connections, so replies (maps, sets, doubles, pushes) come back as RESP3.
 fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
     let mut i = 1;
+    let mut proto = if client.resp3 { 3 } else { 2 };
     if req.argc() > 1 {
         let ver = std::str::from_utf8(req.arg(1))
             .ok()
@@ -462,9 +519,10 @@ fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
             .ok_or_else(|| {
                 ProxyError::Syntax("Protocol version is not an integer or out of range".into())
             })?;
-        if ver != 2 {
+        if ver != 2 && ver != 3 {
             return Err(ProxyError::NoProto);
         }
+        proto = ver;
         i = 2;
     }
     let mut name = None;
@@ -490,8 +548,13 @@ fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
     if let Some(n) = name {
         set_name(client, n)?;
     }
+    client.resp3 = proto == 3;
     let mut out = BytesMut::new();
-    encode::array_header(14, &mut out);
+    if client.resp3 {
+        out.extend_from_slice(b"%7\r\n");
+    } else {
+        encode::array_header(14, &mut out);
+    }
     for (k, v) in [
         ("server", "redis"),
         ("version", crate::command::BUILTIN_VERSION),
@@ -500,7 +563,7 @@ fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
         encode::bulk_into(v.as_bytes(), &mut out);
     }
     encode::bulk_into(b"proto", &mut out);
-    out.extend_from_slice(&encode::integer(2));
+    out.extend_from_slice(&encode::integer(proto));
     encode::bulk_into(b"id", &mut out);
     out.extend_from_slice(&encode::integer(client.id as i64));
     for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -608,11 +671,15 @@ mod tests {
     }
 
     #[test]
-    fn hello_speaks_resp2() {
+    fn hello_speaks_resp2_and_resp3() {
         let mut c = client(1);
         assert!(call("HELLO", &mut c).starts_with("*14\r\n"));
         assert!(call("HELLO 2 SETNAME me", &mut c).starts_with("*14\r\n"));
         assert_eq!(c.name.as_deref(), Some(&b"me"[..]));
-        assert!(call("HELLO 3", &mut c).starts_with("-NOPROTO"));
+        assert!(call("HELLO 3", &mut c).starts_with("%7\r\n"));
+        assert!(c.resp3);
+        assert!(call("HELLO 4", &mut c).starts_with("-NOPROTO"));
+        assert!(call("HELLO 2", &mut c).starts_with("*14\r\n"));
+        assert!(!c.resp3);
     }
 }

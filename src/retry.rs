@@ -22,16 +22,18 @@
 //! drives them), so a client's pipelined commands to one key keep their order
 //! across a redirect.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::debug;
 
-use crate::backend::{recv_reply, Node, Redirect, ReplyResult, ReplyRx};
+use crate::backend::{recv_reply, Lane, Node, Redirect, ReplyResult, ReplyRx};
 use crate::config::{ReadFrom, RetryConfig};
 use crate::error::ProxyError;
+use crate::resp::{encode, Value};
 use crate::slot::{SharedSlotTable, SlotTable};
 use crate::topology::Topology;
 
@@ -61,7 +63,12 @@ pub struct RetryCounters {
     pub reads_resent: AtomicU64,
     /// Requests whose retries ran out; the client got the last error.
     pub exhausted: AtomicU64,
+    /// EVALSHA requests healed after NOSCRIPT by loading the script.
+    pub scripts_loaded: AtomicU64,
 }
+
+/// Most scripts remembered for NOSCRIPT healing.
+const MAX_SCRIPTS: usize = 10_000;
 
 /// One request on its way: what to send, where, and how.
 #[derive(Debug, Clone)]
@@ -72,8 +79,8 @@ pub struct Attempt {
     pub target: Target,
     /// Whether the command only reads (safe to re-send; may go to replicas).
     pub readonly: bool,
-    /// The client's lane (connection index per node).
-    pub lane: usize,
+    /// The client's lane (connection index and protocol).
+    pub lane: Lane,
 }
 
 /// What to do with an outcome.
@@ -83,6 +90,7 @@ enum Next {
     Ask { addr: String },
     Transient,
     WaitForMaster,
+    NoScript { body: Bytes },
 }
 
 /// The re-sent request's outcome.
@@ -99,6 +107,8 @@ pub struct Retrier {
     topology: Arc<Topology>,
     policy: RetryConfig,
     read_from: ReadFrom,
+    /// Script bodies by SHA1 (from EVAL and SCRIPT LOAD), to heal NOSCRIPT.
+    scripts: Mutex<HashMap<String, Bytes>>,
     /// What the retry layer did.
     pub counters: RetryCounters,
 }
@@ -116,8 +126,36 @@ impl Retrier {
             topology,
             policy,
             read_from,
+            scripts: Mutex::new(HashMap::new()),
             counters: RetryCounters::default(),
         }
+    }
+
+    /// Remembers a script body (from EVAL or SCRIPT LOAD) so a NOSCRIPT
+    /// from a node that lacks it can be healed.
+    pub fn remember_script(&self, body: &[u8]) {
+        let sha = sha1_smol::Sha1::from(body).digest().to_string();
+        let mut scripts = self.scripts.lock().expect("script cache lock");
+        if scripts.len() >= MAX_SCRIPTS && !scripts.contains_key(&sha) {
+            scripts.clear();
+        }
+        scripts.insert(sha, Bytes::copy_from_slice(body));
+    }
+
+    /// The body of an EVALSHA request's script, if known.
+    fn script_for(&self, frame: &Bytes) -> Option<Bytes> {
+        let v = Value::parse(frame).ok()?;
+        let args = v.as_array()?;
+        let name = args.first()?.as_str()?.to_ascii_lowercase();
+        if name != "evalsha" && name != "evalsha_ro" {
+            return None;
+        }
+        let sha = args.get(1)?.as_str()?.to_ascii_lowercase();
+        self.scripts
+            .lock()
+            .expect("script cache lock")
+            .get(&sha)
+            .cloned()
     }
 
     /// The node a request should go to now, per the current slot table and
@@ -128,7 +166,7 @@ impl Retrier {
             Target::Slot(s) => table.shard(*s),
             Target::AnyMaster => match table.shards().len() {
                 0 => None,
-                n => table.shards().get(a.lane % n),
+                n => table.shards().get(a.lane.index % n),
             },
         };
         let Some(shard) = shard else {
@@ -141,13 +179,23 @@ impl Retrier {
         if a.readonly && self.read_from != ReadFrom::Master {
             let up: Vec<&Arc<Node>> = shard.replicas.iter().filter(|r| r.is_reachable()).collect();
             if !up.is_empty() {
-                return Ok(up[a.lane % up.len()].clone());
+                return Ok(up[a.lane.index % up.len()].clone());
             }
             if self.read_from == ReadFrom::Replica {
                 return Err(ProxyError::NoReplica);
             }
         }
         Ok(shard.master.clone())
+    }
+
+    /// The topology refresher (for MOVED patches).
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// `retry.max_retries`.
+    pub fn max_retries(&self) -> u32 {
+        self.policy.max_retries
     }
 
     /// Sends the first attempt: resolves the target and queues the request.
@@ -224,6 +272,22 @@ impl Retrier {
                     self.pause(&mut backoff).await;
                     self.send(a).await
                 }
+                Next::NoScript { body } => {
+                    c.scripts_loaded.fetch_add(1, Ordering::Relaxed);
+                    debug!("NOSCRIPT: loading the script on the node and re-sending");
+                    retries += 1;
+                    match self.resolve(&self.table.load(), a) {
+                        Ok(node) => {
+                            let load = encode::command(&[&b"SCRIPT"[..], b"LOAD", &body]);
+                            // Same lane: the load runs before the re-sent EVALSHA.
+                            let loaded = node.send(a.lane, load).await;
+                            let sent = node.send(a.lane, a.frame.clone()).await;
+                            let _ = outcome_of(loaded).await;
+                            sent
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Next::WaitForMaster => {
                     if started.elapsed() + backoff > self.policy.master_wait {
                         c.exhausted.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +325,12 @@ impl Retrier {
                     return match r {
                         Redirect::Moved { slot, addr } => Next::Moved { slot, addr },
                         Redirect::Ask { addr, .. } => Next::Ask { addr },
+                    };
+                }
+                if frame.starts_with(b"-NOSCRIPT") {
+                    return match self.script_for(&a.frame) {
+                        Some(body) => Next::NoScript { body },
+                        None => Next::Done,
                     };
                 }
                 let transient = [

@@ -20,6 +20,10 @@ pub enum Route<'a> {
         /// Whether the command only reads.
         readonly: bool,
     },
+    /// Run on a dedicated connection (blocking commands).
+    Dedicated(Target),
+    /// A transaction command, handled by the session.
+    Transaction(&'a CommandSpec),
     /// Split into sub-requests whose replies are merged.
     FanOut(Plan),
     /// INFO: the proxy's sections plus the masters' merged ones.
@@ -68,10 +72,8 @@ impl<'a> Router<'a> {
                 }
             }
             Policy::AllMasters => self.cluster_wide(spec, req),
-            Policy::Keyed => {
-                if is_blocking_read(spec, req) {
-                    return Route::Reject(unsupported(spec, policy_reason::BLOCKING));
-                }
+            Policy::Transaction => Route::Transaction(spec),
+            Policy::Keyed | Policy::Blocking => {
                 keys.clear();
                 spec.key_positions(req, true, keys);
                 let mut slot = None;
@@ -88,7 +90,12 @@ impl<'a> Router<'a> {
                         Some(_) => {}
                     }
                 }
-                forward(slot.map_or(Target::AnyMaster, Target::Slot))
+                let target = slot.map_or(Target::AnyMaster, Target::Slot);
+                if spec.policy == Policy::Blocking || is_blocking_read(spec, req) {
+                    Route::Dedicated(target)
+                } else {
+                    forward(target)
+                }
             }
         }
     }
@@ -253,14 +260,16 @@ mod tests {
         ));
         assert!(matches!(
             r("XREAD BLOCK 0 STREAMS s 0"),
-            Route::Reject(ProxyError::Unsupported { .. })
+            Route::Dedicated(Target::Slot(_))
         ));
+        assert!(matches!(r("BLPOP l 0"), Route::Dedicated(Target::Slot(_))));
         assert!(matches!(
-            r("BLPOP l 0"),
-            Route::Reject(ProxyError::Unsupported { .. })
+            r("BLPOP a b 0"),
+            Route::Reject(ProxyError::CrossSlot)
         ));
+        assert!(matches!(r("MULTI"), Route::Transaction(_)));
         assert!(matches!(
-            r("MULTI"),
+            r("WAIT 1 0"),
             Route::Reject(ProxyError::Unsupported { .. })
         ));
         assert!(matches!(r("GET"), Route::Reject(ProxyError::WrongArity(_))));

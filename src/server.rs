@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::backend::BackendSettings;
 use crate::command::Commands;
 use crate::config::{Config, ReadFrom};
+use crate::dedicated::DedicatedPool;
 use crate::error::ProxyError;
 use crate::frontend::{self, Shared};
 use crate::local::ProxyInfo;
@@ -72,6 +73,10 @@ impl Server {
             allow_config_write: config.frontend.allow_config_write,
             proxy: Arc::new(ProxyInfo::new(config.frontend.max_clients)),
             retrier,
+            dedicated: Arc::new(DedicatedPool::new(
+                config.backend.max_dedicated_connections,
+                config.backend.connect_timeout,
+            )),
         });
         let accept = tokio::spawn(accept_loop(
             listener,

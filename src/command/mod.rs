@@ -27,9 +27,7 @@ pub use policy::Policy;
 
 /// The reasons given for [`Policy::Unsupported`] commands.
 pub mod policy_reason {
-    pub use super::policy::{
-        BLOCKING, CLUSTER_WIDE, KEYLESS, NODE_ADMIN, SUBSCRIPTIONS, TRANSACTIONS,
-    };
+    pub use super::policy::{BLOCKING, CLUSTER_WIDE, KEYLESS, NODE_ADMIN, SUBSCRIPTIONS, WAIT};
 }
 
 /// The checked-in `COMMAND` reply.

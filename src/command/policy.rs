@@ -22,16 +22,23 @@ pub enum Policy {
     /// Routed by the slot number given as its second argument
     /// (CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT).
     SlotArgument,
+    /// Keyed, but may block: runs on a dedicated backend connection.
+    Blocking,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: handled by the session on a
+    /// dedicated connection pinned to the transaction's slot.
+    Transaction,
     /// Refused with this reason.
     Unsupported(&'static str),
 }
 
-/// Reason: MULTI/EXEC need a pinned backend connection.
-pub const TRANSACTIONS: &str = "transactions (MULTI/EXEC/WATCH) are not supported yet";
+/// Reason: WAIT concerns the writes of one connection, and a client's writes
+/// travel on connections shared with other clients.
+pub const WAIT: &str =
+    "WAIT cannot be answered for a client whose writes share multiplexed connections";
 /// Reason: subscriptions need a dedicated backend connection.
 pub const SUBSCRIPTIONS: &str = "pub/sub subscriptions are not supported yet";
-/// Reason: blocking commands would stall a multiplexed connection.
-pub const BLOCKING: &str = "blocking commands are not supported yet";
+/// Reason: a keyless blocking command has no node to block on.
+pub const BLOCKING: &str = "keyless blocking commands are not supported";
 /// Reason: needs every master's answer merged.
 pub const CLUSTER_WIDE: &str = "this cluster-wide command is not supported";
 /// Reason: it concerns one node, which the proxy hides.
@@ -49,7 +56,8 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         "ping" | "echo" | "quit" | "select" | "command" | "command|count" | "command|info"
         | "command|list" | "command|getkeys" | "cluster|keyslot" | "auth" | "hello"
         | "readonly" | "readwrite" | "asking" | "reset" | "client|setname" | "client|getname"
-        | "client|id" | "client|setinfo" | "cluster|slots" | "cluster|shards" | "cluster|nodes"
+        | "client|id" | "client|setinfo" | "client|info" | "client|list" | "client|no-evict"
+        | "client|no-touch" | "cluster|slots" | "cluster|shards" | "cluster|nodes"
         | "cluster|myid" | "cluster|info" => return Policy::Local,
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
         // Fanned out to every master (or node) and merged.
@@ -68,14 +76,12 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "acl|whoami"
         | "function|list"
         | "config|get" => return Policy::AnyMaster,
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            return Policy::Unsupported(TRANSACTIONS)
-        }
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => return Policy::Transaction,
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
         | "sunsubscribe" => return Policy::Unsupported(SUBSCRIPTIONS),
         // Blocking only with a BLOCK argument: checked per request by the router.
         "xread" | "xreadgroup" => return Policy::Keyed,
-        "wait" => return Policy::Unsupported(BLOCKING),
+        "wait" | "waitaof" => return Policy::Unsupported(WAIT),
         "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat" | "pubsub|shardchannels" => {
             return Policy::Unsupported(CLUSTER_WIDE)
         }
@@ -96,7 +102,11 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         return Policy::Unsupported(NODE_ADMIN);
     }
     if flags.contains(Flags::BLOCKING) {
-        return Policy::Unsupported(BLOCKING);
+        return if keyed {
+            Policy::Blocking
+        } else {
+            Policy::Unsupported(BLOCKING)
+        };
     }
     if keyed {
         return Policy::Keyed;
@@ -175,8 +185,10 @@ mod tests {
         assert_eq!(policy("cluster|keyslot"), Policy::Local);
         assert_eq!(policy("time"), Policy::AnyMaster);
         assert_eq!(policy("object|help"), Policy::AnyMaster);
-        assert_eq!(policy("blpop"), Policy::Unsupported(BLOCKING));
-        assert_eq!(policy("multi"), Policy::Unsupported(TRANSACTIONS));
+        assert_eq!(policy("blpop"), Policy::Blocking);
+        assert_eq!(policy("bzmpop"), Policy::Blocking);
+        assert_eq!(policy("wait"), Policy::Unsupported(WAIT));
+        assert_eq!(policy("multi"), Policy::Transaction);
         assert_eq!(policy("subscribe"), Policy::Unsupported(SUBSCRIPTIONS));
         assert_eq!(policy("ssubscribe"), Policy::Unsupported(SUBSCRIPTIONS));
         assert_eq!(policy("keys"), Policy::AllMasters);

@@ -1,0 +1,134 @@
+//! Dedicated backend connections for stateful commands: transactions
+//! (WATCH/MULTI/EXEC), blocking commands and their kin, which cannot share a
+//! multiplexed connection.
+//!
+//! Connections come from a bounded pool (`backend.max_dedicated_connections`
+//! in use at once); a few idle ones per node are kept for reuse. A
+//! connection whose state is unknown (an error, a client that went away while
+//! blocked) is closed, never returned to the pool.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::FramedRead;
+
+use crate::backend::{connect, read_failure};
+use crate::error::ProxyError;
+use crate::resp::{encode, ReplyDecoder};
+
+/// Idle dedicated connections kept per node and protocol.
+const IDLE_PER_NODE: usize = 4;
+
+/// One dedicated connection to a node.
+pub struct Dedicated {
+    addr: String,
+    resp3: bool,
+    rd: FramedRead<OwnedReadHalf, ReplyDecoder>,
+    wr: OwnedWriteHalf,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Dedicated {
+    /// The node's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Writes one or more complete requests.
+    pub async fn write(&mut self, frames: &[u8]) -> Result<(), ProxyError> {
+        self.wr
+            .write_all(frames)
+            .await
+            .map_err(|e| ProxyError::BackendConnectionLost(e.to_string()))
+    }
+
+    /// Reads one reply (no timeout: blocking commands carry their own).
+    pub async fn read(&mut self) -> Result<Bytes, ProxyError> {
+        match self.rd.next().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) => Err(read_failure(e)),
+            None => Err(ProxyError::BackendConnectionLost(
+                "closed by the node".into(),
+            )),
+        }
+    }
+
+    /// Writes `frame` and reads its reply.
+    pub async fn call(&mut self, frame: &[u8]) -> Result<Bytes, ProxyError> {
+        self.write(frame).await?;
+        self.read().await
+    }
+}
+
+/// The bounded pool of dedicated connections.
+pub struct DedicatedPool {
+    idle: Mutex<HashMap<(String, bool), Vec<Dedicated>>>,
+    permits: Arc<Semaphore>,
+    connect_timeout: Duration,
+}
+
+impl DedicatedPool {
+    /// A pool allowing `max` connections in use at once.
+    pub fn new(max: usize, connect_timeout: Duration) -> DedicatedPool {
+        DedicatedPool {
+            idle: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max)),
+            connect_timeout,
+        }
+    }
+
+    /// An idle connection to `addr`, or a new one (HELLO 3 first for RESP3).
+    /// Fails at once when the pool is exhausted.
+    pub async fn get(&self, addr: &str, resp3: bool) -> Result<Dedicated, ProxyError> {
+        if let Some(c) = self
+            .idle
+            .lock()
+            .expect("pool lock")
+            .get_mut(&(addr.to_string(), resp3))
+            .and_then(Vec::pop)
+        {
+            return Ok(c);
+        }
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            ProxyError::Syntax(
+                "slotproxy: too many dedicated backend connections in use (backend.max_dedicated_connections)"
+                    .into(),
+            )
+        })?;
+        let stream = connect(addr, self.connect_timeout)
+            .await
+            .map_err(ProxyError::BackendUnavailable)?;
+        let (rd, wr) = stream.into_split();
+        let mut c = Dedicated {
+            addr: addr.to_string(),
+            resp3,
+            rd: FramedRead::new(rd, ReplyDecoder::new()),
+            wr,
+            _permit: permit,
+        };
+        if resp3 {
+            let reply = c.call(&encode::command(&["HELLO", "3"])).await?;
+            if reply.first() == Some(&b'-') {
+                return Err(ProxyError::BackendProtocol(
+                    String::from_utf8_lossy(&reply).trim_end().to_string(),
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Returns a connection in a clean state for reuse.
+    pub fn put(&self, c: Dedicated) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.entry((c.addr.clone(), c.resp3)).or_default();
+        if list.len() < IDLE_PER_NODE {
+            list.push(c);
+        }
+    }
+}

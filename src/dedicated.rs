@@ -59,10 +59,55 @@ impl Dedicated {
         }
     }
 
+    /// Splits the connection for a reader task and a writer (pub/sub).
+    pub fn into_split(self) -> (DedicatedReader, DedicatedWriter) {
+        (
+            DedicatedReader {
+                rd: self.rd,
+                _permit: self._permit,
+            },
+            DedicatedWriter { wr: self.wr },
+        )
+    }
+
     /// Writes `frame` and reads its reply.
     pub async fn call(&mut self, frame: &[u8]) -> Result<Bytes, ProxyError> {
         self.write(frame).await?;
         self.read().await
+    }
+}
+
+/// The read half of a split dedicated connection; holds the pool permit.
+pub struct DedicatedReader {
+    rd: FramedRead<OwnedReadHalf, ReplyDecoder>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl DedicatedReader {
+    /// Reads one frame.
+    pub async fn read(&mut self) -> Result<Bytes, ProxyError> {
+        match self.rd.next().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) => Err(read_failure(e)),
+            None => Err(ProxyError::BackendConnectionLost(
+                "closed by the node".into(),
+            )),
+        }
+    }
+}
+
+/// The write half of a split dedicated connection.
+pub struct DedicatedWriter {
+    wr: OwnedWriteHalf,
+}
+
+impl DedicatedWriter {
+    /// Writes complete requests.
+    pub async fn write(&mut self, frames: &[u8]) -> Result<(), ProxyError> {
+        self.wr
+            .write_all(frames)
+            .await
+            .map_err(|e| ProxyError::BackendConnectionLost(e.to_string()))
     }
 }
 

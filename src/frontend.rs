@@ -37,6 +37,7 @@ use crate::dedicated::{Dedicated, DedicatedPool};
 use crate::error::ProxyError;
 use crate::fanout::{self, Merge, Plan};
 use crate::local::{self, ClientState, Ctx, ProxyInfo};
+use crate::pubsub;
 use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
 use crate::retry::{Attempt, Retrier, Target};
 use crate::router::{Route, Router};
@@ -91,6 +92,10 @@ enum Pending {
     FanOut(Box<FanOutPending>),
     /// Fired once every earlier reply has been written.
     Barrier(oneshot::Sender<()>),
+    /// From here on, also forward these pub/sub messages.
+    Subscribed(mpsc::Receiver<Bytes>),
+    /// No reply (pub/sub confirmations arrive as messages).
+    Nothing,
 }
 
 /// One forwarded request in flight.
@@ -143,6 +148,7 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
             backlog: VecDeque::new(),
             txn: None,
             watch: None,
+            pubsub: None,
         };
         session.run(&shutdown).await;
     };
@@ -178,6 +184,7 @@ struct Session<'a> {
     backlog: VecDeque<Input>,
     txn: Option<Txn>,
     watch: Option<Watch>,
+    pubsub: Option<pubsub::Handle>,
 }
 
 impl Session<'_> {
@@ -262,6 +269,30 @@ impl Session<'_> {
         if self.txn.is_some() {
             return Pending::Ready(self.queue(route, req).await);
         }
+        let subscribed = self.pubsub.as_ref().is_some_and(|p| p.active() > 0);
+        if subscribed && !self.client.resp3 {
+            // RESP2 clients in subscribed mode, as in Redis.
+            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
+            match name.as_str() {
+                "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+                | "sunsubscribe" | "quit" | "reset" => {}
+                "ping" => {
+                    let mut out = BytesMut::new();
+                    encode::array_header(2, &mut out);
+                    encode::bulk_into(b"pong", &mut out);
+                    encode::bulk_into(if req.argc() > 1 { req.arg(1) } else { b"" }, &mut out);
+                    return Pending::Ready(out.freeze());
+                }
+                _ => {
+                    return Pending::Ready(
+                        ProxyError::Syntax(format!(
+                            "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                        ))
+                        .to_resp(),
+                    )
+                }
+            }
+        }
         let (target, readonly) = match route {
             Route::Local(spec) => {
                 if matches!(spec.name.as_str(), "hello" | "reset") && !self.barrier().await {
@@ -298,6 +329,12 @@ impl Session<'_> {
                 let name = spec.name.clone();
                 drop(commands);
                 return Pending::Ready(self.transaction(&name, &req).await);
+            }
+            Route::PubSub(spec) => {
+                let name = spec.name.clone();
+                drop(commands);
+                drop(slots);
+                return self.subscription(&name, &req).await;
             }
             Route::Dedicated(target) => {
                 drop(commands);
@@ -512,12 +549,54 @@ impl Session<'_> {
         }
     }
 
-    /// RESET: leave MULTI, drop WATCH, back to RESP2 (the name is cleared by
-    /// the local command).
+    /// RESET: leave MULTI, drop WATCH, end subscriptions, back to RESP2
+    /// (the name is cleared by the local command).
     async fn reset(&mut self) {
         self.txn = None;
         self.unwatch().await;
+        self.pubsub = None;
         self.client.resp3 = false;
+    }
+
+    /// (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE: handed to the client's pub/sub
+    /// task, started on the first subscription; confirmations and messages
+    /// come back through the writer.
+    async fn subscription(&mut self, name: &str, req: &Request) -> Pending {
+        let (kind, subscribe) = match name {
+            "subscribe" => (pubsub::Kind::Channel, true),
+            "psubscribe" => (pubsub::Kind::Pattern, true),
+            "ssubscribe" => (pubsub::Kind::Shard, true),
+            "unsubscribe" => (pubsub::Kind::Channel, false),
+            "punsubscribe" => (pubsub::Kind::Pattern, false),
+            _ => (pubsub::Kind::Shard, false),
+        };
+        let names: Vec<Bytes> = (1..req.argc()).map(|i| req.arg_bytes(i)).collect();
+        let mut first = None;
+        if self.pubsub.is_none() {
+            if !self.barrier().await {
+                return Pending::Ready(ProxyError::ShuttingDown.to_resp());
+            }
+            let (handle, messages) = pubsub::start(pubsub::Deps {
+                table: self.shared.table.clone(),
+                retrier: self.shared.retrier.clone(),
+                pool: self.shared.dedicated.clone(),
+                lane: self.lane(),
+            });
+            self.pubsub = Some(handle);
+            first = Some(messages);
+        }
+        let cmd = if subscribe {
+            pubsub::Command::Subscribe(kind, names)
+        } else {
+            pubsub::Command::Unsubscribe(kind, names)
+        };
+        if let Some(p) = &self.pubsub {
+            p.send(cmd);
+        }
+        match first {
+            Some(messages) => Pending::Subscribed(messages),
+            None => Pending::Nothing,
+        }
     }
 
     /// A command inside MULTI: queued (with its slot checked) or, for EXEC,
@@ -545,11 +624,12 @@ impl Session<'_> {
                 txn.dirty = true;
                 return ProxyError::CrossSlot.to_resp();
             }
-            Route::Info(_) => {
+            Route::Info(_) | Route::PubSub(_) => {
                 txn.dirty = true;
-                return ProxyError::Syntax(
-                    "slotproxy: INFO is answered by the proxy and cannot run inside MULTI".into(),
-                )
+                return ProxyError::Syntax(format!(
+                    "slotproxy: {} cannot run inside MULTI",
+                    String::from_utf8_lossy(req.arg(0)).to_uppercase()
+                ))
                 .to_resp();
             }
             Route::Reject(e) => {
@@ -637,7 +717,14 @@ fn reply_bytes(r: ReplyResult) -> Bytes {
 /// Writes replies in request order, batching those already available.
 async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, retrier: &Retrier) {
     let mut out = BytesMut::new();
+    // Pub/sub messages, once the client has subscribed.
+    let mut pushes: Option<mpsc::Receiver<Bytes>> = None;
     loop {
+        if let Some(p) = pushes.as_mut() {
+            while let Ok(msg) = p.try_recv() {
+                out.extend_from_slice(&msg);
+            }
+        }
         let item = match rx.try_recv() {
             Ok(item) => item,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -645,7 +732,20 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
                 if flush(&mut wr, &mut out).await.is_err() {
                     return;
                 }
-                match rx.recv().await {
+                let next = match pushes.as_mut() {
+                    Some(p) => tokio::select! {
+                        item = rx.recv() => item,
+                        msg = p.recv() => {
+                            match msg {
+                                Some(msg) => out.extend_from_slice(&msg),
+                                None => pushes = None,
+                            }
+                            continue;
+                        }
+                    },
+                    None => rx.recv().await,
+                };
+                match next {
                     Some(item) => item,
                     None => break,
                 }
@@ -653,6 +753,10 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
         };
         let reply = match item {
             Pending::Ready(b) => b,
+            Pending::Subscribed(p) => {
+                pushes = Some(p);
+                continue;
+            }
             Pending::Routed(Routed { attempt, sent }) => {
                 // Fast path: a reply that is already here and final.
                 let ready = match sent {
@@ -696,6 +800,7 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
                 let _ = done.send(());
                 continue;
             }
+            Pending::Nothing => continue,
         };
         if reply.len() >= LARGE_REPLY {
             if flush(&mut wr, &mut out).await.is_err() || wr.write_all(&reply).await.is_err() {

@@ -18,6 +18,7 @@
 //! * [`backend`]: multiplexed, pipelined connections to cluster nodes.
 //! * [`dedicated`]: pooled dedicated connections for transactions and
 //!   blocking commands.
+//! * [`pubsub`]: a client's subscriptions, re-subscribed after failover.
 //! * [`topology`]: discovers the cluster and publishes new slot tables.
 //! * [`local`]: commands answered by the proxy itself.
 //! * [`server`]: the accept loop and shutdown.
@@ -35,6 +36,7 @@ pub mod fanout;
 pub mod frontend;
 pub mod info;
 pub mod local;
+pub mod pubsub;
 pub mod resp;
 pub mod retry;
 pub mod router;

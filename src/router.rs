@@ -24,6 +24,8 @@ pub enum Route<'a> {
     Dedicated(Target),
     /// A transaction command, handled by the session.
     Transaction(&'a CommandSpec),
+    /// A subscription command, handled by the client's pub/sub task.
+    PubSub(&'a CommandSpec),
     /// Split into sub-requests whose replies are merged.
     FanOut(Plan),
     /// INFO: the proxy's sections plus the masters' merged ones.
@@ -73,6 +75,7 @@ impl<'a> Router<'a> {
             }
             Policy::AllMasters => self.cluster_wide(spec, req),
             Policy::Transaction => Route::Transaction(spec),
+            Policy::PubSub => Route::PubSub(spec),
             Policy::Keyed | Policy::Blocking => {
                 keys.clear();
                 spec.key_positions(req, true, keys);

@@ -18,6 +18,13 @@ fn cluster_starts_and_cleans_up() {
     let slot = slotproxy::slot::key_slot(b"harness");
     let owner = cluster.node_for_slot(slot);
     assert_eq!(cluster.cli(owner, &["set", "harness", "1"]).trim(), "OK");
+    // Through a node that does not own the slot: redis-cli -c follows MOVED.
+    let other = *ports.iter().find(|&&p| p != owner).unwrap();
+    assert_eq!(
+        cluster.cli(other, &["-c", "set", "harness", "2"]).trim(),
+        "OK"
+    );
+    assert_eq!(cluster.cli(owner, &["get", "harness"]).trim(), "2");
     drop(cluster);
     for p in ports {
         assert!(!common::port_open(p), "port {p} still open after drop");

@@ -22,11 +22,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
-    # The package may start a service on 6379; nothing here uses it.
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-        $sudo systemctl stop redis-server || true
+    # The package may start a service on 6379; nothing here uses it. Try
+    # both systemd and the init script (containers often have no systemd).
+    if command -v systemctl >/dev/null 2>&1; then
+        $sudo systemctl stop redis-server >/dev/null 2>&1 || true
         $sudo systemctl disable redis-server >/dev/null 2>&1 || true
-    elif command -v service >/dev/null 2>&1; then
+    fi
+    if command -v service >/dev/null 2>&1; then
         $sudo service redis-server stop >/dev/null 2>&1 || true
     fi
 fi

@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
-# What `make test` needs besides Rust: redis-server and redis-tools (apt), and
-# redis-py for the cluster-aware client test (PyPI). Idempotent.
+# What `make test` needs besides Rust: redis-server and redis-tools (apt),
+# redis-py 8 for the Python client tests (PyPI), and ioredis for the Node.js
+# client test (npm, into tests/node/node_modules). Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
 "$here/ensure-redis.sh"
-if ! python3 -c 'import redis, sys; sys.exit(0 if int(redis.__version__.split(".")[0]) >= 5 else 1)' 2>/dev/null; then
-    echo "ensure-test-deps: installing redis-py" >&2
-    python3 -m pip install --quiet --disable-pip-version-check 'redis>=5' 2>&1 | grep -v 'Running pip as the' >&2 || true
+
+if ! python3 -c 'import redis, sys; sys.exit(0 if int(redis.__version__.split(".")[0]) >= 8 else 1)' 2>/dev/null; then
+    echo "ensure-test-deps: installing redis-py 8" >&2
+    python3 -m pip install --quiet --disable-pip-version-check 'redis>=8,<9' 2>&1 | grep -v 'Running pip as the' >&2 || true
     python3 -c 'import redis' || { echo "ensure-test-deps: redis-py did not install" >&2; exit 1; }
+fi
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "ensure-test-deps: installing nodejs and npm" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d "$root/tests/node/node_modules/ioredis" ]; then
+    echo "ensure-test-deps: installing ioredis" >&2
+    (cd "$root/tests/node" && npm ci --no-audit --no-fund --silent)
 fi

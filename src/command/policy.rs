@@ -27,6 +27,8 @@ pub enum Policy {
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: handled by the session on a
     /// dedicated connection pinned to the transaction's slot.
     Transaction,
+    /// (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE: handled by the client's pub/sub task.
+    PubSub,
     /// Refused with this reason.
     Unsupported(&'static str),
 }
@@ -78,7 +80,7 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "config|get" => return Policy::AnyMaster,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => return Policy::Transaction,
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
-        | "sunsubscribe" => return Policy::Unsupported(SUBSCRIPTIONS),
+        | "sunsubscribe" => return Policy::PubSub,
         // Blocking only with a BLOCK argument: checked per request by the router.
         "xread" | "xreadgroup" => return Policy::Keyed,
         "wait" | "waitaof" => return Policy::Unsupported(WAIT),
@@ -189,8 +191,8 @@ mod tests {
         assert_eq!(policy("bzmpop"), Policy::Blocking);
         assert_eq!(policy("wait"), Policy::Unsupported(WAIT));
         assert_eq!(policy("multi"), Policy::Transaction);
-        assert_eq!(policy("subscribe"), Policy::Unsupported(SUBSCRIPTIONS));
-        assert_eq!(policy("ssubscribe"), Policy::Unsupported(SUBSCRIPTIONS));
+        assert_eq!(policy("subscribe"), Policy::PubSub);
+        assert_eq!(policy("ssubscribe"), Policy::PubSub);
         assert_eq!(policy("keys"), Policy::AllMasters);
         assert_eq!(policy("script|load"), Policy::AllMasters);
         assert_eq!(policy("script|kill"), Policy::Unsupported(NODE_ADMIN));

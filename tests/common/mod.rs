@@ -35,10 +35,20 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `f` every 50 ms until it returns true; panics after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, f: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, f), "timed out waiting for: {what}");
+}
+
+/// Polls `f` every 50 ms until it returns true; false after `timeout`.
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -89,6 +99,13 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
             "5000".into(),
             "--appendonly".into(),
             "no".into(),
+            // Replicas sync at once instead of after the 5 s default delay.
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+            // A replica's offset stays 0 (and CLUSTER SLOTS leaves it out)
+            // until its master's first replication PING: 10 s by default.
+            "--repl-ping-replica-period".into(),
+            "1".into(),
             "--save".into(),
             "".into(),
             "--dir".into(),
@@ -120,8 +137,16 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
                 // Exited: most likely a port was taken meanwhile. Retry.
                 break;
             }
-            if ping(port) {
-                return node;
+            // The PONG must come from our child, not from a process that
+            // took the port first (our child then exits with "in use").
+            match server_pid(port) {
+                Some(pid) if pid == node.child.id() => return node,
+                Some(_) => {
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    break;
+                }
+                None => {}
             }
             if Instant::now() > deadline {
                 let _ = node.child.kill();
@@ -132,6 +157,17 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
         }
     }
     panic!("could not start redis-server after 5 attempts");
+}
+
+/// `process_id` from INFO server of whatever answers on `port`.
+fn server_pid(port: u16) -> Option<u32> {
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+        .ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn ping(port: u16) -> bool {
@@ -181,12 +217,13 @@ impl Cluster {
             .args(["--cluster-replicas", &replicas_per_master.to_string()])
             .arg("--cluster-yes");
         let out = create.output().expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "cluster create failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            cluster.fail(&format!(
+                "cluster create failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
     }
@@ -213,8 +250,18 @@ impl Cluster {
                 ],
             );
         }
-        for &p in &ports[1..] {
-            self.cli(ports[0], &["cluster", "meet", "127.0.0.1", &p.to_string()]);
+        // The bus port is not port + 10000, so MEET must name it.
+        for n in &self.nodes[1..] {
+            self.cli(
+                ports[0],
+                &[
+                    "cluster",
+                    "meet",
+                    "127.0.0.1",
+                    &n.port.to_string(),
+                    &n.bus_port.to_string(),
+                ],
+            );
         }
         wait_until(Duration::from_secs(20), "nodes meet", || {
             ports.iter().all(|&p| {
@@ -235,7 +282,7 @@ impl Cluster {
         let expected_nodes = self.nodes.len();
         let replicas = self.replicas;
         let ports = self.ports();
-        wait_until(timeout, "cluster_state:ok on every node", || {
+        let healthy = poll_until(timeout, || {
             let mut maps = HashSet::new();
             for &p in &ports {
                 let Some(info) = self.try_cli(p, &["cluster", "info"]) else {
@@ -262,11 +309,45 @@ impl Cluster {
             }
             maps.len() == 1
         });
+        if !healthy {
+            let mut state = String::new();
+            for &p in &ports {
+                let info = self.try_cli(p, &["cluster", "info"]).unwrap_or_default();
+                let nodes = self.try_cli(p, &["cluster", "nodes"]).unwrap_or_default();
+                state.push_str(&format!(
+                    "--- node {p} CLUSTER INFO ---\n{info}--- node {p} CLUSTER NODES ---\n{nodes}"
+                ));
+            }
+            self.fail(&format!(
+                "cluster not healthy after {timeout:?} (cluster_state:ok, \
+                 {expected_nodes} known nodes, replica links up, one slot map)\n{state}"
+            ));
+        }
+    }
+
+    /// Panics with `msg` followed by the tail of every node's log.
+    fn fail(&self, msg: &str) -> ! {
+        let mut logs = String::new();
+        for n in &self.nodes {
+            let log = n.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            logs.push_str(&format!("--- redis.log of node {} ---\n", n.port));
+            for l in tail {
+                logs.push_str(l);
+                logs.push('\n');
+            }
+        }
+        panic!("{msg}\n{logs}");
     }
 
     /// `(start, end, master port)` per slot range, as node `port` sees it.
     fn slot_map(&self, port: u16) -> Vec<(i64, i64, i64, usize)> {
-        let mut con = self.conn(port);
+        let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        else {
+            return Vec::new();
+        };
         let v: redis::Value = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query(&mut con)

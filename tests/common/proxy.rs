@@ -54,10 +54,14 @@ impl Proxy {
 
     /// A redis-rs connection to the proxy.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://{}/", self.addr))
+        let con = redis::Client::open(format!("redis://{}/", self.addr))
             .expect("client")
             .get_connection()
-            .expect("connect to proxy")
+            .expect("connect to proxy");
+        // A hung reply fails the test instead of hanging the suite.
+        con.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("read timeout");
+        con
     }
 
     /// A raw TCP connection to the proxy, with a read timeout.

@@ -1,0 +1,575 @@
+//! Pub/sub for one client: a task that owns the client's subscription
+//! connections, forwards their messages, and re-subscribes after failover
+//! or resharding.
+//!
+//! * SUBSCRIBE / PSUBSCRIBE go to one connection to any master: a cluster
+//!   propagates PUBLISH to every node.
+//! * SSUBSCRIBE goes to the master of the channel's slot (one connection per
+//!   node), and SPUBLISH is routed by the channel's slot like a key.
+//! * When a subscription connection breaks (failover) or the node drops
+//!   shard channels whose slot moved (its `sunsubscribe` the client did not
+//!   ask for), the task re-subscribes on the current owner and swallows the
+//!   duplicate confirmations: the client sees an unbroken subscription.
+//! * Subscription counts in confirmations are the client's totals, as a
+//!   single node would report them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::backend::{Lane, Redirect};
+use crate::dedicated::{DedicatedPool, DedicatedWriter};
+use crate::error::ProxyError;
+use crate::resp::{encode, reply::split_aggregate, Value};
+use crate::retry::{Attempt, Retrier, Target};
+use crate::slot::{key_slot, SharedSlotTable};
+
+/// Subscription kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// SUBSCRIBE channels.
+    Channel,
+    /// PSUBSCRIBE patterns.
+    Pattern,
+    /// SSUBSCRIBE shard channels.
+    Shard,
+}
+
+impl Kind {
+    fn subscribe(self) -> &'static str {
+        match self {
+            Kind::Channel => "SUBSCRIBE",
+            Kind::Pattern => "PSUBSCRIBE",
+            Kind::Shard => "SSUBSCRIBE",
+        }
+    }
+    fn unsubscribe(self) -> &'static str {
+        match self {
+            Kind::Channel => "UNSUBSCRIBE",
+            Kind::Pattern => "PUNSUBSCRIBE",
+            Kind::Shard => "SUNSUBSCRIBE",
+        }
+    }
+}
+
+/// A request from the session.
+#[derive(Debug)]
+pub enum Command {
+    /// (P|S)SUBSCRIBE names...
+    Subscribe(Kind, Vec<Bytes>),
+    /// (P|S)UNSUBSCRIBE [names...] (empty: all).
+    Unsubscribe(Kind, Vec<Bytes>),
+}
+
+/// What the session keeps: a way to send commands, and whether the client
+/// has any subscription (RESP2 clients are then restricted).
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Command>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Handle {
+    /// Sends a command to the task.
+    pub fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    /// Number of subscriptions (channels + patterns + shard channels).
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// What the task needs.
+pub struct Deps {
+    /// The slot table.
+    pub table: SharedSlotTable,
+    /// Target resolution and topology (MOVED patches, refresh triggers).
+    pub retrier: Arc<Retrier>,
+    /// Where connections come from.
+    pub pool: Arc<DedicatedPool>,
+    /// The client's lane (protocol, and which master to use for channels).
+    pub lane: Lane,
+}
+
+/// Starts the task; messages for the client arrive on the returned receiver.
+pub fn start(deps: Deps) -> (Handle, mpsc::Receiver<Bytes>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    let active = Arc::new(AtomicUsize::new(0));
+    let task = Task {
+        deps,
+        out: out_tx,
+        active: active.clone(),
+        conns: HashMap::new(),
+        events_tx: None,
+        channels: BTreeSet::new(),
+        patterns: BTreeSet::new(),
+        shard: BTreeMap::new(),
+        leaving: BTreeSet::new(),
+        next_id: 0,
+    };
+    tokio::spawn(task.run(rx));
+    (Handle { tx, active }, out_rx)
+}
+
+/// Which connection: the one for channels and patterns, or one per node for shard channels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Global,
+    Node(String),
+}
+
+struct Conn {
+    id: u64,
+    writer: DedicatedWriter,
+    /// Subscribe confirmations still to swallow (after a re-subscribe).
+    swallow: usize,
+}
+
+enum Event {
+    Frame(u64, Bytes),
+    Closed(u64),
+}
+
+/// A shard channel subscription and the connection that holds it (none
+/// while it waits to be re-subscribed).
+struct ShardSub {
+    slot: u16,
+    holder: Option<Key>,
+}
+
+struct Task {
+    deps: Deps,
+    out: mpsc::Sender<Bytes>,
+    active: Arc<AtomicUsize>,
+    conns: HashMap<Key, Conn>,
+    events_tx: Option<mpsc::UnboundedSender<Event>>,
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    shard: BTreeMap<Bytes, ShardSub>,
+    /// Shard channels the client asked to leave (their sunsubscribe is expected).
+    leaving: BTreeSet<Bytes>,
+    next_id: u64,
+}
+
+impl Task {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        self.events_tx = Some(events_tx);
+        let mut repair = tokio::time::interval(Duration::from_millis(250));
+        repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    // The client is gone: dropping the connections ends the subscriptions.
+                    None => return,
+                },
+                Some(ev) = events.recv() => self.event(ev).await,
+                _ = repair.tick() => self.repair().await,
+            }
+            self.active.store(
+                self.channels.len() + self.patterns.len() + self.shard.len(),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    async fn emit(&self, frame: Bytes) {
+        let _ = self.out.send(frame).await;
+    }
+
+    fn resolve(&self, target: Target) -> Result<String, ProxyError> {
+        let table = self.deps.table.load();
+        let a = Attempt {
+            frame: Bytes::new(),
+            target,
+            readonly: false,
+            lane: self.deps.lane,
+        };
+        Ok(self.deps.retrier.resolve(&table, &a)?.addr().to_string())
+    }
+
+    /// A reachable master for channels and patterns (any node receives
+    /// every PUBLISH), starting from the client's lane.
+    fn any_reachable_master(&self) -> Result<String, ProxyError> {
+        let table = self.deps.table.load();
+        let shards = table.shards();
+        (0..shards.len())
+            .map(|i| &shards[(self.deps.lane.index + i) % shards.len()].master)
+            .find(|m| m.is_reachable())
+            .map(|m| m.addr().to_string())
+            .map_or_else(|| self.resolve(Target::AnyMaster), Ok)
+    }
+
+    /// The connection for `key`, opened (with its reader task) if needed.
+    async fn conn(&mut self, key: &Key) -> Result<&mut Conn, ProxyError> {
+        if !self.conns.contains_key(key) {
+            let addr = match key {
+                Key::Node(a) => a.clone(),
+                Key::Global => self.any_reachable_master()?,
+            };
+            let conn = self.deps.pool.get(&addr, self.deps.lane.resp3).await?;
+            let (mut reader, writer) = conn.into_split();
+            self.next_id += 1;
+            let id = self.next_id;
+            let events = self.events_tx.clone().expect("events channel");
+            tokio::spawn(async move {
+                loop {
+                    match reader.read().await {
+                        Ok(frame) => {
+                            if events.send(Event::Frame(id, frame)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => {
+                            let _ = events.send(Event::Closed(id));
+                            return;
+                        }
+                    }
+                }
+            });
+            self.conns.insert(
+                key.clone(),
+                Conn {
+                    id,
+                    writer,
+                    swallow: 0,
+                },
+            );
+        }
+        Ok(self.conns.get_mut(key).expect("just inserted"))
+    }
+
+    /// Writes a (P|S)SUBSCRIBE on the connection for `key`; `swallow` for re-subscriptions.
+    async fn send_subscribe(
+        &mut self,
+        key: &Key,
+        kind: Kind,
+        names: &[Bytes],
+        swallow: bool,
+    ) -> Result<(), ProxyError> {
+        let mut args: Vec<&[u8]> = vec![kind.subscribe().as_bytes()];
+        args.extend(names.iter().map(|n| &n[..]));
+        let frame = encode::command(&args);
+        let conn = self.conn(key).await?;
+        if swallow {
+            conn.swallow += names.len();
+        }
+        let r = conn.writer.write(&frame).await;
+        if r.is_err() {
+            self.conns.remove(key);
+        }
+        r
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe(kind, names) => {
+                let result = match kind {
+                    Kind::Channel | Kind::Pattern => {
+                        self.send_subscribe(&Key::Global, kind, &names, false).await
+                    }
+                    Kind::Shard => {
+                        let slot = key_slot(&names[0]);
+                        if names.iter().any(|n| key_slot(n) != slot) {
+                            Err(ProxyError::CrossSlot)
+                        } else {
+                            match self.resolve(Target::Slot(slot)) {
+                                Ok(addr) => {
+                                    let key = Key::Node(addr);
+                                    for n in &names {
+                                        self.leaving.remove(n);
+                                        self.shard.insert(
+                                            n.clone(),
+                                            ShardSub {
+                                                slot,
+                                                holder: Some(key.clone()),
+                                            },
+                                        );
+                                    }
+                                    self.send_subscribe(&key, kind, &names, false).await
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = result {
+                    self.emit(e.to_resp()).await;
+                }
+            }
+            Command::Unsubscribe(kind, names) => self.unsubscribe(kind, names).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, kind: Kind, names: Vec<Bytes>) {
+        match kind {
+            Kind::Channel | Kind::Pattern => {
+                let mut args: Vec<&[u8]> = vec![kind.unsubscribe().as_bytes()];
+                args.extend(names.iter().map(|n| &n[..]));
+                let frame = encode::command(&args);
+                if let Some(conn) = self.conns.get_mut(&Key::Global) {
+                    if conn.writer.write(&frame).await.is_ok() {
+                        return;
+                    }
+                }
+                // No connection: confirm locally, as Redis would.
+                let tracked = if kind == Kind::Channel {
+                    &self.channels
+                } else {
+                    &self.patterns
+                };
+                let names = if names.is_empty() {
+                    tracked.iter().cloned().collect()
+                } else {
+                    names
+                };
+                self.confirm_locally(kind, names).await;
+            }
+            Kind::Shard => {
+                let targets: Vec<Bytes> = if names.is_empty() {
+                    self.shard.keys().cloned().collect()
+                } else {
+                    names
+                };
+                if targets.is_empty() {
+                    self.confirm_locally(kind, Vec::new()).await;
+                    return;
+                }
+                // Each holding node confirms its own channels.
+                let mut by_node: HashMap<Key, Vec<Bytes>> = HashMap::new();
+                let mut local = Vec::new();
+                for n in targets {
+                    match self.shard.get(&n).and_then(|s| s.holder.clone()) {
+                        Some(k) if self.conns.contains_key(&k) => {
+                            self.leaving.insert(n.clone());
+                            by_node.entry(k).or_default().push(n)
+                        }
+                        _ => local.push(n),
+                    }
+                }
+                for (key, names) in by_node {
+                    let mut args: Vec<&[u8]> = vec![b"SUNSUBSCRIBE"];
+                    args.extend(names.iter().map(|n| &n[..]));
+                    let frame = encode::command(&args);
+                    let ok = match self.conns.get_mut(&key) {
+                        Some(conn) => conn.writer.write(&frame).await.is_ok(),
+                        None => false,
+                    };
+                    if !ok {
+                        local.extend(names);
+                    }
+                }
+                if !local.is_empty() {
+                    self.confirm_locally(kind, local).await;
+                }
+            }
+        }
+    }
+
+    /// Unsubscribe confirmations the proxy produces itself.
+    async fn confirm_locally(&mut self, kind: Kind, names: Vec<Bytes>) {
+        let verb = kind.unsubscribe().to_ascii_lowercase();
+        if names.is_empty() {
+            let count = self.count(kind);
+            self.emit(self.message(&verb, None, count)).await;
+            return;
+        }
+        for n in names {
+            match kind {
+                Kind::Channel => {
+                    self.channels.remove(&n);
+                }
+                Kind::Pattern => {
+                    self.patterns.remove(&n);
+                }
+                Kind::Shard => {
+                    self.shard.remove(&n);
+                    self.leaving.remove(&n);
+                }
+            }
+            let count = self.count(kind);
+            self.emit(self.message(&verb, Some(&n), count)).await;
+        }
+    }
+
+    fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Channel | Kind::Pattern => self.channels.len() + self.patterns.len(),
+            Kind::Shard => self.shard.len(),
+        }
+    }
+
+    /// A subscription confirmation in the client's protocol.
+    fn message(&self, verb: &str, name: Option<&[u8]>, count: usize) -> Bytes {
+        let mut out = BytesMut::new();
+        if self.deps.lane.resp3 {
+            out.extend_from_slice(b">3\r\n");
+        } else {
+            encode::array_header(3, &mut out);
+        }
+        encode::bulk_into(verb.as_bytes(), &mut out);
+        match name {
+            Some(n) => encode::bulk_into(n, &mut out),
+            None if self.deps.lane.resp3 => out.extend_from_slice(b"_\r\n"),
+            None => out.extend_from_slice(b"$-1\r\n"),
+        }
+        out.extend_from_slice(&encode::integer(count as i64));
+        out.freeze()
+    }
+
+    /// Re-subscribes what lost its connection: channels and patterns on a
+    /// new global connection, shard channels where their slot is now.
+    async fn repair(&mut self) {
+        if !self.conns.contains_key(&Key::Global)
+            && (!self.channels.is_empty() || !self.patterns.is_empty())
+        {
+            let channels: Vec<Bytes> = self.channels.iter().cloned().collect();
+            let patterns: Vec<Bytes> = self.patterns.iter().cloned().collect();
+            let mut ok = true;
+            if !channels.is_empty() {
+                ok &= self
+                    .send_subscribe(&Key::Global, Kind::Channel, &channels, true)
+                    .await
+                    .is_ok();
+            }
+            if ok && !patterns.is_empty() {
+                ok &= self
+                    .send_subscribe(&Key::Global, Kind::Pattern, &patterns, true)
+                    .await
+                    .is_ok();
+            }
+            if ok {
+                debug!(
+                    channels = channels.len(),
+                    patterns = patterns.len(),
+                    "re-subscribed"
+                );
+            }
+        }
+        let orphans: Vec<(Bytes, u16)> = self
+            .shard
+            .iter()
+            .filter(|(_, s)| s.holder.is_none())
+            .map(|(n, s)| (n.clone(), s.slot))
+            .collect();
+        for (name, slot) in orphans {
+            let Ok(addr) = self.resolve(Target::Slot(slot)) else {
+                continue;
+            };
+            let key = Key::Node(addr);
+            if self
+                .send_subscribe(&key, Kind::Shard, std::slice::from_ref(&name), true)
+                .await
+                .is_ok()
+            {
+                if let Some(s) = self.shard.get_mut(&name) {
+                    s.holder = Some(key);
+                }
+                debug!(channel = ?name, "shard channel re-subscribed");
+            }
+        }
+    }
+
+    async fn event(&mut self, ev: Event) {
+        let (id, frame) = match ev {
+            Event::Closed(id) => {
+                if let Some(key) = self.key_of(id) {
+                    warn!(?key, "subscription connection lost; re-subscribing");
+                    self.conns.remove(&key);
+                    for s in self.shard.values_mut() {
+                        if s.holder.as_ref() == Some(&key) {
+                            s.holder = None;
+                        }
+                    }
+                    self.deps.retrier.topology().trigger().notify_one();
+                }
+                return;
+            }
+            Event::Frame(id, frame) => (id, frame),
+        };
+        let Some(key) = self.key_of(id) else {
+            return;
+        };
+        if let Some(Redirect::Moved { slot, addr }) = Redirect::parse(&frame) {
+            // SSUBSCRIBE reached a node that no longer owns the slot: follow it.
+            self.deps.retrier.topology().apply_moved(slot, &addr);
+            for s in self.shard.values_mut() {
+                if s.slot == slot {
+                    s.holder = None;
+                }
+            }
+            return;
+        }
+        let parts = split_aggregate(&frame).unwrap_or_default();
+        let text = |i: usize| -> Option<Bytes> {
+            let v = Value::parse(parts.get(i)?).ok()?;
+            v.as_bytes().map(Bytes::copy_from_slice)
+        };
+        let verb = text(0)
+            .map(|v| String::from_utf8_lossy(&v).to_ascii_lowercase())
+            .unwrap_or_default();
+        let kind = match verb.as_str() {
+            "subscribe" | "unsubscribe" if parts.len() == 3 => Kind::Channel,
+            "psubscribe" | "punsubscribe" if parts.len() == 3 => Kind::Pattern,
+            "ssubscribe" | "sunsubscribe" if parts.len() == 3 => Kind::Shard,
+            // A message, a pong or an error: forwarded as is.
+            _ => return self.emit(frame).await,
+        };
+        let name = text(1);
+        let subscribing = !verb.contains("unsub");
+        if let Some(n) = &name {
+            match (kind, subscribing) {
+                (Kind::Channel, true) => {
+                    self.channels.insert(n.clone());
+                }
+                (Kind::Channel, false) => {
+                    self.channels.remove(n);
+                }
+                (Kind::Pattern, true) => {
+                    self.patterns.insert(n.clone());
+                }
+                (Kind::Pattern, false) => {
+                    self.patterns.remove(n);
+                }
+                (Kind::Shard, true) => {}
+                (Kind::Shard, false) => {
+                    if !self.leaving.remove(n) {
+                        // The node dropped it (its slot moved): follow the slot.
+                        debug!(channel = ?n, "shard channel's slot moved; re-subscribing");
+                        if let Some(s) = self.shard.get_mut(n) {
+                            s.holder = None;
+                        }
+                        self.deps.retrier.topology().trigger().notify_one();
+                        return;
+                    }
+                    self.shard.remove(n);
+                }
+            }
+        }
+        if subscribing {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                if conn.swallow > 0 {
+                    conn.swallow -= 1;
+                    return;
+                }
+            }
+        }
+        let count = self.count(kind);
+        self.emit(self.message(&verb, name.as_deref(), count)).await;
+    }
+
+    fn key_of(&self, id: u64) -> Option<Key> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.id == id)
+            .map(|(k, _)| k.clone())
+    }
+}

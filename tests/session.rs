@@ -1,0 +1,314 @@
+//! Stateful sessions against real clusters: transactions, blocking commands,
+//! pub/sub with re-subscription after failover, and real clients (redis-cli,
+//! redis-py 8 in RESP2 and RESP3, ioredis).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{wait_until, Cluster};
+use redis::Value;
+use slotproxy::slot::key_slot;
+
+fn run_client(program: &str, script: &str, port: u16) {
+    let out = Command::new(program)
+        .arg(script)
+        .arg(port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {script} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn real_clients_redis_py_8_both_protocols_and_ioredis() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(cluster.seeds());
+    run_client("python3", "tests/python/session_client.py", proxy.port());
+    run_client("node", "tests/node/client.js", proxy.port());
+}
+
+#[test]
+fn redis_cli_transactions_and_resp3() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let port = proxy.port().to_string();
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"MULTI\nSET {t}a 5\nINCR {t}a\nEXEC\nMULTI\nSET a 1\nSET b 2\nEXEC\nGET a\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..5], ["OK", "QUEUED", "QUEUED", "OK", "6"], "{text}");
+    assert!(text.contains("CROSSSLOT"), "{text}");
+    assert!(text.contains("EXECABORT"), "{text}");
+    assert_eq!(
+        lines.last(),
+        Some(&""),
+        "nothing of the aborted transaction applied: {text}"
+    );
+
+    let out = Command::new("redis-cli")
+        .args(["-3", "-p", &port, "HSET", "h", "f", "v"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new("redis-cli")
+        .args(["--no-raw", "-3", "-p", &port, "HGETALL", "h"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"f\" => \"v\""), "RESP3 map: {text}");
+}
+
+#[test]
+fn moved_inside_a_transaction_aborts_cleanly() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let slot = key_slot(b"{mv}");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.ports().into_iter().find(|&p| p != from).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let q: String = redis::cmd("SET").arg("{mv}a").arg(1).query(&mut c).unwrap();
+    assert_eq!(q, "QUEUED");
+    let q: String = redis::cmd("SET").arg("{mv}b").arg(2).query(&mut c).unwrap();
+    assert_eq!(q, "QUEUED");
+    // The (empty) slot moves before EXEC.
+    let to_id = cluster.node_id(to);
+    for p in cluster.ports() {
+        cluster.cli(
+            p,
+            &["cluster", "setslot", &slot.to_string(), "node", &to_id],
+        );
+    }
+    let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert_eq!(e.code(), Some("EXECABORT"), "{e}");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("{mv}a")
+        .arg("{mv}b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0, "nothing of the aborted transaction applied");
+    // The retried transaction goes to the new owner.
+    let mut pipe = redis::pipe();
+    pipe.atomic().set("{mv}a", 1).set("{mv}b", 2);
+    let _: () = pipe.query(&mut c).unwrap();
+    assert_eq!(cluster.cli(to, &["get", "{mv}b"]).trim(), "2");
+}
+
+#[test]
+fn blocking_commands_never_stall_other_clients() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let url = format!("redis://{}/", proxy.addr);
+    // Several clients blocked at once.
+    let blocked: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                let t = Instant::now();
+                let v: Option<(String, String)> = redis::cmd("BLPOP")
+                    .arg(format!("blk:{i}"))
+                    .arg(3)
+                    .query(&mut c)
+                    .unwrap();
+                (v, t.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = proxy.conn();
+    let t = Instant::now();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("free:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "others stalled: {:?}",
+        t.elapsed()
+    );
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("blk:0")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    for (i, h) in blocked.into_iter().enumerate() {
+        let (v, took) = h.join().unwrap();
+        if i == 0 {
+            assert_eq!(v, Some(("blk:0".into(), "x".into())));
+            assert!(took < Duration::from_secs(2));
+        } else {
+            assert_eq!(v, None, "timeout honoured");
+            assert!(
+                took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
+                "{took:?}"
+            );
+        }
+    }
+    // Other blocking forms.
+    let _: i64 = redis::cmd("ZADD")
+        .arg("bz")
+        .arg(1)
+        .arg("m")
+        .query(&mut c)
+        .unwrap();
+    let v: Value = redis::cmd("BZPOPMIN")
+        .arg("bz")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert!(matches!(v, Value::Array(ref a) if a.len() == 3), "{v:?}");
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("{m}src")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    let v: String = redis::cmd("BLMOVE")
+        .arg(&["{m}src", "{m}dst", "LEFT", "RIGHT", "1"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "y");
+    let v: Value = redis::cmd("XREAD")
+        .arg(&["BLOCK", "200", "STREAMS", "nostream", "$"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, Value::Nil);
+
+    // A client that leaves while blocked frees its node.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.write_all(b"*3\r\n$5\r\nBLPOP\r\n$6\r\ngone:1\r\n$1\r\n0\r\n")
+        .unwrap();
+    let owner = cluster.node_for_slot(key_slot(b"gone:1"));
+    wait_until(Duration::from_secs(5), "client blocked on the node", || {
+        cluster
+            .cli(owner, &["info", "clients"])
+            .contains("blocked_clients:1")
+    });
+    drop(s);
+    wait_until(Duration::from_secs(5), "blocked connection closed", || {
+        cluster
+            .cli(owner, &["info", "clients"])
+            .contains("blocked_clients:0")
+    });
+}
+
+/// Reads RESP frames from a raw subscriber socket until `want` appears.
+fn read_until(s: &mut TcpStream, want: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.contains(want) {
+                    return seen;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    panic!("{want:?} not received; got {seen:?}");
+}
+
+#[test]
+fn subscriptions_survive_failover() {
+    let mut cluster = Cluster::start_with(3, 1, &["--cluster-node-timeout", "2000"]);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut sub = TcpStream::connect(proxy.addr).unwrap();
+    sub.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    sub.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n")
+        .unwrap();
+    read_until(
+        &mut sub,
+        "subscribe\r\n$4\r\nnews\r\n:1",
+        Duration::from_secs(5),
+    );
+    // The master holding the subscription; a shard channel it owns too.
+    let holder = cluster
+        .master_ports()
+        .into_iter()
+        .find(|&p| {
+            cluster
+                .cli(p, &["pubsub", "numsub", "news"])
+                .contains("\n1")
+        })
+        .expect("a master holds the subscription");
+    let shard = (0..)
+        .map(|i| format!("shard{i}"))
+        .find(|ch| cluster.node_for_slot(key_slot(ch.as_bytes())) == holder)
+        .unwrap();
+    let ssub = format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{shard}\r\n", shard.len());
+    sub.write_all(ssub.as_bytes()).unwrap();
+    read_until(
+        &mut sub,
+        &format!("ssubscribe\r\n${}\r\n{shard}\r\n:1", shard.len()),
+        Duration::from_secs(5),
+    );
+    cluster.kill_node(holder);
+    let mut c = proxy.conn();
+    // Messages flow again once the replicas are promoted and the proxy re-subscribed.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut got = String::new();
+    while Instant::now() < deadline
+        && !(got.contains("after-failover") && got.contains("shard-after"))
+    {
+        let _ = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("after-failover")
+            .query::<i64>(&mut c);
+        let _ = redis::cmd("SPUBLISH")
+            .arg(&shard)
+            .arg("shard-after")
+            .query::<i64>(&mut c);
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = sub.read(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(
+        got.contains("message\r\n$4\r\nnews\r\n$14\r\nafter-failover"),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&format!(
+            "smessage\r\n${}\r\n{shard}\r\n$11\r\nshard-after",
+            shard.len()
+        )),
+        "{got:?}"
+    );
+    // Re-subscription is invisible: no second confirmation reached the client.
+    assert!(!got.contains("subscribe\r\n"), "{got:?}");
+    // RESP2 subscribed mode allows only subscription commands and PING.
+    sub.write_all(b"*1\r\n$3\r\nGET\r\n*1\r\n$4\r\nPING\r\n")
+        .unwrap();
+    read_until(&mut sub, "$4\r\npong\r\n$0\r\n\r\n", Duration::from_secs(5));
+}

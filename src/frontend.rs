@@ -38,10 +38,11 @@ use crate::error::ProxyError;
 use crate::fanout::{self, Merge, Plan};
 use crate::local::{self, ClientState, Ctx, ProxyInfo};
 use crate::pubsub;
+use crate::resp::Value;
 use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
 use crate::retry::{Attempt, Retrier, Target};
 use crate::router::{Route, Router};
-use crate::slot::{key_slot, SharedSlotTable};
+use crate::slot::{key_slot, SharedSlotTable, SlotTable};
 
 /// Replies at least this large are written directly instead of being copied
 /// into the output buffer.
@@ -336,6 +337,10 @@ impl Session<'_> {
                 drop(slots);
                 return self.subscription(&name, &req).await;
             }
+            Route::Wait => {
+                drop(commands);
+                return Pending::Ready(self.wait(&slots, &req).await);
+            }
             Route::Dedicated(target) => {
                 drop(commands);
                 drop(slots);
@@ -420,23 +425,11 @@ impl Session<'_> {
                     return e.to_resp();
                 }
             }
-            let reply = loop {
-                let room = self.backlog.len() < self.shared.max_pipeline;
-                tokio::select! {
-                    r = conn.read() => break r,
-                    input = self.frames.next(), if room => match input {
-                        Some(input) => self.backlog.push_back(input),
-                        None => {
-                            // The client left: dropping the connection unblocks the node.
-                            self.client.closing = true;
-                            return ProxyError::ShuttingDown.to_resp();
-                        }
-                    },
-                }
-            };
-            let reply = match reply {
-                Ok(r) => r,
-                Err(e) => return e.to_resp(),
+            let reply = match self.while_client_waits(conn.read()).await {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return e.to_resp(),
+                // The client left: dropping the connection unblocks the node.
+                None => return ProxyError::ShuttingDown.to_resp(),
             };
             match Redirect::parse(&reply) {
                 Some(Redirect::Moved { slot, addr: to }) => {
@@ -457,6 +450,93 @@ impl Session<'_> {
             }
         }
         ProxyError::Syntax("slotproxy: too many redirects".into()).to_resp()
+    }
+
+    /// Awaits `work` (a blocked command's reply) while keeping an eye on the
+    /// client: input that arrives meanwhile is kept for later (up to
+    /// `max_pipeline` frames); `None` if the client disconnected.
+    async fn while_client_waits<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            let room = self.backlog.len() < self.shared.max_pipeline;
+            tokio::select! {
+                r = &mut work => return Some(r),
+                input = self.frames.next(), if room => match input {
+                    Some(input) => self.backlog.push_back(input),
+                    None => {
+                        self.client.closing = true;
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    /// WAIT numreplicas timeout. A client's writes travel on connections
+    /// shared with other clients, so WAIT cannot simply be forwarded. It is
+    /// emulated on every master, after every earlier reply: on a dedicated
+    /// connection, a marker write (a proxy-owned key in that master's slots,
+    /// expiring after a second) followed by the client's WAIT. The marker is
+    /// later in the replication stream than all of the client's writes, so
+    /// the replicas acknowledging it have them too. The reply is the
+    /// smallest count over the masters: never more durability than there is.
+    async fn wait(&mut self, slots: &SlotTable, req: &Request) -> Bytes {
+        if !self.barrier().await {
+            return ProxyError::ShuttingDown.to_resp();
+        }
+        let pool = &self.shared.dedicated;
+        let masters: Vec<(String, u16)> = slots
+            .first_slots()
+            .into_iter()
+            .map(|(slot, i)| (slots.shards()[i].master.addr().to_string(), slot))
+            .collect();
+        if masters.is_empty() {
+            return ProxyError::ClusterDown("slotproxy has not discovered the cluster yet")
+                .to_resp();
+        }
+        let frame = req.frame().clone();
+        let each = masters.into_iter().map(|(addr, slot)| {
+            let frame = frame.clone();
+            async move {
+                let mut conn = pool.get(&addr, false).await?;
+                let marker = format!("__slotproxy:wait:{{{}}}", tag_for_slot(slot));
+                let mut both = BytesMut::new();
+                both.extend_from_slice(&encode::command(&["SET", &marker, "1", "PX", "1000"]));
+                both.extend_from_slice(&frame);
+                conn.write(&both).await?;
+                let set = conn.read().await?;
+                let waited = conn.read().await?;
+                if set.first() == Some(&b'-') || waited.first() == Some(&b'-') {
+                    let e = if set.first() == Some(&b'-') {
+                        set
+                    } else {
+                        waited
+                    };
+                    return Err(ProxyError::Syntax(
+                        String::from_utf8_lossy(&e[1..e.len() - 2]).into_owned(),
+                    ));
+                }
+                pool.put(conn);
+                Value::parse(&waited)
+                    .ok()
+                    .and_then(|v| v.as_int())
+                    .ok_or_else(|| {
+                        ProxyError::BackendProtocol("WAIT reply is not an integer".into())
+                    })
+            }
+        });
+        let all = futures_util::future::join_all(each);
+        match self.while_client_waits(all).await {
+            None => ProxyError::ShuttingDown.to_resp(),
+            Some(results) => match results.into_iter().collect::<Result<Vec<i64>, _>>() {
+                Ok(counts) => encode::integer(counts.into_iter().min().unwrap_or(0)),
+                Err(ProxyError::Syntax(m)) => encode::error(&m),
+                Err(e) => e.to_resp(),
+            },
+        }
     }
 
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
@@ -624,7 +704,7 @@ impl Session<'_> {
                 txn.dirty = true;
                 return ProxyError::CrossSlot.to_resp();
             }
-            Route::Info(_) | Route::PubSub(_) => {
+            Route::Info(_) | Route::PubSub(_) | Route::Wait => {
                 txn.dirty = true;
                 return ProxyError::Syntax(format!(
                     "slotproxy: {} cannot run inside MULTI",
@@ -707,6 +787,14 @@ impl Session<'_> {
         self.shared.dedicated.put(conn);
         exec_reply.unwrap_or_else(|| ProxyError::BackendProtocol("no EXEC reply".into()).to_resp())
     }
+}
+
+/// A short hash tag whose keys fall in `slot`.
+fn tag_for_slot(slot: u16) -> String {
+    (0u32..)
+        .map(|i| i.to_string())
+        .find(|t| key_slot(t.as_bytes()) == slot)
+        .expect("every slot has a short tag")
 }
 
 /// The client-visible bytes of a backend outcome.

@@ -26,6 +26,8 @@ pub enum Route<'a> {
     Transaction(&'a CommandSpec),
     /// A subscription command, handled by the client's pub/sub task.
     PubSub(&'a CommandSpec),
+    /// WAIT, emulated by the session.
+    Wait,
     /// Split into sub-requests whose replies are merged.
     FanOut(Plan),
     /// INFO: the proxy's sections plus the masters' merged ones.
@@ -76,6 +78,7 @@ impl<'a> Router<'a> {
             Policy::AllMasters => self.cluster_wide(spec, req),
             Policy::Transaction => Route::Transaction(spec),
             Policy::PubSub => Route::PubSub(spec),
+            Policy::Wait => Route::Wait,
             Policy::Keyed | Policy::Blocking => {
                 keys.clear();
                 spec.key_positions(req, true, keys);
@@ -271,10 +274,7 @@ mod tests {
             Route::Reject(ProxyError::CrossSlot)
         ));
         assert!(matches!(r("MULTI"), Route::Transaction(_)));
-        assert!(matches!(
-            r("WAIT 1 0"),
-            Route::Reject(ProxyError::Unsupported { .. })
-        ));
+        assert!(matches!(r("WAIT 1 0"), Route::Wait));
         assert!(matches!(r("GET"), Route::Reject(ProxyError::WrongArity(_))));
         // No slot table yet: cluster-wide commands cannot run.
         assert!(matches!(

@@ -556,3 +556,30 @@ fn slot_hashing_matches_cluster_keyslot_of_a_real_node() {
         })
         .unwrap();
 }
+
+#[test]
+fn max_clients_and_seed_fallback() {
+    let cluster = Cluster::start(3, 0);
+    // The first seed is dead: discovery falls back to the next ones.
+    let mut seeds = vec![format!("127.0.0.1:{}", common::free_port())];
+    seeds.extend(cluster.seeds());
+    let proxy = Proxy::start_with(seeds, |c| c.frontend.max_clients = 2);
+    let mut a = proxy.raw();
+    let mut b = proxy.raw();
+    for s in [&mut a, &mut b] {
+        let (out, _) = exchange(s, b"*1\r\n$4\r\nPING\r\n", 7);
+        assert_eq!(out, b"+PONG\r\n");
+    }
+    let mut third = proxy.raw();
+    let (out, _) = exchange(&mut third, b"", 36);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "-ERR max number of clients reached\r\n"
+    );
+    assert!(closed_by_peer(&mut third));
+    drop(a);
+    common::wait_until(Duration::from_secs(5), "a slot frees up", || {
+        let mut s = proxy.raw();
+        exchange(&mut s, b"*1\r\n$4\r\nPING\r\n", 7).0 == b"+PONG\r\n"
+    });
+}

@@ -312,3 +312,30 @@ fn subscriptions_survive_failover() {
         .unwrap();
     read_until(&mut sub, "$4\r\npong\r\n$0\r\n\r\n", Duration::from_secs(5));
 }
+
+#[test]
+fn wait_counts_the_replicas_that_have_the_clients_writes() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("w:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut c).unwrap();
+    assert_eq!(n, 1, "every master's replica acknowledged");
+    let t = Instant::now();
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(300).query(&mut c).unwrap();
+    assert_eq!(n, 1, "only one replica per master");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "timeout honoured"
+    );
+    // The markers expire; only the client's keys remain.
+    wait_until(Duration::from_secs(5), "markers expired", || {
+        redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap() == 20
+    });
+}

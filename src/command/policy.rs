@@ -29,14 +29,15 @@ pub enum Policy {
     Transaction,
     /// (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE: handled by the client's pub/sub task.
     PubSub,
+    /// WAIT: emulated on every master (see the session).
+    Wait,
     /// Refused with this reason.
     Unsupported(&'static str),
 }
 
-/// Reason: WAIT concerns the writes of one connection, and a client's writes
-/// travel on connections shared with other clients.
-pub const WAIT: &str =
-    "WAIT cannot be answered for a client whose writes share multiplexed connections";
+/// Reason: WAITAOF (Redis 7.2) concerns the writes of one connection, and
+/// the proxy has no fsync marker to wait for.
+pub const WAIT: &str = "WAITAOF is not supported through a proxy";
 /// Reason: subscriptions need a dedicated backend connection.
 pub const SUBSCRIPTIONS: &str = "pub/sub subscriptions are not supported yet";
 /// Reason: a keyless blocking command has no node to block on.
@@ -83,7 +84,8 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "sunsubscribe" => return Policy::PubSub,
         // Blocking only with a BLOCK argument: checked per request by the router.
         "xread" | "xreadgroup" => return Policy::Keyed,
-        "wait" | "waitaof" => return Policy::Unsupported(WAIT),
+        "wait" => return Policy::Wait,
+        "waitaof" => return Policy::Unsupported(WAIT),
         "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat" | "pubsub|shardchannels" => {
             return Policy::Unsupported(CLUSTER_WIDE)
         }
@@ -189,7 +191,7 @@ mod tests {
         assert_eq!(policy("object|help"), Policy::AnyMaster);
         assert_eq!(policy("blpop"), Policy::Blocking);
         assert_eq!(policy("bzmpop"), Policy::Blocking);
-        assert_eq!(policy("wait"), Policy::Unsupported(WAIT));
+        assert_eq!(policy("wait"), Policy::Wait);
         assert_eq!(policy("multi"), Policy::Transaction);
         assert_eq!(policy("subscribe"), Policy::PubSub);
         assert_eq!(policy("ssubscribe"), Policy::PubSub);

@@ -29,9 +29,8 @@ const IDLE_PER_NODE: usize = 4;
 pub struct Dedicated {
     addr: String,
     resp3: bool,
-    rd: FramedRead<OwnedReadHalf, ReplyDecoder>,
-    wr: OwnedWriteHalf,
-    _permit: OwnedSemaphorePermit,
+    reader: DedicatedReader,
+    writer: DedicatedWriter,
 }
 
 impl Dedicated {
@@ -42,32 +41,17 @@ impl Dedicated {
 
     /// Writes one or more complete requests.
     pub async fn write(&mut self, frames: &[u8]) -> Result<(), ProxyError> {
-        self.wr
-            .write_all(frames)
-            .await
-            .map_err(|e| ProxyError::BackendConnectionLost(e.to_string()))
+        self.writer.write(frames).await
     }
 
     /// Reads one reply (no timeout: blocking commands carry their own).
     pub async fn read(&mut self) -> Result<Bytes, ProxyError> {
-        match self.rd.next().await {
-            Some(Ok(frame)) => Ok(frame),
-            Some(Err(e)) => Err(read_failure(e)),
-            None => Err(ProxyError::BackendConnectionLost(
-                "closed by the node".into(),
-            )),
-        }
+        self.reader.read().await
     }
 
     /// Splits the connection for a reader task and a writer (pub/sub).
     pub fn into_split(self) -> (DedicatedReader, DedicatedWriter) {
-        (
-            DedicatedReader {
-                rd: self.rd,
-                _permit: self._permit,
-            },
-            DedicatedWriter { wr: self.wr },
-        )
+        (self.reader, self.writer)
     }
 
     /// Writes `frame` and reads its reply.
@@ -153,9 +137,11 @@ impl DedicatedPool {
         let mut c = Dedicated {
             addr: addr.to_string(),
             resp3,
-            rd: FramedRead::new(rd, ReplyDecoder::new()),
-            wr,
-            _permit: permit,
+            reader: DedicatedReader {
+                rd: FramedRead::new(rd, ReplyDecoder::new()),
+                _permit: permit,
+            },
+            writer: DedicatedWriter { wr },
         };
         if resp3 {
             let reply = c.call(&encode::command(&["HELLO", "3"])).await?;

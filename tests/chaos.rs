@@ -178,6 +178,19 @@ fn report(name: &str, seen: &Seen, started: Instant) {
     );
 }
 
+/// Stops the load and checks the promise: no client-visible error, and
+/// every acknowledged write readable.
+fn finish(load: Load, name: &str, started: Instant, proxy: &Proxy) {
+    let seen = load.stop();
+    report(name, &seen, started);
+    assert!(
+        seen.errors.is_empty(),
+        "client-visible errors: {:?}",
+        &seen.errors[..seen.errors.len().min(5)]
+    );
+    assert_all_readable(proxy, &seen.acked);
+}
+
 #[test]
 fn live_reshard_of_2000_slots() {
     let cluster = Cluster::start_with(3, 1, NODE_TIMEOUT);
@@ -201,14 +214,7 @@ fn live_reshard_of_2000_slots() {
     ]);
     assert_eq!(cluster.node_for_slot(0), to, "slot 0 moved");
     std::thread::sleep(Duration::from_millis(500));
-    let seen = load.stop();
-    report("reshard 2000 slots", &seen, started);
-    assert!(
-        seen.errors.is_empty(),
-        "client-visible errors: {:?}",
-        &seen.errors[..seen.errors.len().min(5)]
-    );
-    assert_all_readable(&proxy, &seen.acked);
+    finish(load, "reshard 2000 slots", started, &proxy);
     assert!(info_field(&proxy, "redirects_moved") + info_field(&proxy, "redirects_ask") > 0);
 }
 
@@ -229,14 +235,7 @@ fn manual_failover_of_a_replica() {
             .any(|&(p, m)| p == promoted && m)
     });
     std::thread::sleep(Duration::from_millis(1000));
-    let seen = load.stop();
-    report("CLUSTER FAILOVER", &seen, started);
-    assert!(
-        seen.errors.is_empty(),
-        "client-visible errors: {:?}",
-        &seen.errors[..seen.errors.len().min(5)]
-    );
-    assert_all_readable(&proxy, &seen.acked);
+    finish(load, "CLUSTER FAILOVER", started, &proxy);
 }
 
 #[test]
@@ -275,14 +274,7 @@ fn add_a_master_and_rebalance() {
         "new master got slots:\n{owned}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    let seen = load.stop();
-    report("add-node + rebalance", &seen, started);
-    assert!(
-        seen.errors.is_empty(),
-        "client-visible errors: {:?}",
-        &seen.errors[..seen.errors.len().min(5)]
-    );
-    assert_all_readable(&proxy, &seen.acked);
+    finish(load, "add-node + rebalance", started, &proxy);
 }
 
 #[test]
@@ -304,14 +296,7 @@ fn drain_and_delete_a_master() {
     assert_ne!(cluster.node_for_slot(0), victim, "victim drained");
     cluster.cluster_cmd(&["del-node", &format!("127.0.0.1:{other}"), &id]);
     std::thread::sleep(Duration::from_millis(1000));
-    let seen = load.stop();
-    report("drain + del-node", &seen, started);
-    assert!(
-        seen.errors.is_empty(),
-        "client-visible errors: {:?}",
-        &seen.errors[..seen.errors.len().min(5)]
-    );
-    assert_all_readable(&proxy, &seen.acked);
+    finish(load, "drain + del-node", started, &proxy);
 }
 
 #[test]

@@ -9,29 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::proxy::{closed_by_peer, exchange, Proxy};
-use common::Cluster;
+use common::{err, q, Cluster};
 use redis::Value;
 use slotproxy::slot::key_slot;
-
-fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query(con)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
-
-fn err(con: &mut redis::Connection, args: &[&str]) -> String {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    match c.query::<Value>(con) {
-        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
-        Err(e) => format!("{} {e}", e.code().unwrap_or("")),
-    }
-}
 
 #[test]
 fn every_data_type_through_the_proxy() {

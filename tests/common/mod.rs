@@ -34,6 +34,30 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A command from its words.
+pub fn cmd(args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c
+}
+
+/// Runs a command that must succeed.
+pub fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    cmd(args)
+        .query(con)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+/// Runs a command that must fail; returns the error code and text.
+pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
+    match cmd(args).query::<redis::Value>(con) {
+        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
+        Err(e) => format!("{} {e}", e.code().unwrap_or("")),
+    }
+}
+
 /// Polls `f` every 50 ms until it returns true; panics after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, f: impl FnMut() -> bool) {
     assert!(poll_until(timeout, f), "timed out waiting for: {what}");

@@ -79,6 +79,13 @@ pub enum ProxyError {
     /// The backend sent bytes that are not RESP.
     #[error("backend protocol error: {0}")]
     BackendProtocol(String),
+    /// A transaction with a command that failed to queue was discarded.
+    #[error("transaction discarded")]
+    ExecAbort,
+    /// An error reply from a node, passed on unchanged (its text includes
+    /// the error code).
+    #[error("node error: {0}")]
+    Node(String),
     /// The proxy is at `max_clients`.
     #[error("max number of clients reached")]
     MaxClients,
@@ -145,6 +152,10 @@ impl ProxyError {
             ProxyError::BackendProtocol(why) => {
                 format!("ERR slotproxy: invalid reply from backend ({why})")
             }
+            ProxyError::ExecAbort => {
+                "EXECABORT Transaction discarded because of previous errors.".to_string()
+            }
+            ProxyError::Node(text) => text.clone(),
             ProxyError::MaxClients => "ERR max number of clients reached".to_string(),
             ProxyError::ShuttingDown => "ERR slotproxy is shutting down".to_string(),
         };
@@ -200,6 +211,16 @@ mod tests {
                 sub: "x".into()
             }),
             "-ERR unknown subcommand 'x'. Try OBJECT HELP.\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::ExecAbort),
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::Node(
+                "NOREPLICAS Not enough good replicas".into()
+            )),
+            "-NOREPLICAS Not enough good replicas\r\n"
         );
         assert_eq!(
             text(ProxyError::Protocol("invalid bulk length".into())),

@@ -515,7 +515,7 @@ impl Session<'_> {
                     } else {
                         waited
                     };
-                    return Err(ProxyError::Syntax(
+                    return Err(ProxyError::Node(
                         String::from_utf8_lossy(&e[1..e.len() - 2]).into_owned(),
                     ));
                 }
@@ -533,7 +533,6 @@ impl Session<'_> {
             None => ProxyError::ShuttingDown.to_resp(),
             Some(results) => match results.into_iter().collect::<Result<Vec<i64>, _>>() {
                 Ok(counts) => encode::integer(counts.into_iter().min().unwrap_or(0)),
-                Err(ProxyError::Syntax(m)) => encode::error(&m),
                 Err(e) => e.to_resp(),
             },
         }
@@ -742,7 +741,7 @@ impl Session<'_> {
         };
         if txn.dirty {
             self.unwatch().await;
-            return encode::error("EXECABORT Transaction discarded because of previous errors.");
+            return ProxyError::ExecAbort.to_resp();
         }
         if !self.barrier().await {
             return ProxyError::ShuttingDown.to_resp();

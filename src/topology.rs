@@ -211,6 +211,11 @@ impl Topology {
     fn publish(&self, ranges: Vec<SlotRange>, from: &str) {
         let mut st = self.state.lock().expect("topology state lock");
         if st.ranges == ranges {
+            debug!(
+                source = from,
+                version = st.version,
+                "slot table refreshed: unchanged"
+            );
             return;
         }
         st.version += 1;

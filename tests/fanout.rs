@@ -148,6 +148,8 @@ fn cluster_wide_commands() {
     let info: String = q(&mut c, &["INFO"]);
     assert!(info.starts_with("# Proxy\r\n"), "{info}");
     assert!(info.contains("cluster_masters:3\r\n"));
+    // The command table came from the cluster's own COMMAND reply.
+    assert!(info.contains("command_table_source:127.0.0.1:"), "{info}");
     assert!(info.contains("db0:keys=30,"), "{info}");
     let ks: String = q(&mut c, &["INFO", "keyspace"]);
     assert!(ks.starts_with("# Keyspace\r\ndb0:keys=30,"), "{ks}");

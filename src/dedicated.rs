@@ -49,6 +49,15 @@ impl Dedicated {
         self.reader.read().await
     }
 
+    /// Whether an idle connection is still open: nothing to read, no EOF.
+    fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.reader.rd.get_ref().try_read(&mut probe),
+            Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ) && self.reader.rd.read_buffer().is_empty()
+    }
+
     /// Splits the connection for a reader task and a writer (pub/sub).
     pub fn into_split(self) -> (DedicatedReader, DedicatedWriter) {
         (self.reader, self.writer)
@@ -115,14 +124,20 @@ impl DedicatedPool {
     /// An idle connection to `addr`, or a new one (HELLO 3 first for RESP3).
     /// Fails at once when the pool is exhausted.
     pub async fn get(&self, addr: &str, resp3: bool) -> Result<Dedicated, ProxyError> {
-        if let Some(c) = self
-            .idle
-            .lock()
-            .expect("pool lock")
-            .get_mut(&(addr.to_string(), resp3))
-            .and_then(Vec::pop)
-        {
-            return Ok(c);
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .expect("pool lock")
+                .get_mut(&(addr.to_string(), resp3))
+                .and_then(Vec::pop);
+            match idle {
+                // An idle connection the node closed meanwhile (restart,
+                // failover, client timeout) is dropped, never handed out.
+                Some(c) if c.is_alive() => return Ok(c),
+                Some(_) => continue,
+                None => break,
+            }
         }
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             ProxyError::Syntax(

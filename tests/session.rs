@@ -339,3 +339,40 @@ fn wait_counts_the_replicas_that_have_the_clients_writes() {
         redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap() == 20
     });
 }
+
+#[test]
+fn pooled_dedicated_connections_closed_by_the_node_are_not_reused() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let owner = cluster.node_for_slot(key_slot(b"pool:l"));
+    for round in 0..3 {
+        // A BLPOP that times out leaves its connection idle in the pool...
+        let v: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("pool:l")
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, None, "round {round}");
+        // ...and the node closes every client connection meanwhile.
+        cluster.cli(
+            owner,
+            &["client", "kill", "type", "normal", "skipme", "yes"],
+        );
+        let _: i64 = redis::cmd("RPUSH")
+            .arg("pool:l")
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+        let v: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("pool:l")
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, Some(("pool:l".into(), "x".into())), "round {round}");
+        cluster.cli(
+            owner,
+            &["client", "kill", "type", "normal", "skipme", "yes"],
+        );
+    }
+}

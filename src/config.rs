@@ -48,6 +48,10 @@ pub struct FrontendConfig {
     /// Whether CONFIG SET, CONFIG RESETSTAT and CONFIG REWRITE are broadcast
     /// to every node (otherwise they are refused).
     pub allow_config_write: bool,
+    /// On SIGTERM, how long to wait for sessions to finish the requests they
+    /// read before closing them.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for FrontendConfig {
@@ -60,6 +64,7 @@ impl Default for FrontendConfig {
             max_multibulk_len: i32::MAX as usize,
             max_inline_len: 64 * 1024,
             allow_config_write: false,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -68,8 +73,8 @@ impl Default for FrontendConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Address for the admin HTTP server, `host:port`. Reserved: validated,
-    /// but not served yet (metrics and probes arrive with issue #6).
+    /// Address for the admin HTTP server, `host:port` (`/healthz`,
+    /// `/readyz`, `/topology`). Not served when unset.
     pub listen: Option<String>,
 }
 
@@ -341,7 +346,8 @@ impl Config {
         }
         if let Some(a) = &self.admin.listen {
             check_addr(&mut p, "admin.listen", a);
-            if *a == self.frontend.listen {
+            // Port 0 (any free port) never clashes.
+            if *a == self.frontend.listen && !a.ends_with(":0") {
                 p.push(format!(
                     "admin.listen: {a} is the same address as frontend.listen"
                 ));
@@ -353,6 +359,11 @@ impl Config {
         for (i, s) in self.cluster.seeds.iter().enumerate() {
             check_addr(&mut p, &format!("cluster.seeds[{i}]"), s);
         }
+        nonzero(
+            &mut p,
+            "frontend.drain_timeout",
+            self.frontend.drain_timeout,
+        );
         nonzero(
             &mut p,
             "cluster.refresh_interval",

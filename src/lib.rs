@@ -21,13 +21,17 @@
 //! * [`pubsub`]: a client's subscriptions, re-subscribed after failover.
 //! * [`topology`]: discovers the cluster and publishes new slot tables.
 //! * [`local`]: commands answered by the proxy itself.
-//! * [`server`]: the accept loop and shutdown.
+//! * [`server`]: the accept loop and drain on shutdown.
+//! * [`admin`]: the admin HTTP server (health, readiness, topology).
+//! * [`check`]: `slotproxy check`, a one-shot cluster validation.
 //! * [`config`]: TOML configuration, CLI overrides and validation.
 //! * [`error`]: the typed error enum and the one place that renders it for clients.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
+pub mod check;
 pub mod command;
 pub mod config;
 pub mod dedicated;

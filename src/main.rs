@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use slotproxy::config::{Config, LogFormat, Overrides};
 use slotproxy::server::Server;
 use tracing::{error, info};
@@ -20,7 +20,7 @@ struct Cli {
     /// Frontend listen address, overrides frontend.listen.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Admin HTTP address, overrides admin.listen (reserved for metrics).
+    /// Admin HTTP address (health, readiness, topology), overrides admin.listen.
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// Cluster seed node; repeat for several. Replaces cluster.seeds.
@@ -32,10 +32,66 @@ struct Cli {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a cluster like `redis-cli --cluster check`: all 16384 slots
+    /// covered, every master with at least MIN_REPLICAS replicas, no slot
+    /// migrating or importing, no failing node, every node agreeing on the
+    /// slot map. Exits 1 on any problem.
+    Check {
+        /// Any node of the cluster, HOST:PORT.
+        seed: String,
+        /// Replicas every master must have.
+        #[arg(long, default_value_t = 1)]
+        min_replicas: usize,
+        /// Timeout for each node's answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// Runs `slotproxy check`.
+fn run_check(seed: &str, min_replicas: usize, timeout: std::time::Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slotproxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(slotproxy::check::check(seed, min_replicas, timeout));
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.problems.is_empty() {
+        println!("cluster at {seed}: OK");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "cluster at {seed}: {} problem(s) found",
+            report.problems.len()
+        );
+        ExitCode::FAILURE
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Check {
+        seed,
+        min_replicas,
+        timeout,
+    }) = &cli.command
+    {
+        return run_check(seed, *min_replicas, *timeout);
+    }
     let overrides = Overrides {
         listen: cli.listen,
         admin: cli.admin,

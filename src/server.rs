@@ -2,7 +2,7 @@
 //! runs the accept loop and stops everything on shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::{self, AdminState};
 use crate::backend::BackendSettings;
 use crate::command::Commands;
 use crate::config::{Config, ReadFrom};
@@ -29,9 +31,13 @@ use crate::topology::Topology;
 /// A running proxy.
 pub struct Server {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     accept: JoinHandle<()>,
     refresher: JoinHandle<()>,
+    sessions: TaskTracker,
+    draining: Arc<AtomicBool>,
+    drain_timeout: Duration,
     table: SharedSlotTable,
     topology: Arc<Topology>,
 }
@@ -42,6 +48,14 @@ impl Server {
     pub async fn start(config: &Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(&config.frontend.listen).await?;
         let local_addr = listener.local_addr()?;
+        let admin = match &config.admin.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let admin_addr = match &admin {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let table: SharedSlotTable = Arc::new(ArcSwap::from_pointee(SlotTable::empty()));
         let commands = Commands::default();
@@ -78,18 +92,32 @@ impl Server {
                 config.backend.connect_timeout,
             )),
         });
+        let draining = Arc::new(AtomicBool::new(false));
+        if let Some(l) = admin {
+            let state = AdminState {
+                table: table.clone(),
+                draining: draining.clone(),
+            };
+            tokio::spawn(admin::serve(l, state, shutdown.clone()));
+        }
+        let sessions = TaskTracker::new();
         let accept = tokio::spawn(accept_loop(
             listener,
             shared,
             config.frontend.max_clients,
             shutdown.clone(),
+            sessions.clone(),
         ));
-        info!(listen = %local_addr, "slotproxy accepting clients");
+        info!(listen = %local_addr, admin = ?admin_addr, "slotproxy accepting clients");
         Ok(Server {
             local_addr,
+            admin_addr,
             shutdown,
             accept,
             refresher,
+            sessions,
+            draining,
+            drain_timeout: config.frontend.drain_timeout,
             table,
             topology,
         })
@@ -98,6 +126,11 @@ impl Server {
     /// The address the frontend listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the admin HTTP server is bound to, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The current slot table.
@@ -115,11 +148,28 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, tells sessions to stop reading (pending replies are
-    /// still written), and waits for the accept loop and refresher to end.
+    /// Drains: readiness turns 503, the listener stops accepting, every
+    /// session stops reading new requests, writes the replies of those it
+    /// read, and closes; idle clients are closed at once. Waits up to
+    /// `frontend.drain_timeout` for the sessions, then returns.
     pub async fn shutdown(self) {
+        self.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
         let _ = self.accept.await;
+        self.sessions.close();
+        let open = self.sessions.len();
+        if open > 0 {
+            info!(sessions = open, timeout = ?self.drain_timeout, "draining client sessions");
+        }
+        if tokio::time::timeout(self.drain_timeout, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = self.sessions.len(),
+                "drain timeout: closing the remaining sessions"
+            );
+        }
         let _ = self.refresher.await;
     }
 
@@ -135,6 +185,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     max_clients: usize,
     shutdown: CancellationToken,
+    sessions: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(max_clients));
     let next_id = AtomicU64::new(1);
@@ -171,7 +222,7 @@ async fn accept_loop(
             .proxy
             .connected_clients
             .fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        sessions.spawn(async move {
             frontend::serve(stream, id, shared.clone(), shutdown).await;
             shared
                 .proxy

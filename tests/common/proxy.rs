@@ -10,6 +10,8 @@ use slotproxy::server::Server;
 /// An in-process proxy on a free loopback port; shut down on drop.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin HTTP address, when `admin.listen` was set.
+    pub admin: Option<SocketAddr>,
     runtime: Option<tokio::runtime::Runtime>,
     server: Option<Server>,
 }
@@ -42,9 +44,42 @@ impl Proxy {
         );
         Proxy {
             addr: server.local_addr(),
+            admin: server.admin_addr(),
             runtime: Some(runtime),
             server: Some(server),
         }
+    }
+
+    /// Starts draining (what SIGTERM does) in the background; wait for it
+    /// with [`Proxy::wait_drained`].
+    pub fn begin_drain(&mut self) -> tokio::task::JoinHandle<()> {
+        let server = self.server.take().expect("not drained yet");
+        self.runtime.as_ref().unwrap().spawn(server.shutdown())
+    }
+
+    /// Waits for a drain started by [`Proxy::begin_drain`].
+    pub fn wait_drained(&self, drain: tokio::task::JoinHandle<()>) {
+        self.runtime.as_ref().unwrap().block_on(drain).unwrap();
+    }
+
+    /// `GET path` on the admin server: (status code, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.admin.expect("admin enabled")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
     }
 
     /// The proxy's port.

@@ -1,0 +1,186 @@
+//! The admin HTTP server (hyper) at `admin.listen` / `--admin`: probes for
+//! Kubernetes and the real topology.
+//!
+//! * `GET /healthz`: 200 while the process serves.
+//! * `GET /readyz`: 200 only when the slot table covers all 16384 slots with
+//!   reachable masters and the proxy is not draining; 503 with the reason
+//!   otherwise.
+//! * `GET /topology`: the slot table as JSON.
+//!
+//! Anything else gets 404 (unknown path) or 405 (not GET), with a text body.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::slot::{SharedSlotTable, SlotTable, SLOTS};
+
+/// What the admin endpoints look at.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The current slot table.
+    pub table: SharedSlotTable,
+    /// Set when the proxy starts draining (SIGTERM): not ready any more.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Serves admin requests until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, &req)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is supported\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match readiness(&state.table.load(), state.draining.load(Ordering::Relaxed)) {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/topology" => {
+            let mut r = Response::new(Full::new(Bytes::from(
+                topology_json(&state.table.load()).to_string(),
+            )));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {other}\n"),
+        ),
+    }
+}
+
+/// Ready when every slot has a reachable master and the proxy is not draining.
+pub fn readiness(table: &SlotTable, draining: bool) -> Result<(), String> {
+    if draining {
+        return Err("draining (shutting down)".into());
+    }
+    if table.version() == 0 {
+        return Err("the cluster has not been discovered yet".into());
+    }
+    let assigned = table.assigned_slots();
+    if assigned < SLOTS {
+        return Err(format!(
+            "{} of {SLOTS} slots have no master",
+            SLOTS - assigned
+        ));
+    }
+    let down: Vec<(&str, usize)> = table
+        .shards()
+        .iter()
+        .zip(table.ranges())
+        .filter(|(s, _)| !s.master.is_reachable())
+        .map(|(s, r)| {
+            let n = r.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
+            (s.master.addr(), n)
+        })
+        .collect();
+    if down.is_empty() {
+        return Ok(());
+    }
+    let slots: usize = down.iter().map(|d| d.1).sum();
+    let nodes: Vec<&str> = down.iter().map(|d| d.0).collect();
+    Err(format!(
+        "{slots} of {SLOTS} slots have an unreachable master ({})",
+        nodes.join(", ")
+    ))
+}
+
+/// The slot table as JSON: version, and per master its address,
+/// reachability, slot ranges and replicas.
+pub fn topology_json(table: &SlotTable) -> serde_json::Value {
+    let shards: Vec<serde_json::Value> = table
+        .shards()
+        .iter()
+        .zip(table.ranges())
+        .map(|(s, ranges)| {
+            serde_json::json!({
+                "master": s.master.addr(),
+                "reachable": s.master.is_reachable(),
+                "slots": ranges.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                "replicas": s.replicas.iter().map(|r| serde_json::json!({
+                    "addr": r.addr(),
+                    "reachable": r.is_reachable(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": table.version(),
+        "slots_assigned": table.assigned_slots(),
+        "shards": shards,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_without_a_table_or_while_draining() {
+        let t = SlotTable::empty();
+        assert!(readiness(&t, false)
+            .unwrap_err()
+            .contains("not been discovered"));
+        assert!(readiness(&t, true).unwrap_err().contains("draining"));
+        assert_eq!(
+            topology_json(&t),
+            serde_json::json!({"version": 0, "slots_assigned": 0, "shards": []})
+        );
+    }
+}

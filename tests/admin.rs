@@ -1,0 +1,162 @@
+//! Operations: health and readiness probes, topology JSON, drain on
+//! shutdown, and `slotproxy check`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{wait_until, Cluster};
+use slotproxy::slot::key_slot;
+
+fn with_admin(seeds: Vec<String>) -> Proxy {
+    Proxy::start_with(seeds, |c| {
+        c.admin.listen = Some("127.0.0.1:0".into());
+        c.cluster.refresh_interval = Duration::from_millis(500);
+        c.backend.connect_timeout = Duration::from_millis(300);
+    })
+}
+
+#[test]
+fn probes_and_topology() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = with_admin(cluster.seeds());
+    assert_eq!(proxy.admin_get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(proxy.admin_get("/readyz"), (200, "ready\n".into()));
+    let (status, body) = proxy.admin_get("/topology");
+    assert_eq!(status, 200);
+    let topo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(topo["slots_assigned"], 16384);
+    assert_eq!(topo["shards"].as_array().unwrap().len(), 3);
+    for shard in topo["shards"].as_array().unwrap() {
+        assert_eq!(shard["replicas"].as_array().unwrap().len(), 1, "{shard}");
+    }
+    assert_eq!(proxy.admin_get("/nope").0, 404);
+}
+
+#[test]
+fn readiness_flips_when_a_master_without_replica_dies() {
+    let mut cluster = Cluster::start(3, 0);
+    let proxy = with_admin(cluster.seeds());
+    assert_eq!(proxy.admin_get("/readyz").0, 200);
+    let victim = cluster.node_for_slot(key_slot(b"x"));
+    cluster.kill_node(victim);
+    wait_until(Duration::from_secs(10), "readyz turns 503", || {
+        proxy.admin_get("/readyz").0 == 503
+    });
+    let (_, body) = proxy.admin_get("/readyz");
+    assert!(
+        body.contains("unreachable master") && body.contains(&victim.to_string()),
+        "{body}"
+    );
+    // The other slots keep working.
+    let mut c = proxy.conn();
+    let other_key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| cluster.node_for_slot(key_slot(k.as_bytes())) != victim)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&other_key)
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+}
+
+#[test]
+fn drain_under_load_loses_no_reply() {
+    let cluster = Cluster::start(3, 0);
+    let mut proxy = with_admin(cluster.seeds());
+    let s = proxy.raw();
+    let mut writer = s.try_clone().unwrap();
+    // A client writing a steady pipeline of SETs until the proxy closes.
+    let feeder = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        for batch in 0..1000 {
+            let mut buf = Vec::new();
+            for i in 0..100 {
+                let key = format!("drain:{}", batch * 100 + i);
+                buf.extend_from_slice(
+                    format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\n1\r\n", key.len()).as_bytes(),
+                );
+            }
+            if writer.write_all(&buf).is_err() {
+                break;
+            }
+            sent += 100;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        sent
+    });
+    let mut reader = s;
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut drain = None;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => replies.extend_from_slice(&buf[..n]),
+        }
+        // Drain once the load is well under way.
+        if drain.is_none() && replies.len() >= 5 * 2000 {
+            drain = Some(proxy.begin_drain());
+        }
+    }
+    proxy.wait_drained(drain.expect("drain started"));
+    let sent = feeder.join().unwrap();
+    let acked = String::from_utf8_lossy(&replies).matches("+OK\r\n").count();
+    assert_eq!(acked * 5, replies.len(), "only whole +OK replies");
+    assert!(acked >= 2000 && acked <= sent, "{acked} of {sent}");
+    // Every write the proxy executed was answered: none executed silently.
+    let mut written = 0;
+    for port in cluster.master_ports() {
+        written += cluster
+            .cli(port, &["dbsize"])
+            .trim()
+            .parse::<usize>()
+            .unwrap();
+    }
+    eprintln!("drain: {sent} sent, {acked} answered, {written} executed");
+    assert_eq!(written, acked, "writes executed without a reply");
+}
+
+#[test]
+fn check_cli_reports_problems_and_exit_codes() {
+    let cluster = Cluster::start(3, 1);
+    let bin = env!("CARGO_BIN_EXE_slotproxy");
+    let seed = cluster.seeds()[0].clone();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).arg("check").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&[&seed]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("[OK] All 16384 slots covered by 3 masters."),
+        "{out}"
+    );
+    let (code, out) = run(&[&seed, "--min-replicas", "2"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("fewer than 2"), "{out}");
+    // A slot being migrated.
+    let from = cluster.node_for_slot(0);
+    let to = cluster
+        .master_ports()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    cluster.cli(
+        from,
+        &["cluster", "setslot", "0", "migrating", &cluster.node_id(to)],
+    );
+    let (code, out) = run(&[&seed]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("migrating"), "{out}");
+    let (code, out) = run(&["127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot read CLUSTER NODES"), "{out}");
+}

@@ -6,6 +6,7 @@
 //!   reachable masters and the proxy is not draining; 503 with the reason
 //!   otherwise.
 //! * `GET /topology`: the slot table as JSON.
+//! * `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
 //!
 //! Anything else gets 404 (unknown path) or 405 (not GET), with a text body.
 
@@ -24,7 +25,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::local::ProxyInfo;
+use crate::metrics::{self, ScrapeSources};
+use crate::retry::Retrier;
 use crate::slot::{SharedSlotTable, SlotTable, SLOTS};
+use crate::topology::Topology;
 
 /// What the admin endpoints look at.
 #[derive(Clone)]
@@ -33,6 +38,12 @@ pub struct AdminState {
     pub table: SharedSlotTable,
     /// Set when the proxy starts draining (SIGTERM): not ready any more.
     pub draining: Arc<AtomicBool>,
+    /// The topology refresher (refresh count, replication lag).
+    pub topology: Arc<Topology>,
+    /// Redirect and retry counters.
+    pub retrier: Arc<Retrier>,
+    /// Client counters.
+    pub proxy: Arc<ProxyInfo>,
 }
 
 /// Serves admin requests until `shutdown` is cancelled.
@@ -83,6 +94,21 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/metrics" => {
+            let table = state.table.load();
+            let body = metrics::render(&ScrapeSources {
+                table: &table,
+                topology: &state.topology,
+                retries: &state.retrier.counters,
+                proxy: &state.proxy,
+            });
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         "/readyz" => match readiness(&state.table.load(), state.draining.load(Ordering::Relaxed)) {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(why) => text(

@@ -33,6 +33,7 @@ use tracing::{debug, warn};
 
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
+use crate::metrics::METRICS;
 use crate::resp::{ProtocolError, ReplyDecoder};
 
 /// What a request's reply slot receives.
@@ -162,27 +163,27 @@ impl Node {
         self.health.load(Ordering::Relaxed)
     }
 
-    /// Sends PING on lane 0 and records whether the node answered in time.
-    pub async fn probe(&self, timeout: Duration) -> bool {
-        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+    /// The node's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `frame` on lane 0 and records whether the node answered in
+    /// time with a non-error reply; returns the reply if it did.
+    pub async fn probe(&self, frame: Bytes, timeout: Duration) -> Option<Bytes> {
         let lane = Lane {
             index: 0,
             resp3: false,
         };
-        let ok = match self.send(lane, ping).await {
-            Ok(rx) => matches!(
-                tokio::time::timeout(timeout, recv_reply(rx)).await,
-                Ok(Ok(ref r)) if r.starts_with(b"+")
-            ),
-            Err(_) => false,
+        let reply = match self.send(lane, frame).await {
+            Ok(rx) => match tokio::time::timeout(timeout, recv_reply(rx)).await {
+                Ok(Ok(r)) if r.first() != Some(&b'-') => Some(r),
+                _ => None,
+            },
+            Err(_) => None,
         };
-        self.health.store(ok, Ordering::Relaxed);
-        ok
-    }
-
-    /// The node's `host:port`.
-    pub fn addr(&self) -> &str {
-        &self.addr
+        self.health.store(reply.is_some(), Ordering::Relaxed);
+        reply
     }
 
     /// Queues `frame` (one complete RESP request) on connection `lane`
@@ -372,6 +373,16 @@ async fn session(
 ) -> Option<String> {
     let (rd, mut wr) = stream.into_split();
     let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
+    let m = &*METRICS;
+    m.backend_connections.inc();
+    // Decremented however the session ends.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            METRICS.backend_connections.dec();
+        }
+    }
+    let _open = Open;
     // Connection setup goes first; its replies are read and dropped like
     // any other.
     let preamble = [(s.readonly, READONLY), (resp3, HELLO3)];
@@ -399,6 +410,7 @@ async fn write_loop(
     inflight: mpsc::UnboundedSender<InFlight>,
 ) -> Option<String> {
     let mut buf = BytesMut::with_capacity(MAX_BATCH);
+    let bytes_out = METRICS.backend_bytes.with_label_values(&["out"]);
     loop {
         let mut job = match next.take() {
             Some(job) => Some(job),
@@ -426,6 +438,7 @@ async fn write_loop(
                 if let Err(e) = wr.write_all(&j.frame).await {
                     return Some(format!("write failed: {e}"));
                 }
+                bytes_out.inc_by(j.frame.len() as u64);
             } else {
                 buf.extend_from_slice(&j.frame);
             }
@@ -438,6 +451,7 @@ async fn write_loop(
             if let Err(e) = wr.write_all(&buf).await {
                 return Some(format!("write failed: {e}"));
             }
+            bytes_out.inc_by(buf.len() as u64);
             buf.clear();
         }
     }
@@ -450,6 +464,7 @@ async fn read_loop(
 ) -> Option<String> {
     let mut framed = FramedRead::new(rd, ReplyDecoder::new());
     let mut queue: VecDeque<InFlight> = VecDeque::new();
+    let bytes_in = METRICS.backend_bytes.with_label_values(&["in"]);
     // One coarse timer per connection instead of one per request.
     let tick = (s.request_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(tick);
@@ -484,6 +499,7 @@ async fn read_loop(
                     let Some(f) = queue.pop_front() else {
                         break ProxyError::BackendProtocol("reply without a request".into());
                     };
+                    bytes_in.inc_by(frame.len() as u64);
                     let _ = f.reply.send(Ok(frame));
                 }
                 None => break ProxyError::BackendConnectionLost("closed by the node".into()),

@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -37,6 +38,7 @@ use crate::dedicated::{Dedicated, DedicatedPool};
 use crate::error::ProxyError;
 use crate::fanout::{self, Merge, Plan};
 use crate::local::{self, ClientState, Ctx, ProxyInfo};
+use crate::metrics::{error_kind, CommandMetrics, METRICS, UNKNOWN_COMMAND};
 use crate::pubsub;
 use crate::resp::Value;
 use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
@@ -82,6 +84,16 @@ impl std::fmt::Debug for Retrier {
         f.debug_struct("Retrier").finish_non_exhaustive()
     }
 }
+
+/// When a request was read, and its command's metrics.
+struct Timing {
+    started: Instant,
+    command: Arc<CommandMetrics>,
+}
+
+/// What the read side hands the write side: a reply slot (in request
+/// order) and, for requests, their timing.
+type Item = (Pending, Option<Timing>);
 
 /// A reply slot, in request order.
 enum Pending {
@@ -150,6 +162,7 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
             txn: None,
             watch: None,
             pubsub: None,
+            command: None,
         };
         session.run(&shutdown).await;
     };
@@ -179,7 +192,9 @@ struct Session<'a> {
     shared: &'a Shared,
     client: ClientState,
     keys: Vec<usize>,
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Item>,
+    /// The command of the request being dispatched (for its metrics).
+    command: Option<Arc<CommandMetrics>>,
     frames: FramedRead<OwnedReadHalf, RequestDecoder>,
     /// Frames read while a blocking command was waiting.
     backlog: VecDeque<Input>,
@@ -199,9 +214,16 @@ impl Session<'_> {
                     _ = shutdown.cancelled() => break,
                 },
             };
+            let started = Instant::now();
             let pending = match item {
                 None => break,
-                Some(Ok(req)) => self.dispatch(req).await,
+                Some(Ok(req)) => {
+                    METRICS
+                        .frontend_bytes
+                        .with_label_values(&["in"])
+                        .inc_by(req.frame().len() as u64);
+                    self.dispatch(req).await
+                }
                 Some(Err(ProtocolError::Io(e))) => {
                     debug!(client = id, error = %e, "client read failed");
                     break;
@@ -210,12 +232,19 @@ impl Session<'_> {
                     debug!(client = id, error = %e, "protocol error; closing the connection");
                     let _ = self
                         .tx
-                        .send(Pending::Ready(ProxyError::from(e).to_resp()))
+                        .send((Pending::Ready(ProxyError::from(e).to_resp()), None))
                         .await;
                     break;
                 }
             };
-            if self.tx.send(pending).await.is_err() || self.client.closing {
+            let timing = Timing {
+                started,
+                command: self
+                    .command
+                    .take()
+                    .unwrap_or_else(|| UNKNOWN_COMMAND.clone()),
+            };
+            if self.tx.send((pending, Some(timing))).await.is_err() || self.client.closing {
                 break;
             }
         }
@@ -247,7 +276,7 @@ impl Session<'_> {
     /// to run on another connection cannot overtake them.
     async fn barrier(&self) -> bool {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Pending::Barrier(done)).await.is_ok() && wait.await.is_ok()
+        self.tx.send((Pending::Barrier(done), None)).await.is_ok() && wait.await.is_ok()
     }
 
     async fn dispatch(&mut self, req: Request) -> Pending {
@@ -265,7 +294,8 @@ impl Session<'_> {
             slots: &slots,
             allow_config_write: self.shared.allow_config_write,
         };
-        let route = router.route(&req, &mut self.keys);
+        let (route, spec) = router.route(&req, &mut self.keys);
+        self.command = spec.map(|s| s.metrics.clone());
         self.remember_script(&req);
         if self.txn.is_some() {
             return Pending::Ready(self.queue(route, req).await);
@@ -802,7 +832,8 @@ fn reply_bytes(r: ReplyResult) -> Bytes {
 }
 
 /// Writes replies in request order, batching those already available.
-async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, retrier: &Retrier) {
+async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Item>, retrier: &Retrier) {
+    let bytes_out = METRICS.frontend_bytes.with_label_values(&["out"]);
     let mut out = BytesMut::new();
     // Pub/sub messages, once the client has subscribed.
     let mut pushes: Option<mpsc::Receiver<Bytes>> = None;
@@ -838,6 +869,7 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
                 }
             }
         };
+        let (item, timing) = item;
         let reply = match item {
             Pending::Ready(b) => b,
             Pending::Subscribed(p) => {
@@ -889,6 +921,19 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, 
             }
             Pending::Nothing => continue,
         };
+        if let Some(t) = timing {
+            t.command.latency.observe(t.started.elapsed().as_secs_f64());
+            if reply.first() == Some(&b'-') {
+                t.command.error.inc();
+                METRICS
+                    .errors
+                    .with_label_values(&[error_kind(&reply)])
+                    .inc();
+            } else {
+                t.command.ok.inc();
+            }
+        }
+        bytes_out.inc_by(reply.len() as u64);
         if reply.len() >= LARGE_REPLY {
             if flush(&mut wr, &mut out).await.is_err() || wr.write_all(&reply).await.is_err() {
                 return;

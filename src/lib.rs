@@ -24,6 +24,7 @@
 //! * [`server`]: the accept loop and drain on shutdown.
 //! * [`admin`]: the admin HTTP server (health, readiness, topology).
 //! * [`check`]: `slotproxy check`, a one-shot cluster validation.
+//! * [`metrics`]: Prometheus metrics, served at `/metrics`.
 //! * [`config`]: TOML configuration, CLI overrides and validation.
 //! * [`error`]: the typed error enum and the one place that renders it for clients.
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod fanout;
 pub mod frontend;
 pub mod info;
 pub mod local;
+pub mod metrics;
 pub mod pubsub;
 pub mod resp;
 pub mod retry;

@@ -47,12 +47,20 @@ pub struct Router<'a> {
 }
 
 impl<'a> Router<'a> {
-    /// Routes `req`. `keys` is scratch space reused across calls.
-    pub fn route(&self, req: &Request, keys: &mut Vec<usize>) -> Route<'a> {
-        let spec = match self.commands.lookup(req) {
-            Ok(spec) => spec,
-            Err(e) => return Route::Reject(e),
-        };
+    /// Routes `req`, and names its command (when known). `keys` is scratch
+    /// space reused across calls.
+    pub fn route(
+        &self,
+        req: &Request,
+        keys: &mut Vec<usize>,
+    ) -> (Route<'a>, Option<&'a CommandSpec>) {
+        match self.commands.lookup(req) {
+            Ok(spec) => (self.route_spec(spec, req, keys), Some(spec)),
+            Err(e) => (Route::Reject(e), None),
+        }
+    }
+
+    fn route_spec(&self, spec: &'a CommandSpec, req: &Request, keys: &mut Vec<usize>) -> Route<'a> {
         let readonly = spec.flags.contains(Flags::READONLY);
         let forward = |target| Route::Forward { target, readonly };
         match spec.policy {
@@ -185,6 +193,7 @@ mod tests {
             allow_config_write: false,
         }
         .route(&req, &mut Vec::new())
+        .0
     }
 
     #[test]

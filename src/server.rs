@@ -97,6 +97,9 @@ impl Server {
             let state = AdminState {
                 table: table.clone(),
                 draining: draining.clone(),
+                topology: topology.clone(),
+                retrier: shared.retrier.clone(),
+                proxy: shared.proxy.clone(),
             };
             tokio::spawn(admin::serve(l, state, shutdown.clone()));
         }

@@ -37,6 +37,46 @@ pub struct Topology {
     timeout: Duration,
     state: Mutex<State>,
     refreshes: AtomicU64,
+    lag: Mutex<Vec<ReplicaLag>>,
+}
+
+/// How far one replica is behind its master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLag {
+    /// The master's address.
+    pub master: String,
+    /// The replica's address (as the master reports it).
+    pub replica: String,
+    /// Master offset minus replica offset.
+    pub bytes: i64,
+    /// Seconds since the replica's last acknowledgement.
+    pub seconds: i64,
+}
+
+/// Parses a master's INFO replication into per-replica lag.
+fn parse_replication(master: &str, text: &str) -> Vec<ReplicaLag> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+    };
+    let offset: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    text.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let l = l.split_once(':')?.1.trim();
+            let replica = format!("{}:{}", field(l, "ip")?, field(l, "port")?);
+            Some(ReplicaLag {
+                master: master.to_string(),
+                replica,
+                bytes: offset - field(l, "offset")?.parse::<i64>().ok()?,
+                seconds: field(l, "lag")?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -64,6 +104,7 @@ impl Topology {
             timeout: cfg.discovery_timeout,
             state: Mutex::new(State::default()),
             refreshes: AtomicU64::new(0),
+            lag: Mutex::new(Vec::new()),
         })
     }
 
@@ -257,20 +298,37 @@ impl Topology {
         }
     }
 
-    /// PINGs every master through its pooled connection so reachability
-    /// (reported by CLUSTER INFO) is current.
+    /// Asks every master for INFO replication through its pooled
+    /// connection: reachability (reported by CLUSTER INFO, /readyz and the
+    /// metrics) and replication lag per replica.
     async fn probe_masters(&self) {
         let table = self.table.load_full();
-        let probes = table.shards().iter().map(|s| s.master.probe(self.timeout));
-        for (shard, ok) in table
+        let frame = encode::command(&["INFO", "replication"]);
+        let probes = table
+            .shards()
+            .iter()
+            .map(|s| s.master.probe(frame.clone(), self.timeout));
+        let mut lags = Vec::new();
+        for (shard, reply) in table
             .shards()
             .iter()
             .zip(futures_util::future::join_all(probes).await)
         {
-            if !ok {
-                warn!(node = shard.master.addr(), "master did not answer PING");
+            match reply.and_then(|r| Value::parse(&r).ok()) {
+                Some(v) => {
+                    if let Some(text) = v.as_str() {
+                        lags.extend(parse_replication(shard.master.addr(), text));
+                    }
+                }
+                None => warn!(node = shard.master.addr(), "master did not answer"),
             }
         }
+        *self.lag.lock().expect("lag lock") = lags;
+    }
+
+    /// Replication lag per replica, from the last refresh.
+    pub fn replica_lag(&self) -> Vec<ReplicaLag> {
+        self.lag.lock().expect("lag lock").clone()
     }
 
     /// Fetches COMMAND from a node when the node set changed since the last fetch.
@@ -442,6 +500,22 @@ mod tests {
                     replicas: vec!["10.0.0.9:7004".into()]
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn replication_lag() {
+        let text = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n\
+                    slave0:ip=127.0.0.1,port=7004,state=online,offset=90,lag=1\r\n\
+                    master_repl_offset:100\r\n";
+        assert_eq!(
+            parse_replication("127.0.0.1:7000", text),
+            vec![ReplicaLag {
+                master: "127.0.0.1:7000".into(),
+                replica: "127.0.0.1:7004".into(),
+                bytes: 10,
+                seconds: 1,
+            }]
         );
     }
 

@@ -160,3 +160,116 @@ fn check_cli_reports_problems_and_exit_codes() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cannot read CLUSTER NODES"), "{out}");
 }
+
+/// Runs `promtool check metrics` on a scrape.
+fn promtool_check(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; deploy/local/ensure-test-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sample(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} missing"))
+}
+
+#[test]
+fn metrics_are_valid_during_load() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = with_admin(cluster.seeds());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let mut c = proxy.conn();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("m:{i}"))
+                    .arg(i)
+                    .query(&mut c)
+                    .unwrap();
+                let _: Option<i64> = redis::cmd("GET")
+                    .arg(format!("m:{i}"))
+                    .query(&mut c)
+                    .unwrap();
+                let _: Vec<Option<i64>> = redis::cmd("MGET")
+                    .arg("m:1")
+                    .arg("m:2")
+                    .query(&mut c)
+                    .unwrap();
+                let _ = redis::cmd("MSETNX")
+                    .arg("a")
+                    .arg(1)
+                    .arg("b")
+                    .arg(2)
+                    .query::<i64>(&mut c);
+                i += 1;
+            }
+        })
+    };
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, body) = proxy.admin_get("/metrics");
+        assert_eq!(status, 200);
+        promtool_check(&body);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let (_, body) = proxy.admin_get("/metrics");
+    assert!(
+        sample(
+            &body,
+            "slotproxy_commands_total{command=\"get\",outcome=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &body,
+            "slotproxy_commands_total{command=\"msetnx\",outcome=\"error\"}"
+        ) >= 1.0
+    );
+    assert!(sample(&body, "slotproxy_errors_total{kind=\"CROSSSLOT\"}") >= 1.0);
+    assert!(
+        sample(
+            &body,
+            "slotproxy_command_duration_seconds_count{command=\"set\"}"
+        ) >= 1.0
+    );
+    assert!(sample(&body, "slotproxy_frontend_bytes_total{direction=\"in\"}") > 0.0);
+    assert!(sample(&body, "slotproxy_backend_bytes_total{direction=\"out\"}") > 0.0);
+    assert!(sample(&body, "slotproxy_backend_connections") >= 1.0);
+    assert_eq!(sample(&body, "slotproxy_cluster_state"), 1.0);
+    assert_eq!(sample(&body, "slotproxy_cluster_slots_ok"), 16384.0);
+    assert_eq!(sample(&body, "slotproxy_cluster_nodes_ok"), 6.0);
+    assert_eq!(
+        sample(&body, "slotproxy_cluster_masters_without_replica"),
+        0.0
+    );
+    assert!(sample(&body, "slotproxy_slot_table_version") >= 1.0);
+    assert!(
+        body.contains("slotproxy_replica_lag_bytes{master=\"127.0.0.1:"),
+        "{body}"
+    );
+    assert!(body.contains("slotproxy_redirects_total{kind=\"moved\"}"));
+}

@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # What `make test` needs besides Rust: redis-server and redis-tools (apt),
-# redis-py 8 for the Python client tests (PyPI), and ioredis for the Node.js
-# client test (npm, into tests/node/node_modules). Idempotent.
+# promtool (apt package prometheus) to validate /metrics, redis-py 8 for the
+# Python client tests (PyPI), and ioredis for the Node.js client test (npm,
+# into tests/node/node_modules). Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 "$here/ensure-redis.sh"
+
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "ensure-test-deps: installing promtool (package prometheus)" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null
+    # Only promtool is needed: stop the server the package may have started.
+    if command -v systemctl >/dev/null 2>&1; then
+        $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1; then
+        $sudo service prometheus stop >/dev/null 2>&1 || true
+    fi
+fi
 
 if ! python3 -c 'import redis, sys; sys.exit(0 if int(redis.__version__.split(".")[0]) >= 8 else 1)' 2>/dev/null; then
     echo "ensure-test-deps: installing redis-py 8" >&2

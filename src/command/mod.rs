@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::ProxyError;
+use crate::metrics::CommandMetrics;
 use crate::resp::{self, reply::split_aggregate, Request, Value};
 
 mod policy;
@@ -132,6 +133,8 @@ pub struct CommandSpec {
     pub flags: Flags,
     /// How the proxy serves it.
     pub policy: Policy,
+    /// Its Prometheus handles.
+    pub metrics: Arc<CommandMetrics>,
     key_specs: Vec<KeySpec>,
     subcommands: HashMap<Vec<u8>, CommandSpec>,
     raw: Bytes,
@@ -503,6 +506,7 @@ fn parse_entry(v: &Value, raw: Bytes, parent: Option<&str>) -> Result<CommandSpe
     }
     let policy = policy::classify(&name, parent, flags, !key_specs.is_empty());
     Ok(CommandSpec {
+        metrics: CommandMetrics::new(&name),
         name,
         arity,
         flags,

@@ -1,0 +1,346 @@
+//! Prometheus metrics (the `prometheus` crate), served at `GET /metrics` by
+//! the admin server.
+//!
+//! Data-path metrics are counted where they happen (atomic increments of
+//! pre-resolved handles); cluster-state metrics are computed at scrape time
+//! from the current slot table, the topology refresher and the retry
+//! counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::local::ProxyInfo;
+use crate::retry::RetryCounters;
+use crate::slot::{SlotTable, SLOTS};
+use crate::topology::Topology;
+
+/// Per-command handles, resolved once per command table entry.
+#[derive(Debug)]
+pub struct CommandMetrics {
+    /// Replies that were not errors.
+    pub ok: IntCounter,
+    /// Error replies.
+    pub error: IntCounter,
+    /// Time from reading the request to writing its reply.
+    pub latency: Histogram,
+}
+
+impl CommandMetrics {
+    /// Handles for `command` (a full name such as `get` or `object|encoding`).
+    pub fn new(command: &str) -> Arc<CommandMetrics> {
+        let m = &*METRICS;
+        Arc::new(CommandMetrics {
+            ok: m.commands.with_label_values(&[command, "ok"]),
+            error: m.commands.with_label_values(&[command, "error"]),
+            latency: m.latency.with_label_values(&[command]),
+        })
+    }
+}
+
+/// Every metric slotproxy exports.
+pub struct Metrics {
+    registry: Registry,
+    commands: IntCounterVec,
+    latency: HistogramVec,
+    /// Error replies sent to clients, by error code (ERR, CROSSSLOT, ...).
+    pub errors: IntCounterVec,
+    /// Bytes read from and written to clients.
+    pub frontend_bytes: IntCounterVec,
+    /// Bytes written to and read from cluster nodes.
+    pub backend_bytes: IntCounterVec,
+    /// Open backend connections (multiplexed ones).
+    pub backend_connections: IntGauge,
+    frontend_connections: IntGauge,
+    frontend_connections_total: IntCounter,
+    redirects: IntCounterVec,
+    retries: IntCounterVec,
+    slot_table_version: IntGauge,
+    refreshes: IntCounter,
+    cluster_state: IntGauge,
+    slots_assigned: IntGauge,
+    slots_ok: IntGauge,
+    nodes_ok: IntGauge,
+    nodes: IntGauge,
+    masters_without_replica: IntGauge,
+    replica_lag_bytes: IntGaugeVec,
+    replica_lag_seconds: IntGaugeVec,
+    /// Serializes scrapes (scrape-time counters are reset and re-added).
+    scrape: Mutex<()>,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Handles for requests rejected before a command was known.
+pub static UNKNOWN_COMMAND: LazyLock<Arc<CommandMetrics>> =
+    LazyLock::new(|| CommandMetrics::new("unknown"));
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+    r.register(Box::new(c.clone())).expect("register");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric");
+    r.register(Box::new(g.clone())).expect("register");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
+    r.register(Box::new(g.clone())).expect("register");
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric");
+    r.register(Box::new(c.clone())).expect("register");
+    c
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "slotproxy_command_duration_seconds",
+                "Time from reading a request to writing its reply, by command.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["command"],
+        )
+        .expect("metric");
+        r.register(Box::new(latency.clone())).expect("register");
+        Metrics {
+            commands: counter_vec(
+                &r,
+                "slotproxy_commands_total",
+                "Replies written to clients, by command and outcome (ok or error).",
+                &["command", "outcome"],
+            ),
+            latency,
+            errors: counter_vec(
+                &r,
+                "slotproxy_errors_total",
+                "Error replies written to clients, by error code.",
+                &["kind"],
+            ),
+            frontend_bytes: counter_vec(
+                &r,
+                "slotproxy_frontend_bytes_total",
+                "Bytes read from (in) and written to (out) clients.",
+                &["direction"],
+            ),
+            backend_bytes: counter_vec(
+                &r,
+                "slotproxy_backend_bytes_total",
+                "Bytes written to (out) and read from (in) cluster nodes on multiplexed connections.",
+                &["direction"],
+            ),
+            backend_connections: gauge(
+                &r,
+                "slotproxy_backend_connections",
+                "Open multiplexed connections to cluster nodes.",
+            ),
+            frontend_connections: gauge(
+                &r,
+                "slotproxy_frontend_connections",
+                "Connected clients.",
+            ),
+            frontend_connections_total: counter(
+                &r,
+                "slotproxy_frontend_connections_total",
+                "Clients accepted since start.",
+            ),
+            redirects: counter_vec(
+                &r,
+                "slotproxy_redirects_total",
+                "Redirects followed, by kind (moved, ask).",
+                &["kind"],
+            ),
+            retries: counter_vec(
+                &r,
+                "slotproxy_retries_total",
+                "Requests re-sent, by reason; exhausted counts requests whose retries ran out.",
+                &["kind"],
+            ),
+            slot_table_version: gauge(
+                &r,
+                "slotproxy_slot_table_version",
+                "Version of the slot table in use (bumped on every change).",
+            ),
+            refreshes: counter(
+                &r,
+                "slotproxy_slot_table_refreshes_total",
+                "Successful topology refreshes.",
+            ),
+            cluster_state: gauge(
+                &r,
+                "slotproxy_cluster_state",
+                "1 when every slot has a reachable master, else 0.",
+            ),
+            slots_assigned: gauge(
+                &r,
+                "slotproxy_cluster_slots_assigned",
+                "Slots that have a master in the slot table.",
+            ),
+            slots_ok: gauge(
+                &r,
+                "slotproxy_cluster_slots_ok",
+                "Slots whose master is reachable.",
+            ),
+            nodes_ok: gauge(
+                &r,
+                "slotproxy_cluster_nodes_ok",
+                "Nodes (masters and replicas) that are reachable.",
+            ),
+            nodes: gauge(
+                &r,
+                "slotproxy_cluster_nodes",
+                "Nodes (masters and replicas) in the slot table.",
+            ),
+            masters_without_replica: gauge(
+                &r,
+                "slotproxy_cluster_masters_without_replica",
+                "Masters that have no replica.",
+            ),
+            replica_lag_bytes: gauge_vec(
+                &r,
+                "slotproxy_replica_lag_bytes",
+                "Replication offset difference between a master and its replica.",
+                &["master", "replica"],
+            ),
+            replica_lag_seconds: gauge_vec(
+                &r,
+                "slotproxy_replica_lag_seconds",
+                "Seconds since the replica's last acknowledgement, as its master reports.",
+                &["master", "replica"],
+            ),
+            registry: r,
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+/// Sets a scrape-time counter to `value` (reset, then add).
+fn set_counter(c: &IntCounter, value: u64) {
+    c.reset();
+    c.inc_by(value);
+}
+
+/// What a scrape reads besides the data-path counters.
+pub struct ScrapeSources<'a> {
+    /// The slot table.
+    pub table: &'a SlotTable,
+    /// The refresher (refresh count, replication lag).
+    pub topology: &'a Topology,
+    /// Redirect and retry counters.
+    pub retries: &'a RetryCounters,
+    /// Client counters.
+    pub proxy: &'a ProxyInfo,
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render(src: &ScrapeSources<'_>) -> String {
+    let m = &*METRICS;
+    let _serial = m.scrape.lock().expect("scrape lock");
+    let t = src.table;
+    m.frontend_connections
+        .set(src.proxy.connected_clients.load(Ordering::Relaxed) as i64);
+    set_counter(
+        &m.frontend_connections_total,
+        src.proxy.total_connections.load(Ordering::Relaxed),
+    );
+    let r = src.retries;
+    for (kind, v) in [("moved", &r.moved), ("ask", &r.ask)] {
+        set_counter(
+            &m.redirects.with_label_values(&[kind]),
+            v.load(Ordering::Relaxed),
+        );
+    }
+    for (kind, v) in [
+        ("transient", &r.transient),
+        ("unavailable", &r.unavailable),
+        ("read_resent", &r.reads_resent),
+        ("noscript", &r.scripts_loaded),
+        ("exhausted", &r.exhausted),
+    ] {
+        set_counter(
+            &m.retries.with_label_values(&[kind]),
+            v.load(Ordering::Relaxed),
+        );
+    }
+    m.slot_table_version.set(t.version() as i64);
+    set_counter(&m.refreshes, src.topology.refresh_count());
+    let assigned = t.assigned_slots();
+    let ok: usize = t
+        .shards()
+        .iter()
+        .zip(t.ranges())
+        .filter(|(s, _)| s.master.is_reachable())
+        .map(|(_, r)| r.iter().map(|(a, b)| usize::from(b - a) + 1).sum::<usize>())
+        .sum();
+    m.slots_assigned.set(assigned as i64);
+    m.slots_ok.set(ok as i64);
+    m.cluster_state.set(i64::from(ok == SLOTS));
+    let all = t
+        .shards()
+        .iter()
+        .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter()));
+    m.nodes.set(all.clone().count() as i64);
+    m.nodes_ok
+        .set(all.filter(|n| n.is_reachable()).count() as i64);
+    m.masters_without_replica
+        .set(t.shards().iter().filter(|s| s.replicas.is_empty()).count() as i64);
+    m.replica_lag_bytes.reset();
+    m.replica_lag_seconds.reset();
+    for lag in src.topology.replica_lag() {
+        let labels = [lag.master.as_str(), lag.replica.as_str()];
+        m.replica_lag_bytes
+            .with_label_values(&labels)
+            .set(lag.bytes);
+        m.replica_lag_seconds
+            .with_label_values(&labels)
+            .set(lag.seconds);
+    }
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&m.registry.gather(), &mut out)
+        .expect("text encoding");
+    String::from_utf8(out).expect("text format is UTF-8")
+}
+
+/// The error code of an error reply (`-CROSSSLOT Keys ...` gives `CROSSSLOT`).
+pub fn error_kind(reply: &[u8]) -> &str {
+    let line = &reply[1..reply.len().min(33)];
+    let end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r')
+        .unwrap_or(line.len());
+    match std::str::from_utf8(&line[..end]) {
+        Ok(code) if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()) => code,
+        _ => "ERR",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds() {
+        assert_eq!(error_kind(b"-CROSSSLOT Keys in request\r\n"), "CROSSSLOT");
+        assert_eq!(error_kind(b"-ERR unknown\r\n"), "ERR");
+        assert_eq!(error_kind(b"-weird\r\n"), "ERR");
+        assert_eq!(error_kind(b"-EXECABORT\r\n"), "EXECABORT");
+    }
+}

@@ -52,6 +52,11 @@ pub struct FrontendConfig {
     /// read before closing them.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Requests slower than this (read to reply) go to the SLOWLOG.
+    #[serde(with = "humantime_serde")]
+    pub slowlog_threshold: Duration,
+    /// Entries the SLOWLOG keeps (0 turns it off).
+    pub slowlog_max_len: usize,
 }
 
 impl Default for FrontendConfig {
@@ -65,6 +70,8 @@ impl Default for FrontendConfig {
             max_inline_len: 64 * 1024,
             allow_config_write: false,
             drain_timeout: Duration::from_secs(10),
+            slowlog_threshold: Duration::from_millis(10),
+            slowlog_max_len: 128,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! one client's bad input cannot affect another client.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +46,7 @@ use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
 use crate::retry::{Attempt, Retrier, Target};
 use crate::router::{Route, Router};
 use crate::slot::{key_slot, SharedSlotTable, SlotTable};
+use crate::slowlog::SlowLog;
 
 /// Replies at least this large are written directly instead of being copied
 /// into the output buffer.
@@ -89,6 +91,10 @@ impl std::fmt::Debug for Retrier {
 struct Timing {
     started: Instant,
     command: Arc<CommandMetrics>,
+    /// The request, for the slow log.
+    frame: Bytes,
+    /// The client's name then, for the slow log.
+    name: Option<Bytes>,
 }
 
 /// What the read side hands the write side: a reply slot (in request
@@ -166,7 +172,10 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
         };
         session.run(&shutdown).await;
     };
-    tokio::join!(reader, write_replies(wr, rx, &shared.retrier));
+    tokio::join!(
+        reader,
+        write_replies(wr, rx, &shared.retrier, &shared.proxy.slowlog, peer_addr)
+    );
 }
 
 /// One decoded client frame (or why it could not be decoded).
@@ -215,14 +224,15 @@ impl Session<'_> {
                 },
             };
             let started = Instant::now();
-            let pending = match item {
+            let (pending, frame) = match item {
                 None => break,
                 Some(Ok(req)) => {
                     METRICS
                         .frontend_bytes
                         .with_label_values(&["in"])
                         .inc_by(req.frame().len() as u64);
-                    self.dispatch(req).await
+                    let frame = req.frame().clone();
+                    (self.dispatch(req).await, frame)
                 }
                 Some(Err(ProtocolError::Io(e))) => {
                     debug!(client = id, error = %e, "client read failed");
@@ -243,6 +253,8 @@ impl Session<'_> {
                     .command
                     .take()
                     .unwrap_or_else(|| UNKNOWN_COMMAND.clone()),
+                frame,
+                name: self.client.name.clone(),
             };
             if self.tx.send((pending, Some(timing))).await.is_err() || self.client.closing {
                 break;
@@ -832,7 +844,13 @@ fn reply_bytes(r: ReplyResult) -> Bytes {
 }
 
 /// Writes replies in request order, batching those already available.
-async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Item>, retrier: &Retrier) {
+async fn write_replies(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Item>,
+    retrier: &Retrier,
+    slowlog: &SlowLog,
+    peer: Option<SocketAddr>,
+) {
     let bytes_out = METRICS.frontend_bytes.with_label_values(&["out"]);
     let mut out = BytesMut::new();
     // Pub/sub messages, once the client has subscribed.
@@ -922,7 +940,9 @@ async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Item>, ret
             Pending::Nothing => continue,
         };
         if let Some(t) = timing {
-            t.command.latency.observe(t.started.elapsed().as_secs_f64());
+            let took = t.started.elapsed();
+            t.command.latency.observe(took.as_secs_f64());
+            slowlog.record(took, &t.frame, peer, t.name.as_ref());
             if reply.first() == Some(&b'-') {
                 t.command.error.inc();
                 METRICS

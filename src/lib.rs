@@ -25,6 +25,7 @@
 //! * [`admin`]: the admin HTTP server (health, readiness, topology).
 //! * [`check`]: `slotproxy check`, a one-shot cluster validation.
 //! * [`metrics`]: Prometheus metrics, served at `/metrics`.
+//! * [`slowlog`]: the proxy's SLOWLOG.
 //! * [`config`]: TOML configuration, CLI overrides and validation.
 //! * [`error`]: the typed error enum and the one place that renders it for clients.
 #![forbid(unsafe_code)]
@@ -48,4 +49,5 @@ pub mod retry;
 pub mod router;
 pub mod server;
 pub mod slot;
+pub mod slowlog;
 pub mod topology;

@@ -14,6 +14,7 @@ use crate::error::ProxyError;
 use crate::resp::{encode, Request};
 use crate::retry::RetryCounters;
 use crate::slot::{key_slot, SlotTable, SLOTS};
+use crate::slowlog::SlowLog;
 
 /// The version slotproxy reports in HELLO and INFO.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,11 +71,13 @@ pub struct ProxyInfo {
     pub total_connections: AtomicU64,
     /// Requests received since start.
     pub total_commands: AtomicU64,
+    /// SLOWLOG.
+    pub slowlog: SlowLog,
 }
 
 impl ProxyInfo {
-    /// Fresh counters and a random node id.
-    pub fn new(max_clients: usize) -> ProxyInfo {
+    /// Fresh counters, an empty slow log and a random node id.
+    pub fn new(max_clients: usize, slowlog: SlowLog) -> ProxyInfo {
         let id: [u8; 20] = rand::random();
         ProxyInfo {
             id: id.iter().fold(String::with_capacity(40), |mut s, b| {
@@ -86,6 +89,7 @@ impl ProxyInfo {
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
             total_commands: AtomicU64::new(0),
+            slowlog,
         }
     }
 
@@ -259,6 +263,24 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         "cluster|shards" => cluster_shards(ctx),
         "cluster|nodes" => cluster_nodes(ctx),
         "cluster|info" => cluster_info(ctx.slots),
+        "slowlog|get" => {
+            let count = match req.args().nth(2) {
+                None => 10,
+                Some(a) => std::str::from_utf8(a)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .filter(|n| *n >= -1)
+                    .ok_or_else(|| {
+                        ProxyError::Syntax("count should be greater than or equal to -1".into())
+                    })?,
+            };
+            ctx.proxy.slowlog.get(count)
+        }
+        "slowlog|len" => encode::integer(ctx.proxy.slowlog.len() as i64),
+        "slowlog|reset" => {
+            ctx.proxy.slowlog.reset();
+            Bytes::from_static(encode::OK)
+        }
         other => {
             return Err(ProxyError::Unsupported {
                 command: other.to_string(),
@@ -589,7 +611,7 @@ mod tests {
         let table = CommandTable::builtin();
         let spec = table.lookup(&req).unwrap();
         let slots = SlotTable::empty();
-        let proxy = ProxyInfo::new(10);
+        let proxy = ProxyInfo::new(10, SlowLog::new(std::time::Duration::from_millis(10), 8));
         let retries = RetryCounters::default();
         let mut ctx = Ctx {
             commands: table,

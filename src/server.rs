@@ -26,6 +26,7 @@ use crate::local::ProxyInfo;
 use crate::resp::Limits;
 use crate::retry::Retrier;
 use crate::slot::{SharedSlotTable, SlotTable};
+use crate::slowlog::SlowLog;
 use crate::topology::Topology;
 
 /// A running proxy.
@@ -85,7 +86,13 @@ impl Server {
             },
             max_pipeline: config.frontend.max_pipeline,
             allow_config_write: config.frontend.allow_config_write,
-            proxy: Arc::new(ProxyInfo::new(config.frontend.max_clients)),
+            proxy: Arc::new(ProxyInfo::new(
+                config.frontend.max_clients,
+                SlowLog::new(
+                    config.frontend.slowlog_threshold,
+                    config.frontend.slowlog_max_len,
+                ),
+            )),
             retrier,
             dedicated: Arc::new(DedicatedPool::new(
                 config.backend.max_dedicated_connections,

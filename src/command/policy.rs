@@ -60,8 +60,10 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "command|list" | "command|getkeys" | "cluster|keyslot" | "auth" | "hello"
         | "readonly" | "readwrite" | "asking" | "reset" | "client|setname" | "client|getname"
         | "client|id" | "client|setinfo" | "client|info" | "client|list" | "client|no-evict"
-        | "client|no-touch" | "cluster|slots" | "cluster|shards" | "cluster|nodes"
-        | "cluster|myid" | "cluster|info" => return Policy::Local,
+        | "client|no-touch" | "slowlog|get" | "slowlog|len" | "slowlog|reset" | "cluster|slots"
+        | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" => {
+            return Policy::Local
+        }
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
         // Fanned out to every master (or node) and merged.
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"

@@ -18,7 +18,7 @@
 //!   failed with an "unknown outcome" error and is never re-sent.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,19 +47,38 @@ const LARGE_FRAME: usize = 16 * 1024;
 /// A batch is flushed once it holds this many bytes.
 const MAX_BATCH: usize = 64 * 1024;
 
+/// A duration that can change at run time (configuration reload).
+#[derive(Debug, Default)]
+pub struct Tunable(AtomicU64);
+
+impl Tunable {
+    /// A tunable holding `d`.
+    pub fn new(d: Duration) -> Tunable {
+        Tunable(AtomicU64::new(d.as_nanos() as u64))
+    }
+    /// The current value.
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+    /// Replaces the value.
+    pub fn set(&self, d: Duration) {
+        self.0.store(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Settings shared by every backend connection.
 #[derive(Debug)]
 pub struct BackendSettings {
     /// Connections per node.
     pub connections_per_node: usize,
     /// TCP connect timeout.
-    pub connect_timeout: Duration,
+    pub connect_timeout: Tunable,
     /// How long a written request may wait for its reply.
-    pub request_timeout: Duration,
+    pub request_timeout: Tunable,
     /// First reconnect delay.
-    pub backoff_min: Duration,
+    pub backoff_min: Tunable,
     /// Largest reconnect delay.
-    pub backoff_max: Duration,
+    pub backoff_max: Tunable,
     /// Queue depth per connection.
     pub queue_depth: usize,
     /// Signalled when a node looks unhealthy or a redirect shows the slot
@@ -70,14 +89,22 @@ pub struct BackendSettings {
 }
 
 impl BackendSettings {
+    /// Applies the reloadable `[backend]` settings.
+    pub fn reconfigure(&self, c: &BackendConfig) {
+        self.connect_timeout.set(c.connect_timeout);
+        self.request_timeout.set(c.request_timeout);
+        self.backoff_min.set(c.reconnect_backoff_min);
+        self.backoff_max.set(c.reconnect_backoff_max);
+    }
+
     /// Settings from the `[backend]` config section.
     pub fn from_config(c: &BackendConfig, refresh: Arc<Notify>, readonly: bool) -> Self {
         BackendSettings {
             connections_per_node: c.connections_per_node,
-            connect_timeout: c.connect_timeout,
-            request_timeout: c.request_timeout,
-            backoff_min: c.reconnect_backoff_min,
-            backoff_max: c.reconnect_backoff_max,
+            connect_timeout: Tunable::new(c.connect_timeout),
+            request_timeout: Tunable::new(c.request_timeout),
+            backoff_min: Tunable::new(c.reconnect_backoff_min),
+            backoff_max: Tunable::new(c.reconnect_backoff_max),
             queue_depth: c.queue_depth,
             refresh,
             readonly,
@@ -310,7 +337,7 @@ async fn connection_task(
     health: Arc<AtomicBool>,
     resp3: bool,
 ) {
-    let mut backoff = s.backoff_min;
+    let mut backoff = s.backoff_min.get();
     let mut first: Option<Job> = None;
     loop {
         if first.is_none() {
@@ -319,9 +346,9 @@ async fn connection_task(
                 None => return,
             }
         }
-        match connect(&addr, s.connect_timeout).await {
+        match connect(&addr, s.connect_timeout.get()).await {
             Ok(stream) => {
-                backoff = s.backoff_min;
+                backoff = s.backoff_min.get();
                 health.store(true, Ordering::Relaxed);
                 debug!(backend = %addr, "backend connection established");
                 match session(stream, first.take(), &mut rx, &s, resp3).await {
@@ -356,7 +383,7 @@ async fn connection_task(
                         },
                     }
                 }
-                backoff = (backoff * 2).min(s.backoff_max);
+                backoff = (backoff * 2).min(s.backoff_max.get());
             }
         }
     }
@@ -466,7 +493,8 @@ async fn read_loop(
     let mut queue: VecDeque<InFlight> = VecDeque::new();
     let bytes_in = METRICS.backend_bytes.with_label_values(&["in"]);
     // One coarse timer per connection instead of one per request.
-    let tick = (s.request_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let tick =
+        (s.request_timeout.get() / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
@@ -506,7 +534,7 @@ async fn read_loop(
                 Some(Err(e)) => break read_failure(e),
             },
             _ = ticker.tick() => {
-                if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout) {
+                if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout.get()) {
                     break ProxyError::BackendTimeout;
                 }
             }
@@ -564,10 +592,10 @@ mod tests {
     fn settings(timeout: Duration) -> Arc<BackendSettings> {
         Arc::new(BackendSettings {
             connections_per_node: 1,
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: timeout,
-            backoff_min: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(100),
+            connect_timeout: Tunable::new(Duration::from_millis(500)),
+            request_timeout: Tunable::new(timeout),
+            backoff_min: Tunable::new(Duration::from_millis(10)),
+            backoff_max: Tunable::new(Duration::from_millis(100)),
             queue_depth: 16,
             refresh: Arc::new(Notify::new()),
             readonly: false,

@@ -8,10 +8,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Client-facing listener and per-client limits.
@@ -29,7 +29,7 @@ pub struct Config {
 }
 
 /// `[frontend]`: the listener clients connect to.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FrontendConfig {
     /// Address to listen on, `host:port`.
@@ -77,7 +77,7 @@ impl Default for FrontendConfig {
 }
 
 /// `[admin]`: the admin HTTP endpoint.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address for the admin HTTP server, `host:port` (`/healthz`,
@@ -86,7 +86,7 @@ pub struct AdminConfig {
 }
 
 /// `[cluster]`: discovery and topology tracking.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Seed nodes, `host:port`; tried in order until one answers CLUSTER SLOTS.
@@ -102,7 +102,7 @@ pub struct ClusterConfig {
 }
 
 /// Where read-only commands are sent. Writes always go to masters.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     /// Every command goes to the slot's master.
@@ -115,7 +115,7 @@ pub enum ReadFrom {
 }
 
 /// `[retry]`: how redirects and transient cluster errors are absorbed.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Most retries of one request after MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
@@ -160,7 +160,7 @@ impl Default for ClusterConfig {
 }
 
 /// `[backend]`: the multiplexed connections to cluster nodes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// Multiplexed connections per node.
@@ -200,7 +200,7 @@ impl Default for BackendConfig {
 }
 
 /// `[log]`: logging through `tracing`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `slotproxy=debug,info`.
@@ -220,7 +220,7 @@ impl Default for LogConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -283,6 +283,60 @@ impl fmt::Display for Problems {
         }
         Ok(())
     }
+}
+
+/// Keys whose change needs a restart (they shape sockets, pools or the
+/// subscriber set up at start).
+pub const RESTART_KEYS: &[&str] = &[
+    "frontend.listen",
+    "admin.listen",
+    "backend.connections_per_node",
+    "backend.queue_depth",
+    "backend.max_dedicated_connections",
+    "cluster.read_from",
+    "log.format",
+];
+
+/// Every key of a configuration with its value, flattened (`a.b` = value).
+pub fn flatten(config: &Config) -> std::collections::BTreeMap<String, String> {
+    fn walk(
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(
+        "",
+        &serde_json::to_value(config).expect("config serializes"),
+        &mut out,
+    );
+    out
+}
+
+/// The keys whose values differ, split into (applied at run time, needing a restart).
+pub fn changed_keys(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
+    let (a, b) = (flatten(old), flatten(new));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let changed = keys.into_iter().filter(|k| a.get(*k) != b.get(*k));
+    changed
+        .map(|k| k.to_string())
+        .partition(|k| !RESTART_KEYS.contains(&k.as_str()))
 }
 
 impl Config {
@@ -543,6 +597,19 @@ mod tests {
         assert_eq!(c.admin.listen.as_deref(), Some("127.0.0.1:9000"));
         assert_eq!(c.cluster.seeds, vec!["b:2", "c:3"]);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn changed_keys_split_by_reloadability() {
+        let old = valid();
+        let mut new = old.clone();
+        new.frontend.max_pipeline = 7;
+        new.cluster.seeds.push("b:2".into());
+        new.frontend.listen = "127.0.0.1:7777".into();
+        let (applied, restart) = changed_keys(&old, &new);
+        assert_eq!(applied, ["cluster.seeds", "frontend.max_pipeline"]);
+        assert_eq!(restart, ["frontend.listen"]);
+        assert_eq!(changed_keys(&old, &old), (vec![], vec![]));
     }
 
     #[test]

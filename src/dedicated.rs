@@ -18,7 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::backend::{connect, read_failure};
+use crate::backend::{connect, read_failure, Tunable};
 use crate::error::ProxyError;
 use crate::resp::{encode, ReplyDecoder};
 
@@ -108,7 +108,8 @@ impl DedicatedWriter {
 pub struct DedicatedPool {
     idle: Mutex<HashMap<(String, bool), Vec<Dedicated>>>,
     permits: Arc<Semaphore>,
-    connect_timeout: Duration,
+    /// Connect timeout (reloadable).
+    pub connect_timeout: Tunable,
 }
 
 impl DedicatedPool {
@@ -117,7 +118,7 @@ impl DedicatedPool {
         DedicatedPool {
             idle: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
-            connect_timeout,
+            connect_timeout: Tunable::new(connect_timeout),
         }
     }
 
@@ -145,7 +146,7 @@ impl DedicatedPool {
                     .into(),
             )
         })?;
-        let stream = connect(addr, self.connect_timeout)
+        let stream = connect(addr, self.connect_timeout.get())
             .await
             .map_err(ProxyError::BackendUnavailable)?;
         let (rd, wr) = stream.into_split();

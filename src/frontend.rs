@@ -35,6 +35,7 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::{Lane, Node, Redirect, ReplyResult, ReplyRx};
 use crate::command::Commands;
+use crate::config::FrontendConfig;
 use crate::dedicated::{Dedicated, DedicatedPool};
 use crate::error::ProxyError;
 use crate::fanout::{self, Merge, Plan};
@@ -47,6 +48,7 @@ use crate::retry::{Attempt, Retrier, Target};
 use crate::router::{Route, Router};
 use crate::slot::{key_slot, SharedSlotTable, SlotTable};
 use crate::slowlog::SlowLog;
+use arc_swap::ArcSwap;
 
 /// Replies at least this large are written directly instead of being copied
 /// into the output buffer.
@@ -55,24 +57,23 @@ const LARGE_REPLY: usize = 16 * 1024;
 const MAX_OUT: usize = 64 * 1024;
 
 /// What every session shares.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Shared {
     /// The current slot table.
     pub table: SharedSlotTable,
     /// The current command table.
     pub commands: Commands,
-    /// Request decoder limits.
-    pub limits: Limits,
-    /// Maximum pending replies per client.
-    pub max_pipeline: usize,
-    /// `frontend.allow_config_write`.
-    pub allow_config_write: bool,
+    /// The `[frontend]` settings (reloadable: sessions read the limits
+    /// when they start, `allow_config_write` on every request).
+    pub frontend: ArcSwap<FrontendConfig>,
     /// Process-wide facts and counters.
     pub proxy: Arc<ProxyInfo>,
     /// Target resolution, redirects and retries.
     pub retrier: Arc<Retrier>,
     /// Dedicated connections for transactions and blocking commands.
     pub dedicated: Arc<DedicatedPool>,
+    /// Reloads the configuration (`PROXY CONFIG RELOAD`).
+    pub reloader: std::sync::OnceLock<std::sync::Weak<crate::server::Reloader>>,
 }
 
 impl std::fmt::Debug for DedicatedPool {
@@ -84,6 +85,15 @@ impl std::fmt::Debug for DedicatedPool {
 impl std::fmt::Debug for Retrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retrier").finish_non_exhaustive()
+    }
+}
+
+/// The request decoder limits of a `[frontend]` section.
+pub fn limits_of(f: &FrontendConfig) -> Limits {
+    Limits {
+        max_bulk_len: f.max_bulk_len,
+        max_multibulk_len: f.max_multibulk_len,
+        max_inline_len: f.max_inline_len,
     }
 }
 
@@ -153,7 +163,8 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
     };
     let peer_addr = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel(shared.max_pipeline);
+    let settings = shared.frontend.load_full();
+    let (tx, rx) = mpsc::channel(settings.max_pipeline);
     let reader = async {
         let mut session = Session {
             shared: &shared,
@@ -163,7 +174,8 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
             },
             keys: Vec::new(),
             tx,
-            frames: FramedRead::new(rd, RequestDecoder::new(shared.limits)),
+            frames: FramedRead::new(rd, RequestDecoder::new(limits_of(&settings))),
+            max_pipeline: settings.max_pipeline,
             backlog: VecDeque::new(),
             txn: None,
             watch: None,
@@ -207,6 +219,8 @@ struct Session<'a> {
     frames: FramedRead<OwnedReadHalf, RequestDecoder>,
     /// Frames read while a blocking command was waiting.
     backlog: VecDeque<Input>,
+    /// `frontend.max_pipeline` when the session started.
+    max_pipeline: usize,
     txn: Option<Txn>,
     watch: Option<Watch>,
     pubsub: Option<pubsub::Handle>,
@@ -262,6 +276,39 @@ impl Session<'_> {
         }
     }
 
+    /// PROXY CONFIG RELOAD: one line per changed key.
+    fn reload(&self) -> Bytes {
+        let Some(reloader) = self.shared.reloader.get().and_then(|w| w.upgrade()) else {
+            return ProxyError::ShuttingDown.to_resp();
+        };
+        match reloader.reload() {
+            Ok(report) => {
+                let lines: Vec<String> = report
+                    .applied
+                    .iter()
+                    .map(|k| format!("applied: {k}"))
+                    .chain(
+                        report
+                            .restart_needed
+                            .iter()
+                            .map(|k| format!("restart needed: {k}")),
+                    )
+                    .collect();
+                let mut out = BytesMut::new();
+                encode::array_header(lines.len(), &mut out);
+                for l in lines {
+                    encode::bulk_into(l.as_bytes(), &mut out);
+                }
+                out.freeze()
+            }
+            Err(e) => ProxyError::Syntax(format!(
+                "configuration not reloaded: {}",
+                e.to_string().replace('\n', ";")
+            ))
+            .to_resp(),
+        }
+    }
+
     /// EVAL and SCRIPT LOAD bodies are remembered for NOSCRIPT healing.
     fn remember_script(&self, req: &Request) {
         let name = req.arg(0);
@@ -299,12 +346,18 @@ impl Session<'_> {
         let commands = self.shared.commands.load();
         let slots = self.shared.table.load_full();
         if req.arg(0).eq_ignore_ascii_case(b"proxy") {
+            if req.argc() == 3
+                && req.arg(1).eq_ignore_ascii_case(b"config")
+                && req.arg(2).eq_ignore_ascii_case(b"reload")
+            {
+                return Pending::Ready(self.reload());
+            }
             return Pending::Ready(local::proxy_command(&req, &slots));
         }
         let router = Router {
             commands: &commands,
             slots: &slots,
-            allow_config_write: self.shared.allow_config_write,
+            allow_config_write: self.shared.frontend.load().allow_config_write,
         };
         let (route, spec) = router.route(&req, &mut self.keys);
         self.command = spec.map(|s| s.metrics.clone());
@@ -503,7 +556,7 @@ impl Session<'_> {
     ) -> Option<T> {
         tokio::pin!(work);
         loop {
-            let room = self.backlog.len() < self.shared.max_pipeline;
+            let room = self.backlog.len() < self.max_pipeline;
             tokio::select! {
                 r = &mut work => return Some(r),
                 input = self.frames.next(), if room => match input {

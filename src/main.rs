@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use slotproxy::config::{Config, LogFormat, Overrides};
-use slotproxy::server::Server;
-use tracing::{error, info};
+use slotproxy::server::{LogLevelSetter, ReloadSource, Server};
+use tracing::{error, info, warn};
 
 /// A transparent sharding proxy for Redis Cluster.
 #[derive(Debug, Parser)]
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
+    let log_level = init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("slotproxy")
@@ -122,7 +122,12 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let server = match Server::start(&config).await {
+        let source = ReloadSource {
+            path: cli.config.clone(),
+            overrides: overrides.clone(),
+            log_level: Some(log_level),
+        };
+        let server = match Server::start_with_reload(&config, source).await {
             Ok(s) => s,
             Err(e) => {
                 error!(listen = %config.frontend.listen, error = %e, "cannot listen");
@@ -132,24 +137,45 @@ fn main() -> ExitCode {
         let token = server.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
-            info!("shutting down");
+            info!("shutting down: draining");
             token.cancel();
         });
+        #[cfg(unix)]
+        {
+            let reloader = server.reloader();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    if let Err(e) = reloader.reload() {
+                        warn!(error = %e, "SIGHUP: configuration not reloaded");
+                    }
+                }
+            });
+        }
         server.run_until_shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-fn init_logging(config: &Config) {
+/// Sets up logging; returns a function that changes the filter at run time.
+fn init_logging(config: &Config) -> LogLevelSetter {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 async fn wait_for_signal() {

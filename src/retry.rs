@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tracing::debug;
 
@@ -93,6 +94,12 @@ enum Next {
     NoScript { body: Bytes },
 }
 
+/// Sleeps `backoff`, then doubles it up to `max`.
+async fn pause(backoff: &mut Duration, max: Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(max);
+}
+
 /// The re-sent request's outcome.
 async fn outcome_of(sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
     match sent {
@@ -105,7 +112,7 @@ async fn outcome_of(sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
 pub struct Retrier {
     table: SharedSlotTable,
     topology: Arc<Topology>,
-    policy: RetryConfig,
+    policy: ArcSwap<RetryConfig>,
     read_from: ReadFrom,
     /// Script bodies by SHA1 (from EVAL and SCRIPT LOAD), to heal NOSCRIPT.
     scripts: Mutex<HashMap<String, Bytes>>,
@@ -124,7 +131,7 @@ impl Retrier {
         Retrier {
             table,
             topology,
-            policy,
+            policy: ArcSwap::from_pointee(policy),
             read_from,
             scripts: Mutex::new(HashMap::new()),
             counters: RetryCounters::default(),
@@ -195,7 +202,12 @@ impl Retrier {
 
     /// `retry.max_retries`.
     pub fn max_retries(&self) -> u32 {
-        self.policy.max_retries
+        self.policy.load().max_retries
+    }
+
+    /// Applies a reloaded `[retry]` section.
+    pub fn reconfigure(&self, policy: &RetryConfig) {
+        self.policy.store(Arc::new(policy.clone()));
     }
 
     /// Sends the first attempt: resolves the target and queues the request.
@@ -224,13 +236,14 @@ impl Retrier {
         let mut outcome = first;
         let started = Instant::now();
         let mut retries = 0u32;
-        let mut backoff = self.policy.backoff_min;
+        let policy = self.policy.load_full();
+        let mut backoff = policy.backoff_min;
         loop {
             let next = self.classify(&outcome, a);
             let c = &self.counters;
             let rx = match next {
                 Next::Done => return outcome,
-                _ if retries >= self.policy.max_retries && !matches!(next, Next::WaitForMaster) => {
+                _ if retries >= policy.max_retries && !matches!(next, Next::WaitForMaster) => {
                     c.exhausted.fetch_add(1, Ordering::Relaxed);
                     return outcome;
                 }
@@ -260,7 +273,7 @@ impl Retrier {
                         .await
                 }
                 Next::Transient => {
-                    if started.elapsed() + backoff > self.policy.budget {
+                    if started.elapsed() + backoff > policy.budget {
                         c.exhausted.fetch_add(1, Ordering::Relaxed);
                         return outcome;
                     }
@@ -269,7 +282,7 @@ impl Retrier {
                     retries += 1;
                     // CLUSTERDOWN and MASTERDOWN often mean the table is stale.
                     self.topology.trigger().notify_one();
-                    self.pause(&mut backoff).await;
+                    pause(&mut backoff, policy.backoff_max).await;
                     self.send(a).await
                 }
                 Next::NoScript { body } => {
@@ -289,7 +302,7 @@ impl Retrier {
                     }
                 }
                 Next::WaitForMaster => {
-                    if started.elapsed() + backoff > self.policy.master_wait {
+                    if started.elapsed() + backoff > policy.master_wait {
                         c.exhausted.fetch_add(1, Ordering::Relaxed);
                         return outcome;
                     }
@@ -302,17 +315,12 @@ impl Retrier {
                         c.unavailable.fetch_add(1, Ordering::Relaxed);
                     }
                     self.topology.trigger().notify_one();
-                    self.pause(&mut backoff).await;
+                    pause(&mut backoff, policy.backoff_max).await;
                     self.send(a).await
                 }
             };
             outcome = outcome_of(rx).await;
         }
-    }
-
-    async fn pause(&self, backoff: &mut Duration) {
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(self.policy.backoff_max);
     }
 
     fn classify(&self, outcome: &ReplyResult, a: &Attempt) -> Next {

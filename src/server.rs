@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,13 +17,13 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::backend::BackendSettings;
+use crate::backend::Tunable;
 use crate::command::Commands;
-use crate::config::{Config, ReadFrom};
+use crate::config::{changed_keys, Config, ConfigError, Overrides, Problems, ReadFrom};
 use crate::dedicated::DedicatedPool;
 use crate::error::ProxyError;
 use crate::frontend::{self, Shared};
 use crate::local::ProxyInfo;
-use crate::resp::Limits;
 use crate::retry::Retrier;
 use crate::slot::{SharedSlotTable, SlotTable};
 use crate::slowlog::SlowLog;
@@ -38,7 +38,8 @@ pub struct Server {
     refresher: JoinHandle<()>,
     sessions: TaskTracker,
     draining: Arc<AtomicBool>,
-    drain_timeout: Duration,
+    drain_timeout: Arc<Tunable>,
+    reloader: Arc<Reloader>,
     table: SharedSlotTable,
     topology: Arc<Topology>,
 }
@@ -47,6 +48,15 @@ impl Server {
     /// Binds the listener, performs a first discovery of the cluster (a
     /// failure is logged and retried in the background), and starts serving.
     pub async fn start(config: &Config) -> std::io::Result<Server> {
+        Server::start_with_reload(config, ReloadSource::default()).await
+    }
+
+    /// Like [`Server::start`], with where a reload (SIGHUP, `PROXY CONFIG
+    /// RELOAD`) reads the configuration from.
+    pub async fn start_with_reload(
+        config: &Config,
+        source: ReloadSource,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(&config.frontend.listen).await?;
         let local_addr = listener.local_addr()?;
         let admin = match &config.admin.listen {
@@ -65,7 +75,12 @@ impl Server {
             Arc::new(Notify::new()),
             config.cluster.read_from != ReadFrom::Master,
         ));
-        let topology = Topology::new(&config.cluster, table.clone(), commands.clone(), settings);
+        let topology = Topology::new(
+            &config.cluster,
+            table.clone(),
+            commands.clone(),
+            settings.clone(),
+        );
         if let Err(e) = topology.refresh().await {
             warn!(error = %e, "initial cluster discovery failed; retrying in the background");
         }
@@ -79,13 +94,7 @@ impl Server {
         let shared = Arc::new(Shared {
             table: table.clone(),
             commands,
-            limits: Limits {
-                max_bulk_len: config.frontend.max_bulk_len,
-                max_multibulk_len: config.frontend.max_multibulk_len,
-                max_inline_len: config.frontend.max_inline_len,
-            },
-            max_pipeline: config.frontend.max_pipeline,
-            allow_config_write: config.frontend.allow_config_write,
+            frontend: ArcSwap::from_pointee(config.frontend.clone()),
             proxy: Arc::new(ProxyInfo::new(
                 config.frontend.max_clients,
                 SlowLog::new(
@@ -98,7 +107,20 @@ impl Server {
                 config.backend.max_dedicated_connections,
                 config.backend.connect_timeout,
             )),
+            reloader: std::sync::OnceLock::new(),
         });
+        let client_slots = Arc::new(Semaphore::new(config.frontend.max_clients));
+        let drain_timeout = Arc::new(Tunable::new(config.frontend.drain_timeout));
+        let reloader = Arc::new(Reloader {
+            source,
+            current: Mutex::new(config.clone()),
+            shared: shared.clone(),
+            topology: topology.clone(),
+            settings,
+            client_slots: client_slots.clone(),
+            drain_timeout: drain_timeout.clone(),
+        });
+        let _ = shared.reloader.set(Arc::downgrade(&reloader));
         let draining = Arc::new(AtomicBool::new(false));
         if let Some(l) = admin {
             let state = AdminState {
@@ -114,7 +136,7 @@ impl Server {
         let accept = tokio::spawn(accept_loop(
             listener,
             shared,
-            config.frontend.max_clients,
+            client_slots,
             shutdown.clone(),
             sessions.clone(),
         ));
@@ -127,10 +149,16 @@ impl Server {
             refresher,
             sessions,
             draining,
-            drain_timeout: config.frontend.drain_timeout,
+            drain_timeout,
+            reloader,
             table,
             topology,
         })
+    }
+
+    /// The reloader (SIGHUP handler, `PROXY CONFIG RELOAD`).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// The address the frontend listener is bound to.
@@ -169,9 +197,9 @@ impl Server {
         self.sessions.close();
         let open = self.sessions.len();
         if open > 0 {
-            info!(sessions = open, timeout = ?self.drain_timeout, "draining client sessions");
+            info!(sessions = open, timeout = ?self.drain_timeout.get(), "draining client sessions");
         }
-        if tokio::time::timeout(self.drain_timeout, self.sessions.wait())
+        if tokio::time::timeout(self.drain_timeout.get(), self.sessions.wait())
             .await
             .is_err()
         {
@@ -190,14 +218,106 @@ impl Server {
     }
 }
 
+/// Applies a new `log.level` filter at run time.
+pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Where a reload reads the configuration from: the file given at start
+/// (if any) and the command-line overrides, applied again on top.
+#[derive(Default)]
+pub struct ReloadSource {
+    /// The configuration file.
+    pub path: Option<std::path::PathBuf>,
+    /// The command-line overrides.
+    pub overrides: Overrides,
+    /// Applies a new `log.level` filter (set up by the binary).
+    pub log_level: Option<LogLevelSetter>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Keys applied at once.
+    pub applied: Vec<String>,
+    /// Keys that changed but take effect only after a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Re-reads the configuration and applies what can change safely: seeds,
+/// refresh and discovery intervals, timeouts, retry policy, limits (new
+/// sessions), `max_clients` (raising it admits more at once, lowering it
+/// disconnects nobody), CONFIG write permission, slow log, drain timeout and
+/// log level. Keys in [`crate::config::RESTART_KEYS`] are reported as
+/// needing a restart.
+pub struct Reloader {
+    source: ReloadSource,
+    current: Mutex<Config>,
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    settings: Arc<BackendSettings>,
+    client_slots: Arc<Semaphore>,
+    drain_timeout: Arc<Tunable>,
+}
+
+impl Reloader {
+    /// Reloads; an invalid configuration changes nothing.
+    pub fn reload(&self) -> Result<ReloadReport, ConfigError> {
+        let Some(path) = &self.source.path else {
+            return Err(ConfigError::Invalid(Problems(vec![
+                "slotproxy was started without --config: there is no file to reload".into(),
+            ])));
+        };
+        let new = Config::load(Some(path), &self.source.overrides)?;
+        let mut current = self.current.lock().expect("config lock");
+        let (applied, restart_needed) = changed_keys(&current, &new);
+        if applied.iter().any(|k| k == "log.level") {
+            if let Some(set) = &self.source.log_level {
+                set(&new.log.level).map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
+            }
+        }
+        self.shared.frontend.store(Arc::new(new.frontend.clone()));
+        self.shared
+            .proxy
+            .slowlog
+            .configure(new.frontend.slowlog_threshold, new.frontend.slowlog_max_len);
+        self.shared.retrier.reconfigure(&new.retry);
+        self.settings.reconfigure(&new.backend);
+        self.shared
+            .dedicated
+            .connect_timeout
+            .set(new.backend.connect_timeout);
+        self.topology.reconfigure(&new.cluster);
+        self.drain_timeout.set(new.frontend.drain_timeout);
+        let (old_max, new_max) = (current.frontend.max_clients, new.frontend.max_clients);
+        if new_max > old_max {
+            self.client_slots.add_permits(new_max - old_max);
+        } else if new_max < old_max {
+            self.client_slots.forget_permits(old_max - new_max);
+        }
+        // Restart-only keys keep their running values.
+        let mut next = new;
+        next.frontend.listen = current.frontend.listen.clone();
+        next.admin.listen = current.admin.listen.clone();
+        next.backend.connections_per_node = current.backend.connections_per_node;
+        next.backend.queue_depth = current.backend.queue_depth;
+        next.backend.max_dedicated_connections = current.backend.max_dedicated_connections;
+        next.cluster.read_from = current.cluster.read_from;
+        next.log.format = current.log.format;
+        *current = next;
+        info!(?applied, ?restart_needed, "configuration reloaded");
+        Ok(ReloadReport {
+            applied,
+            restart_needed,
+        })
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    max_clients: usize,
+    slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(max_clients));
     let next_id = AtomicU64::new(1);
     loop {
         let accepted = tokio::select! {
@@ -214,7 +334,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, max_clients, "refusing client: max_clients reached");
+            warn!(%peer, "refusing client: max_clients reached");
             tokio::spawn(async move {
                 let _ = stream.write_all(&ProxyError::MaxClients.to_resp()).await;
                 let _ = stream.shutdown().await;

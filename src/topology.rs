@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::backend::{self, BackendSettings, Node};
+use crate::backend::{self, BackendSettings, Node, Tunable};
 use crate::command::Commands;
 use crate::config::{parse_host_port, ClusterConfig};
 use crate::resp::{encode, Value};
@@ -32,9 +32,9 @@ pub struct Topology {
     table: SharedSlotTable,
     commands: Commands,
     settings: Arc<BackendSettings>,
-    seeds: Vec<String>,
-    interval: Duration,
-    timeout: Duration,
+    seeds: Mutex<Vec<String>>,
+    interval: Tunable,
+    timeout: Tunable,
     state: Mutex<State>,
     refreshes: AtomicU64,
     lag: Mutex<Vec<ReplicaLag>>,
@@ -99,13 +99,22 @@ impl Topology {
             table,
             commands,
             settings,
-            seeds: cfg.seeds.clone(),
-            interval: cfg.refresh_interval,
-            timeout: cfg.discovery_timeout,
+            seeds: Mutex::new(cfg.seeds.clone()),
+            interval: Tunable::new(cfg.refresh_interval),
+            timeout: Tunable::new(cfg.discovery_timeout),
             state: Mutex::new(State::default()),
             refreshes: AtomicU64::new(0),
             lag: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Applies a reloaded `[cluster]` section (seeds, intervals) and asks
+    /// for a refresh.
+    pub fn reconfigure(&self, cfg: &ClusterConfig) {
+        *self.seeds.lock().expect("seeds lock") = cfg.seeds.clone();
+        self.interval.set(cfg.refresh_interval);
+        self.timeout.set(cfg.discovery_timeout);
+        self.settings.refresh.notify_one();
     }
 
     /// The notifier the data path uses to ask for an early refresh.
@@ -126,7 +135,7 @@ impl Topology {
                 let wait = if me.table.load().assigned_slots() == 0 {
                     RETRY_EMPTY
                 } else {
-                    me.interval
+                    me.interval.get()
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -158,7 +167,7 @@ impl Topology {
             .chain(replicas)
             .partition(|n| n.is_reachable());
         let mut out: Vec<String> = up.iter().map(|n| n.addr().to_string()).collect();
-        for s in &self.seeds {
+        for s in self.seeds.lock().expect("seeds lock").iter() {
             if !out.contains(s) {
                 out.push(s.clone());
             }
@@ -208,7 +217,7 @@ impl Topology {
         // yet) is only used when no node has a complete view.
         let mut partial: Option<(Vec<SlotRange>, String)> = None;
         for addr in self.candidates() {
-            let reply = match backend::roundtrip(&addr, &request, self.timeout).await {
+            let reply = match backend::roundtrip(&addr, &request, self.timeout.get()).await {
                 Ok(r) => r,
                 Err(e) => {
                     problems.push(e);
@@ -307,7 +316,7 @@ impl Topology {
         let probes = table
             .shards()
             .iter()
-            .map(|s| s.master.probe(frame.clone(), self.timeout));
+            .map(|s| s.master.probe(frame.clone(), self.timeout.get()));
         let mut lags = Vec::new();
         for (shard, reply) in table
             .shards()
@@ -347,7 +356,7 @@ impl Topology {
             return;
         };
         let request = encode::command(&["COMMAND"]);
-        match backend::roundtrip(&addr, &request, self.timeout).await {
+        match backend::roundtrip(&addr, &request, self.timeout.get()).await {
             Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr) {
                 Ok(n) => {
                     info!(commands = n, source = %addr, "command table refreshed from the cluster");

@@ -273,3 +273,204 @@ fn metrics_are_valid_during_load() {
     );
     assert!(body.contains("slotproxy_redirects_total{kind=\"moved\"}"));
 }
+
+#[test]
+fn slowlog_records_slow_requests() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start_with(cluster.seeds(), |c| {
+        c.frontend.slowlog_threshold = Duration::from_millis(30)
+    });
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET").arg("fast").arg(1).query(&mut c).unwrap();
+    assert_eq!(
+        redis::cmd("SLOWLOG")
+            .arg("LEN")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    // A script that spins for 60 ms on the node.
+    let spin = "local s=redis.call('TIME') while true do local n=redis.call('TIME') \
+                if (n[1]-s[1])*1000000+(n[2]-s[2]) > 60000 then return 1 end end";
+    let _: i64 = redis::cmd("EVAL").arg(spin).arg(0).query(&mut c).unwrap();
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").query(&mut c).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let redis::Value::Array(e) = &entries[0] else {
+        panic!()
+    };
+    let redis::Value::Int(micros) = e[2] else {
+        panic!()
+    };
+    assert!(micros >= 60_000, "{micros}");
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("EVAL") && text.contains("127.0.0.1:"),
+        "{text}"
+    );
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    assert_eq!(
+        redis::cmd("SLOWLOG")
+            .arg("LEN")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn reload_applies_what_it_can_and_reports_the_rest() {
+    let cluster = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slotproxy.toml");
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
+    let write = |extra: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[frontend]\nlisten = \"127.0.0.1:0\"\n{extra}\n[cluster]\nseeds = [{}]\n",
+                seeds.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    write("slowlog_threshold = \"1h\"");
+    let proxy = Proxy::start_from_file(&path);
+    let mut c = proxy.conn();
+    assert!(redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-samples", "6"])
+        .query::<()>(&mut c)
+        .is_err());
+    let reload = |c: &mut redis::Connection| {
+        redis::cmd("PROXY")
+            .arg("CONFIG")
+            .arg("RELOAD")
+            .query::<Vec<String>>(c)
+    };
+    write("slowlog_threshold = \"0s\"\nallow_config_write = true\nmax_pipeline = 100\n[backend]\nrequest_timeout = \"3s\"");
+    let lines = reload(&mut c).unwrap();
+    for want in [
+        "applied: frontend.slowlog_threshold",
+        "applied: frontend.allow_config_write",
+        "applied: frontend.max_pipeline",
+        "applied: backend.request_timeout",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "{want} missing from {lines:?}"
+        );
+    }
+    // In effect at once.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-samples", "6"])
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        redis::cmd("SLOWLOG")
+            .arg("LEN")
+            .query::<i64>(&mut c)
+            .unwrap()
+            >= 1
+    );
+    // A new listen address needs a restart.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:0", "127.0.0.1:1"),
+    )
+    .unwrap();
+    assert_eq!(reload(&mut c).unwrap(), ["restart needed: frontend.listen"]);
+    // An invalid file changes nothing and says why.
+    write("max_clients = 0\nno_such_key = 1");
+    let e = reload(&mut c).unwrap_err().to_string();
+    assert!(
+        e.contains("configuration not reloaded") && e.contains("no_such_key"),
+        "{e}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-samples", "5"])
+        .query(&mut c)
+        .unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_binary() {
+    let cluster = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slotproxy.toml");
+    let port = common::free_port();
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
+    let config = |threshold: &str| {
+        format!(
+            "[frontend]\nlisten = \"127.0.0.1:{port}\"\nslowlog_threshold = \"{threshold}\"\n\
+             [cluster]\nseeds = [{}]\n[log]\nlevel = \"warn\"\n",
+            seeds.join(", ")
+        )
+    };
+    std::fs::write(&path, config("1h")).unwrap();
+    /// Kills the binary if the test fails before it exits.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut running = Running(
+        Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut running.0;
+    let url = format!("redis://127.0.0.1:{port}/");
+    let connect = || redis::Client::open(url.as_str()).and_then(|c| c.get_connection());
+    wait_until(Duration::from_secs(20), "binary serves", || {
+        connect().is_ok()
+    });
+    let mut c = connect().unwrap();
+    let _: () = redis::cmd("SET").arg("a").arg(1).query(&mut c).unwrap();
+    assert_eq!(
+        redis::cmd("SLOWLOG")
+            .arg("LEN")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    std::fs::write(&path, config("0s")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_until(
+        Duration::from_secs(10),
+        "reloaded threshold in effect",
+        || {
+            let _: () = redis::cmd("SET").arg("a").arg(1).query(&mut c).unwrap();
+            redis::cmd("SLOWLOG")
+                .arg("LEN")
+                .query::<i64>(&mut c)
+                .unwrap()
+                > 0
+        },
+    );
+    // SIGTERM drains and exits cleanly.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "exited after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -368,7 +368,7 @@ fn stopped_node_does_not_stall_the_others() {
         .find(|k| cluster.node_for_slot(slotproxy::slot::key_slot(k.as_bytes())) == stopped)
         .unwrap();
     cluster.signal(stopped, "-STOP");
-    let result = std::panic::catch_unwind(|| {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let url = format!("redis://{}/", proxy.addr);
         let blocked = std::thread::spawn(move || {
             let mut c = redis::Client::open(url.as_str())
@@ -390,7 +390,7 @@ fn stopped_node_does_not_stall_the_others() {
         let others_took = t.elapsed();
         let (blocked_took, r) = blocked.join().unwrap();
         (others_took, blocked_took, r)
-    });
+    }));
     cluster.signal(stopped, "-CONT");
     let (others_took, blocked_took, r) = result.expect("no panic");
     assert!(

@@ -22,6 +22,29 @@ impl Proxy {
         Proxy::start_with(seeds, |_| {})
     }
 
+    /// Starts a proxy from a configuration file, reloadable from it.
+    pub fn start_from_file(path: &std::path::Path) -> Proxy {
+        let config = Config::load(Some(path), &Default::default()).expect("valid config file");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let source = slotproxy::server::ReloadSource {
+            path: Some(path.to_path_buf()),
+            ..Default::default()
+        };
+        let server = runtime
+            .block_on(Server::start_with_reload(&config, source))
+            .expect("proxy starts");
+        Proxy {
+            addr: server.local_addr(),
+            admin: server.admin_addr(),
+            runtime: Some(runtime),
+            server: Some(server),
+        }
+    }
+
     /// Starts a proxy after `tweak` adjusts the configuration.
     pub fn start_with(seeds: Vec<String>, tweak: impl FnOnce(&mut Config)) -> Proxy {
         let mut config = Config::default();

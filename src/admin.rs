@@ -149,12 +149,9 @@ pub fn readiness(table: &SlotTable, draining: bool) -> Result<(), String> {
     let down: Vec<(&str, usize)> = table
         .shards()
         .iter()
-        .zip(table.ranges())
+        .zip(table.slot_counts())
         .filter(|(s, _)| !s.master.is_reachable())
-        .map(|(s, r)| {
-            let n = r.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
-            (s.master.addr(), n)
-        })
+        .map(|(s, n)| (s.master.addr(), n))
         .collect();
     if down.is_empty() {
         return Ok(());

@@ -435,31 +435,15 @@ fn cluster_nodes(ctx: &Ctx<'_>) -> Bytes {
     )
 }
 
-/// Slots whose master is reachable.
-fn slots_ok(slots: &SlotTable) -> usize {
-    slots
-        .ranges()
-        .iter()
-        .zip(slots.shards())
-        .filter(|(_, shard)| shard.master.is_reachable())
-        .map(|(ranges, _)| {
-            ranges
-                .iter()
-                .map(|(a, b)| usize::from(b - a) + 1)
-                .sum::<usize>()
-        })
-        .sum()
-}
-
 fn cluster_healthy(slots: &SlotTable) -> bool {
-    slots_ok(slots) == SLOTS
+    slots.slots_ok() == SLOTS
 }
 
 /// CLUSTER INFO: the real cluster's health as the proxy sees it; ok only
 /// when every slot has a reachable master.
 fn cluster_info(slots: &SlotTable) -> Bytes {
     let assigned = slots.assigned_slots();
-    let ok = slots_ok(slots);
+    let ok = slots.slots_ok();
     let state = if ok == SLOTS { "ok" } else { "fail" };
     encode::bulk(
         format!(

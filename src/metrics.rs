@@ -282,13 +282,7 @@ pub fn render(src: &ScrapeSources<'_>) -> String {
     m.slot_table_version.set(t.version() as i64);
     set_counter(&m.refreshes, src.topology.refresh_count());
     let assigned = t.assigned_slots();
-    let ok: usize = t
-        .shards()
-        .iter()
-        .zip(t.ranges())
-        .filter(|(s, _)| s.master.is_reachable())
-        .map(|(_, r)| r.iter().map(|(a, b)| usize::from(b - a) + 1).sum::<usize>())
-        .sum();
+    let ok = t.slots_ok();
     m.slots_assigned.set(assigned as i64);
     m.slots_ok.set(ok as i64);
     m.cluster_state.set(i64::from(ok == SLOTS));

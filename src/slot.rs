@@ -173,6 +173,25 @@ impl SlotTable {
         out
     }
 
+    /// Number of slots each shard serves, in shard order.
+    pub fn slot_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.shards.len()];
+        for &i in self.slots.iter().filter(|&&i| i != UNASSIGNED) {
+            counts[i as usize] += 1;
+        }
+        counts
+    }
+
+    /// Number of slots whose master is reachable.
+    pub fn slots_ok(&self) -> usize {
+        self.shards
+            .iter()
+            .zip(self.slot_counts())
+            .filter(|(s, _)| s.master.is_reachable())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Number of slots that have a master.
     pub fn assigned_slots(&self) -> usize {
         self.slots.iter().filter(|&&i| i != UNASSIGNED).count()

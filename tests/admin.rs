@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{wait_until, Cluster};
+use common::{wait_until, Cluster, Running};
 use slotproxy::slot::key_slot;
 
 fn with_admin(seeds: Vec<String>) -> Proxy {
@@ -408,14 +408,6 @@ fn sighup_reloads_the_binary() {
         )
     };
     std::fs::write(&path, config("1h")).unwrap();
-    /// Kills the binary if the test fails before it exits.
-    struct Running(std::process::Child);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut running = Running(
         Command::new(env!("CARGO_BIN_EXE_slotproxy"))
             .arg("--config")

@@ -3,21 +3,12 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_slotproxy");
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn invalid_config_reports_every_problem_and_exits_2() {

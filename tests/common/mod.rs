@@ -34,6 +34,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A child process (the slotproxy binary) killed when the test ends.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A command from its words.
 pub fn cmd(args: &[&str]) -> redis::Cmd {
     let mut c = redis::cmd(args[0]);

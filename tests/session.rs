@@ -376,3 +376,95 @@ fn pooled_dedicated_connections_closed_by_the_node_are_not_reused() {
         );
     }
 }
+
+#[test]
+fn noscript_is_healed_transparently() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('GET', KEYS[1])")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("ns:k")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    // The owning node loses its scripts (a restart, a failover to a replica
+    // that never saw SCRIPT LOAD).
+    let owner = cluster.node_for_slot(key_slot(b"ns:k"));
+    cluster.cli(owner, &["script", "flush"]);
+    let v: String = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("ns:k")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "v");
+    assert!(cluster
+        .cli(owner, &["script", "exists", &sha])
+        .trim()
+        .starts_with('1'));
+    // An unknown script still gets NOSCRIPT.
+    let e = redis::cmd("EVALSHA")
+        .arg("0123456789012345678901234567890123456789")
+        .arg(0)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("NOSCRIPT"), "{e}");
+}
+
+#[test]
+fn shard_subscriptions_follow_their_slot() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let ch = "moving-channel";
+    let slot = key_slot(ch.as_bytes());
+    let mut sub = TcpStream::connect(proxy.addr).unwrap();
+    sub.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ssub = format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{ch}\r\n", ch.len());
+    sub.write_all(ssub.as_bytes()).unwrap();
+    read_until(
+        &mut sub,
+        &format!("ssubscribe\r\n${}\r\n{ch}\r\n:1", ch.len()),
+        Duration::from_secs(5),
+    );
+    // The (empty) slot moves to another master.
+    let from = cluster.node_for_slot(slot);
+    let to = cluster
+        .master_ports()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    let to_id = cluster.node_id(to);
+    for p in cluster.ports() {
+        cluster.cli(
+            p,
+            &["cluster", "setslot", &slot.to_string(), "node", &to_id],
+        );
+    }
+    let mut c = proxy.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = String::new();
+    while Instant::now() < deadline && !got.contains("after-move") {
+        let _ = redis::cmd("SPUBLISH")
+            .arg(ch)
+            .arg("after-move")
+            .query::<i64>(&mut c);
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = sub.read(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(got.contains("after-move"), "{got:?}");
+    assert!(
+        !got.contains("sunsubscribe"),
+        "the move is invisible: {got:?}"
+    );
+    assert!(cluster
+        .cli(to, &["pubsub", "shardnumsub", ch])
+        .contains("\n1"));
+}

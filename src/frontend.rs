@@ -229,6 +229,7 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken) {
         let id = self.client.id;
+        let bytes_in = METRICS.frontend_bytes.with_label_values(&["in"]);
         loop {
             let item = match self.backlog.pop_front() {
                 Some(item) => Some(item),
@@ -241,10 +242,7 @@ impl Session<'_> {
             let (pending, frame) = match item {
                 None => break,
                 Some(Ok(req)) => {
-                    METRICS
-                        .frontend_bytes
-                        .with_label_values(&["in"])
-                        .inc_by(req.frame().len() as u64);
+                    bytes_in.inc_by(req.frame().len() as u64);
                     let frame = req.frame().clone();
                     (self.dispatch(req).await, frame)
                 }

@@ -476,14 +476,7 @@ impl Session<'_> {
 
     /// The master of `target` now, for a dedicated connection.
     fn master_of(&self, target: &Target) -> Result<Arc<Node>, ProxyError> {
-        let table = self.shared.table.load();
-        let attempt = Attempt {
-            frame: Bytes::new(),
-            target: target.clone(),
-            readonly: false,
-            lane: self.lane(),
-        };
-        self.shared.retrier.resolve(&table, &attempt)
+        self.shared.retrier.master_of(target, self.lane())
     }
 
     /// A blocking command: runs alone on a dedicated connection, after every

@@ -26,7 +26,7 @@ use crate::backend::{Lane, Redirect};
 use crate::dedicated::{DedicatedPool, DedicatedWriter};
 use crate::error::ProxyError;
 use crate::resp::{encode, reply::split_aggregate, Value};
-use crate::retry::{Attempt, Retrier, Target};
+use crate::retry::{Retrier, Target};
 use crate::slot::{key_slot, SharedSlotTable};
 
 /// Subscription kinds.
@@ -186,14 +186,12 @@ impl Task {
     }
 
     fn resolve(&self, target: Target) -> Result<String, ProxyError> {
-        let table = self.deps.table.load();
-        let a = Attempt {
-            frame: Bytes::new(),
-            target,
-            readonly: false,
-            lane: self.deps.lane,
-        };
-        Ok(self.deps.retrier.resolve(&table, &a)?.addr().to_string())
+        Ok(self
+            .deps
+            .retrier
+            .master_of(&target, self.deps.lane)?
+            .addr()
+            .to_string())
     }
 
     /// A reachable master for channels and patterns (any node receives

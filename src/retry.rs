@@ -168,12 +168,28 @@ impl Retrier {
     /// The node a request should go to now, per the current slot table and
     /// the `read_from` policy.
     pub fn resolve(&self, table: &SlotTable, a: &Attempt) -> Result<Arc<Node>, ProxyError> {
-        let shard = match &a.target {
+        self.resolve_target(table, &a.target, a.readonly, a.lane)
+    }
+
+    /// The master serving `target` now (dedicated connections: transactions,
+    /// blocking commands, subscriptions).
+    pub fn master_of(&self, target: &Target, lane: Lane) -> Result<Arc<Node>, ProxyError> {
+        self.resolve_target(&self.table.load(), target, false, lane)
+    }
+
+    fn resolve_target(
+        &self,
+        table: &SlotTable,
+        target: &Target,
+        readonly: bool,
+        lane: Lane,
+    ) -> Result<Arc<Node>, ProxyError> {
+        let shard = match target {
             Target::Node(n) => return Ok(n.clone()),
             Target::Slot(s) => table.shard(*s),
             Target::AnyMaster => match table.shards().len() {
                 0 => None,
-                n => table.shards().get(a.lane.index % n),
+                n => table.shards().get(lane.index % n),
             },
         };
         let Some(shard) = shard else {
@@ -183,10 +199,10 @@ impl Retrier {
                 "Hash slot not served"
             }));
         };
-        if a.readonly && self.read_from != ReadFrom::Master {
+        if readonly && self.read_from != ReadFrom::Master {
             let up: Vec<&Arc<Node>> = shard.replicas.iter().filter(|r| r.is_reachable()).collect();
             if !up.is_empty() {
-                return Ok(up[a.lane.index % up.len()].clone());
+                return Ok(up[lane.index % up.len()].clone());
             }
             if self.read_from == ReadFrom::Replica {
                 return Err(ProxyError::NoReplica);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -298,17 +297,7 @@ fn emulated_one_node_cluster() {
     }
 
     // A cluster-aware client works through the proxy.
-    let out = Command::new("python3")
-        .arg("tests/python/cluster_client.py")
-        .arg(proxy.port().to_string())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "redis-py RedisCluster failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_client("python3", "tests/python/cluster_client.py", proxy.port());
 }
 
 #[test]

@@ -10,23 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{wait_until, Cluster};
+use common::{run_client, wait_until, Cluster};
 use redis::Value;
 use slotproxy::slot::key_slot;
-
-fn run_client(program: &str, script: &str, port: u16) {
-    let out = Command::new(program)
-        .arg(script)
-        .arg(port.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {script} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn real_clients_redis_py_8_both_protocols_and_ioredis() {

@@ -44,6 +44,22 @@ impl Drop for Running {
     }
 }
 
+/// Runs a client test program (`python3 script PORT`, `node script PORT`);
+/// panics with its output if it fails.
+pub fn run_client(program: &str, script: &str, port: u16) {
+    let out = Command::new(program)
+        .arg(script)
+        .arg(port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {script} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A command from its words.
 pub fn cmd(args: &[&str]) -> redis::Cmd {
     let mut c = redis::cmd(args[0]);

@@ -24,17 +24,17 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
 
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
 use crate::metrics::METRICS;
-use crate::resp::{ProtocolError, ReplyDecoder};
+use crate::resp::{encode, ProtocolError, ReplyDecoder};
 
 /// What a request's reply slot receives.
 pub type ReplyResult = Result<Bytes, ProxyError>;
@@ -86,6 +86,9 @@ pub struct BackendSettings {
     pub refresh: Arc<Notify>,
     /// Send READONLY on every new connection (replica reads enabled).
     pub readonly: bool,
+    /// The AUTH request sent first on every new connection, if the cluster
+    /// needs one.
+    pub auth: Option<Bytes>,
 }
 
 impl BackendSettings {
@@ -108,6 +111,7 @@ impl BackendSettings {
             queue_depth: c.queue_depth,
             refresh,
             readonly,
+            auth: auth_frame(c),
         }
     }
 }
@@ -291,6 +295,48 @@ impl Redirect {
     }
 }
 
+/// The AUTH request for the `[backend]` credentials (validated at load).
+pub fn auth_frame(c: &BackendConfig) -> Option<Bytes> {
+    let (user, password) = c.credentials().ok().flatten()?;
+    Some(match user {
+        Some(u) => encode::command(&["AUTH", u.as_str(), password.0.as_str()]),
+        None => encode::command(&["AUTH", password.0.as_str()]),
+    })
+}
+
+/// Sends AUTH on a fresh connection and checks the reply (before the
+/// connection carries anything else). The error never includes the secret.
+pub async fn authenticate(stream: &mut TcpStream, auth: &[u8], addr: &str) -> Result<(), String> {
+    stream
+        .write_all(auth)
+        .await
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut decoder = ReplyDecoder::new();
+    let mut buf = BytesMut::with_capacity(64);
+    loop {
+        if let Some(reply) = decoder
+            .decode(&mut buf)
+            .map_err(|e| format!("invalid AUTH reply from {addr}: {e}"))?
+        {
+            if reply.first() == Some(&b'-') {
+                return Err(format!(
+                    "AUTH to {addr} failed: {}",
+                    String::from_utf8_lossy(&reply[1..reply.len() - 2])
+                ));
+            }
+            return Ok(());
+        }
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("read from {addr}: {e}"))?
+            == 0
+        {
+            return Err(format!("{addr} closed the connection during AUTH"));
+        }
+    }
+}
+
 /// Opens a TCP connection with the connect timeout and TCP_NODELAY.
 pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -305,9 +351,17 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String>
 
 /// Sends one request on a fresh, dedicated connection and reads one reply
 /// (used by the topology refresher, never on the data path).
-pub async fn roundtrip(addr: &str, frame: &[u8], timeout: Duration) -> Result<Bytes, String> {
+pub async fn roundtrip(
+    addr: &str,
+    auth: Option<&[u8]>,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<Bytes, String> {
     let work = async {
         let mut stream = connect(addr, timeout).await?;
+        if let Some(auth) = auth {
+            authenticate(&mut stream, auth, addr).await?;
+        }
         stream
             .write_all(frame)
             .await
@@ -346,7 +400,16 @@ async fn connection_task(
                 None => return,
             }
         }
-        match connect(&addr, s.connect_timeout.get()).await {
+        let connected = match connect(&addr, s.connect_timeout.get()).await {
+            Ok(mut stream) => match &s.auth {
+                Some(auth) => authenticate(&mut stream, auth, &addr)
+                    .await
+                    .map(|()| stream),
+                None => Ok(stream),
+            },
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 backoff = s.backoff_min.get();
                 health.store(true, Ordering::Relaxed);
@@ -599,6 +662,7 @@ mod tests {
             queue_depth: 16,
             refresh: Arc::new(Notify::new()),
             readonly: false,
+            auth: None,
         })
     }
 

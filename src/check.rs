@@ -59,8 +59,12 @@ fn parse_nodes(text: &str) -> Vec<NodeLine> {
         .collect()
 }
 
-async fn cluster_nodes(addr: &str, timeout: Duration) -> Result<Vec<NodeLine>, String> {
-    let reply = roundtrip(addr, &encode::command(&["CLUSTER", "NODES"]), timeout).await?;
+async fn cluster_nodes(
+    addr: &str,
+    auth: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Vec<NodeLine>, String> {
+    let reply = roundtrip(addr, auth, &encode::command(&["CLUSTER", "NODES"]), timeout).await?;
     match Value::parse(&reply).map_err(|e| e.to_string())? {
         Value::Error(e) => Err(format!("{addr}: {}", String::from_utf8_lossy(&e))),
         v => v
@@ -89,10 +93,16 @@ impl Report {
     }
 }
 
-/// Checks the cluster that `seed` belongs to.
-pub async fn check(seed: &str, min_replicas: usize, timeout: Duration) -> Report {
+/// Checks the cluster that `seed` belongs to; `auth` is the AUTH request
+/// for clusters that need one.
+pub async fn check(
+    seed: &str,
+    auth: Option<&[u8]>,
+    min_replicas: usize,
+    timeout: Duration,
+) -> Report {
     let mut r = Report::default();
-    let nodes = match cluster_nodes(seed, timeout).await {
+    let nodes = match cluster_nodes(seed, auth, timeout).await {
         Ok(n) => n,
         Err(e) => {
             r.err(format!("cannot read CLUSTER NODES: {e}"));
@@ -157,7 +167,7 @@ pub async fn check(seed: &str, min_replicas: usize, timeout: Duration) -> Report
     let reference = map_of(&nodes);
     let mut disagree = Vec::new();
     for n in nodes.iter().filter(|n| !n.failing) {
-        match cluster_nodes(&n.addr, timeout).await {
+        match cluster_nodes(&n.addr, auth, timeout).await {
             Ok(view) if map_of(&view) == reference => {}
             Ok(_) => disagree.push(n.addr.clone()),
             Err(e) => r.err(format!("Node {} did not answer: {e}", n.addr)),

@@ -183,6 +183,77 @@ pub struct BackendConfig {
     /// Dedicated connections (transactions, blocking commands) open at once,
     /// over all nodes.
     pub max_dedicated_connections: usize,
+    /// ACL user for the cluster nodes (`AUTH username password`); needs a password.
+    pub username: Option<String>,
+    /// Password for the cluster nodes, inline.
+    pub password: Option<Secret>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (a Kubernetes secret mount); one trailing
+    /// newline is ignored.
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+/// A secret from the configuration: never printed. Its serialized form (used
+/// to tell whether a reload changed it) is a digest, not the secret.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!(
+            "sha1:{}",
+            sha1_smol::Sha1::from(self.0.as_bytes()).digest()
+        ))
+    }
+}
+
+impl BackendConfig {
+    /// The `AUTH` credentials for cluster nodes, resolved from the inline
+    /// password, the environment or a file: `(username, password)`.
+    pub fn credentials(&self) -> Result<Option<(Option<String>, Secret)>, String> {
+        let sources = [
+            self.password.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ];
+        let password = match (&self.password, &self.password_env, &self.password_file) {
+            _ if sources.iter().filter(|s| **s).count() > 1 => {
+                return Err(
+                    "backend: set only one of password, password_env and password_file".into(),
+                )
+            }
+            (Some(p), _, _) => p.clone(),
+            (_, Some(var), _) => Secret(std::env::var(var).map_err(|_| {
+                format!("backend.password_env: environment variable {var} is not set")
+            })?),
+            (_, _, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("backend.password_file: cannot read {}: {e}", path.display())
+                })?;
+                Secret(
+                    text.strip_suffix('\n')
+                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                        .unwrap_or(&text)
+                        .to_string(),
+                )
+            }
+            (None, None, None) => {
+                if self.username.is_some() {
+                    return Err("backend.username needs a password".into());
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some((self.username.clone(), password)))
+    }
 }
 
 impl Default for BackendConfig {
@@ -195,6 +266,10 @@ impl Default for BackendConfig {
             reconnect_backoff_max: Duration::from_secs(2),
             queue_depth: 16_384,
             max_dedicated_connections: 1024,
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
         }
     }
 }
@@ -288,6 +363,10 @@ impl fmt::Display for Problems {
 /// Keys whose change needs a restart (they shape sockets, pools or the
 /// subscriber set up at start).
 pub const RESTART_KEYS: &[&str] = &[
+    "backend.username",
+    "backend.password",
+    "backend.password_env",
+    "backend.password_file",
     "frontend.listen",
     "admin.listen",
     "backend.connections_per_node",
@@ -466,6 +545,9 @@ impl Config {
             "backend.max_dedicated_connections",
             b.max_dedicated_connections,
         );
+        if let Err(e) = b.credentials() {
+            p.push(e);
+        }
         let r = &self.retry;
         nonzero(&mut p, "retry.budget", r.budget);
         nonzero(&mut p, "retry.backoff_min", r.backoff_min);
@@ -610,6 +692,36 @@ mod tests {
         assert_eq!(applied, ["cluster.seeds", "frontend.max_pipeline"]);
         assert_eq!(restart, ["frontend.listen"]);
         assert_eq!(changed_keys(&old, &old), (vec![], vec![]));
+    }
+
+    #[test]
+    fn backend_credentials_from_every_source() {
+        let mut c = valid();
+        assert_eq!(c.backend.credentials(), Ok(None));
+        c.backend.password = Some(Secret("s3cret".into()));
+        assert_eq!(
+            c.backend.credentials(),
+            Ok(Some((None, Secret("s3cret".into()))))
+        );
+        assert!(!format!("{c:?}").contains("s3cret"), "never printed");
+        assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
+        c.backend.password_env = Some("SLOTPROXY_TEST_NO_SUCH_VAR".into());
+        assert!(c.backend.credentials().unwrap_err().contains("only one"));
+        c.backend.password = None;
+        assert!(c.backend.credentials().unwrap_err().contains("not set"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "fromfile\n").unwrap();
+        c.backend.password_env = None;
+        c.backend.password_file = Some(file);
+        c.backend.username = Some("proxy".into());
+        assert_eq!(
+            c.backend.credentials(),
+            Ok(Some((Some("proxy".into()), Secret("fromfile".into()))))
+        );
+        let mut u = valid();
+        u.backend.username = Some("x".into());
+        assert!(u.validate().unwrap_err().0[0].contains("needs a password"));
     }
 
     #[test]

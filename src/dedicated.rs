@@ -18,7 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::backend::{connect, read_failure, Tunable};
+use crate::backend::{authenticate, connect, read_failure, Tunable};
 use crate::error::ProxyError;
 use crate::resp::{encode, ReplyDecoder};
 
@@ -110,15 +110,17 @@ pub struct DedicatedPool {
     permits: Arc<Semaphore>,
     /// Connect timeout (reloadable).
     pub connect_timeout: Tunable,
+    auth: Option<Bytes>,
 }
 
 impl DedicatedPool {
     /// A pool allowing `max` connections in use at once.
-    pub fn new(max: usize, connect_timeout: Duration) -> DedicatedPool {
+    pub fn new(max: usize, connect_timeout: Duration, auth: Option<Bytes>) -> DedicatedPool {
         DedicatedPool {
             idle: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
             connect_timeout: Tunable::new(connect_timeout),
+            auth,
         }
     }
 
@@ -146,9 +148,14 @@ impl DedicatedPool {
                     .into(),
             )
         })?;
-        let stream = connect(addr, self.connect_timeout.get())
+        let mut stream = connect(addr, self.connect_timeout.get())
             .await
             .map_err(ProxyError::BackendUnavailable)?;
+        if let Some(auth) = &self.auth {
+            authenticate(&mut stream, auth, addr)
+                .await
+                .map_err(ProxyError::BackendUnavailable)?;
+        }
         let (rd, wr) = stream.into_split();
         let mut c = Dedicated {
             addr: addr.to_string(),

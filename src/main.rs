@@ -51,11 +51,22 @@ enum Command {
         /// Timeout for each node's answer.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// ACL user for the nodes.
+        #[arg(long)]
+        user: Option<String>,
+        /// Environment variable holding the nodes' password.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
     },
 }
 
 /// Runs `slotproxy check`.
-fn run_check(seed: &str, min_replicas: usize, timeout: std::time::Duration) -> ExitCode {
+fn run_check(
+    seed: &str,
+    auth: Option<&[u8]>,
+    min_replicas: usize,
+    timeout: std::time::Duration,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,7 +77,7 @@ fn run_check(seed: &str, min_replicas: usize, timeout: std::time::Duration) -> E
             return ExitCode::FAILURE;
         }
     };
-    let report = runtime.block_on(slotproxy::check::check(seed, min_replicas, timeout));
+    let report = runtime.block_on(slotproxy::check::check(seed, auth, min_replicas, timeout));
     for line in &report.lines {
         println!("{line}");
     }
@@ -88,9 +99,21 @@ fn main() -> ExitCode {
         seed,
         min_replicas,
         timeout,
+        user,
+        password_env,
     }) = &cli.command
     {
-        return run_check(seed, *min_replicas, *timeout);
+        let backend = slotproxy::config::BackendConfig {
+            username: user.clone(),
+            password_env: password_env.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = backend.credentials() {
+            eprintln!("slotproxy check: {e}");
+            return ExitCode::from(2);
+        }
+        let auth = slotproxy::backend::auth_frame(&backend);
+        return run_check(seed, auth.as_deref(), *min_replicas, *timeout);
     }
     let overrides = Overrides {
         listen: cli.listen,

@@ -106,6 +106,7 @@ impl Server {
             dedicated: Arc::new(DedicatedPool::new(
                 config.backend.max_dedicated_connections,
                 config.backend.connect_timeout,
+                crate::backend::auth_frame(&config.backend),
             )),
             reloader: std::sync::OnceLock::new(),
         });

@@ -217,7 +217,14 @@ impl Topology {
         // yet) is only used when no node has a complete view.
         let mut partial: Option<(Vec<SlotRange>, String)> = None;
         for addr in self.candidates() {
-            let reply = match backend::roundtrip(&addr, &request, self.timeout.get()).await {
+            let reply = match backend::roundtrip(
+                &addr,
+                self.settings.auth.as_deref(),
+                &request,
+                self.timeout.get(),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     problems.push(e);
@@ -356,7 +363,14 @@ impl Topology {
             return;
         };
         let request = encode::command(&["COMMAND"]);
-        match backend::roundtrip(&addr, &request, self.timeout.get()).await {
+        match backend::roundtrip(
+            &addr,
+            self.settings.auth.as_deref(),
+            &request,
+            self.timeout.get(),
+        )
+        .await
+        {
             Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr) {
                 Ok(n) => {
                     info!(commands = n, source = %addr, "command table refreshed from the cluster");

@@ -155,3 +155,66 @@ fn nodes_announced_by_hostname() {
     assert_eq!(v, "moved");
     assert_eq!(cluster.cli(to, &["get", "h:1"]).trim(), "moved");
 }
+
+#[test]
+fn cluster_with_a_password() {
+    let cluster = Cluster::start_with(
+        3,
+        1,
+        &[
+            "--requirepass",
+            "n0d3-s3cret",
+            "--masterauth",
+            "n0d3-s3cret",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "n0d3-s3cret\n").unwrap();
+    let proxy = Proxy::start_with(cluster.seeds(), |c| {
+        c.backend.password_file = Some(secret.clone())
+    });
+    let mut c = proxy.conn();
+    // Multiplexed, fan-out, dedicated (blocking) and pub/sub connections all authenticate.
+    let _: () = redis::cmd("MSET")
+        .arg(&["pw:a", "1", "pw:b", "2"])
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<i64> = redis::cmd("MGET")
+        .arg(&["pw:a", "pw:b"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, [1, 2]);
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("pw:l")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let v: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("pw:l")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, Some(("pw:l".into(), "x".into())));
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    let info: String = redis::cmd("INFO").arg("proxy").query(&mut c).unwrap();
+    assert!(
+        info.contains("command_table_source:127.0.0.1:"),
+        "COMMAND fetched with AUTH"
+    );
+
+    // A wrong password: a clear error that never shows the secret.
+    let wrong = Proxy::start_with_unchecked(cluster.seeds(), |c| {
+        c.backend.password = Some(slotproxy::config::Secret("wrong-s3cret".into()));
+        c.retry.master_wait = Duration::from_millis(300);
+    });
+    let mut w = wrong.conn();
+    let e = redis::cmd("GET")
+        .arg("pw:a")
+        .query::<Option<String>>(&mut w)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not discovered") || e.contains("AUTH"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+}

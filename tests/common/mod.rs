@@ -126,11 +126,31 @@ pub struct Cluster {
     replicas: usize,
     /// Extra redis-server arguments, reused by add_node.
     extra: Vec<String>,
+    /// The nodes' `--requirepass`, if any.
+    password: Option<String>,
     // Dropped after the nodes are killed.
     _dir: tempfile::TempDir,
 }
 
+/// The `--requirepass` among extra redis-server arguments, if any.
+fn password_in(extra: &[&str]) -> Option<String> {
+    extra
+        .iter()
+        .position(|a| *a == "--requirepass")
+        .and_then(|i| extra.get(i + 1))
+        .map(|p| p.to_string())
+}
+
+/// A redis-rs URL for a node, with its password if it has one.
+fn node_url(port: u16, password: Option<&str>) -> String {
+    match password {
+        Some(pw) => format!("redis://:{pw}@127.0.0.1:{port}/"),
+        None => format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
 fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
+    let password = password_in(extra);
     for _attempt in 0..5 {
         let port = free_port();
         let bus_port = free_port();
@@ -189,7 +209,7 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
             }
             // The PONG must come from our child, not from a process that
             // took the port first (our child then exits with "in use").
-            match server_pid(port) {
+            match server_pid(port, password.as_deref()) {
                 Some(pid) if pid == node.child.id() => return node,
                 Some(_) => {
                     let _ = node.child.kill();
@@ -210,8 +230,8 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
 }
 
 /// `process_id` from INFO server of whatever answers on `port`.
-fn server_pid(port: u16) -> Option<u32> {
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+fn server_pid(port: u16, password: Option<&str>) -> Option<u32> {
+    let mut con = redis::Client::open(node_url(port, password))
         .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
         .ok()?;
     let info: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
@@ -220,8 +240,8 @@ fn server_pid(port: u16) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn ping(port: u16) -> bool {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+fn ping(port: u16, password: Option<&str>) -> bool {
+    redis::Client::open(node_url(port, password))
         .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
         .is_ok()
@@ -245,6 +265,7 @@ impl Cluster {
             nodes: Vec::with_capacity(total),
             replicas: masters * replicas_per_master,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            password: password_in(extra),
             _dir: dir,
         };
         // Nodes are killed by Drop if anything below panics.
@@ -259,6 +280,7 @@ impl Cluster {
             return cluster;
         }
         let mut create = Command::new("redis-cli");
+        create.args(self_auth(cluster.password.as_deref()));
         create.arg("--cluster").arg("create");
         for n in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", n.port));
@@ -393,7 +415,7 @@ impl Cluster {
 
     /// `(start, end, master port)` per slot range, as node `port` sees it.
     fn slot_map(&self, port: u16) -> Vec<(i64, i64, i64, usize)> {
-        let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        let Ok(mut con) = redis::Client::open(node_url(port, self.password.as_deref()))
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
         else {
             return Vec::new();
@@ -441,7 +463,7 @@ impl Cluster {
         let live = self
             .nodes
             .iter()
-            .find(|n| ping(n.port))
+            .find(|n| ping(n.port, self.password.as_deref()))
             .expect("a live node");
         let nodes = self.cli(live.port, &["cluster", "nodes"]);
         let mut out: Vec<u16> = nodes
@@ -461,7 +483,7 @@ impl Cluster {
         let live = self
             .nodes
             .iter()
-            .find(|n| ping(n.port))
+            .find(|n| ping(n.port, self.password.as_deref()))
             .expect("a live node");
         self.slot_map(live.port)
             .into_iter()
@@ -472,7 +494,7 @@ impl Cluster {
 
     /// A redis-rs connection to one node.
     pub fn conn(&self, port: u16) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        redis::Client::open(node_url(port, self.password.as_deref()))
             .expect("client")
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect to node {port}: {e}"))
@@ -485,6 +507,7 @@ impl Cluster {
 
     fn try_cli(&self, port: u16, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
+            .args(self_auth(self.password.as_deref()))
             .args(["-p", &port.to_string()])
             .args(args)
             .output()
@@ -518,6 +541,7 @@ impl Cluster {
     /// Runs `redis-cli --cluster args...`; panics with its output on failure.
     pub fn cluster_cmd(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
+            .args(self_auth(self.password.as_deref()))
             .arg("--cluster")
             .args(args)
             .output()
@@ -588,6 +612,14 @@ impl Drop for Cluster {
         for n in &mut self.nodes {
             let _ = n.child.wait();
         }
+    }
+}
+
+/// redis-cli arguments for a password, if any.
+fn self_auth(password: Option<&str>) -> Vec<String> {
+    match password {
+        Some(pw) => vec!["-a".into(), pw.into(), "--no-auth-warning".into()],
+        None => Vec::new(),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Redirects and retries.
     pub retry: RetryConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -215,45 +217,92 @@ impl Serialize for Secret {
     }
 }
 
+/// A password given inline, by environment variable or by file (a
+/// Kubernetes secret mount; one trailing newline is ignored). `key` names
+/// the setting in errors.
+pub fn resolve_secret(
+    key: &str,
+    inline: &Option<Secret>,
+    env: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<Secret>, String> {
+    match (inline, env, file) {
+        (None, None, None) => Ok(None),
+        (Some(p), None, None) => Ok(Some(p.clone())),
+        (None, Some(var), None) => std::env::var(var)
+            .map(|v| Some(Secret(v)))
+            .map_err(|_| format!("{key}_env: environment variable {var} is not set")),
+        (None, None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{key}_file: cannot read {}: {e}", path.display()))?;
+            let t = text.strip_suffix('\n').unwrap_or(&text);
+            Ok(Some(Secret(t.strip_suffix('\r').unwrap_or(t).to_string())))
+        }
+        _ => Err(format!(
+            "{key}: set only one of password, password_env and password_file"
+        )),
+    }
+}
+
 impl BackendConfig {
     /// The `AUTH` credentials for cluster nodes, resolved from the inline
     /// password, the environment or a file: `(username, password)`.
     pub fn credentials(&self) -> Result<Option<(Option<String>, Secret)>, String> {
-        let sources = [
-            self.password.is_some(),
-            self.password_env.is_some(),
-            self.password_file.is_some(),
-        ];
-        let password = match (&self.password, &self.password_env, &self.password_file) {
-            _ if sources.iter().filter(|s| **s).count() > 1 => {
-                return Err(
-                    "backend: set only one of password, password_env and password_file".into(),
-                )
-            }
-            (Some(p), _, _) => p.clone(),
-            (_, Some(var), _) => Secret(std::env::var(var).map_err(|_| {
-                format!("backend.password_env: environment variable {var} is not set")
-            })?),
-            (_, _, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("backend.password_file: cannot read {}: {e}", path.display())
-                })?;
-                Secret(
-                    text.strip_suffix('\n')
-                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                        .unwrap_or(&text)
-                        .to_string(),
-                )
-            }
-            (None, None, None) => {
-                if self.username.is_some() {
-                    return Err("backend.username needs a password".into());
-                }
-                return Ok(None);
-            }
-        };
-        Ok(Some((self.username.clone(), password)))
+        let password = resolve_secret(
+            "backend.password",
+            &self.password,
+            &self.password_env,
+            &self.password_file,
+        )?;
+        match password {
+            Some(p) => Ok(Some((self.username.clone(), p))),
+            None if self.username.is_some() => Err("backend.username needs a password".into()),
+            None => Ok(None),
+        }
     }
+}
+
+/// `[auth]`: client authentication at the proxy. With no users, clients
+/// need no AUTH and may run every command.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The users.
+    pub users: Vec<UserConfig>,
+    /// Whether commands of Redis's `@dangerous` category (KEYS, SORT,
+    /// MIGRATE, ...) may run; they are refused otherwise.
+    pub allow_dangerous: bool,
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name (`default` is the user of `AUTH password`).
+    pub name: String,
+    /// Password, inline.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// `read`, `write`, `admin`.
+    pub roles: Vec<Role>,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only commands.
+    Read,
+    /// Commands that write.
+    Write,
+    /// FLUSHALL/FLUSHDB, CONFIG, SCRIPT/FUNCTION FLUSH and DELETE, PROXY.
+    Admin,
 }
 
 impl Default for BackendConfig {
@@ -363,6 +412,8 @@ impl fmt::Display for Problems {
 /// Keys whose change needs a restart (they shape sockets, pools or the
 /// subscriber set up at start).
 pub const RESTART_KEYS: &[&str] = &[
+    "auth.users",
+    "auth.allow_dangerous",
     "backend.username",
     "backend.password",
     "backend.password_env",
@@ -547,6 +598,26 @@ impl Config {
         );
         if let Err(e) = b.credentials() {
             p.push(e);
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, u) in self.auth.users.iter().enumerate() {
+            let key = format!("auth.users[{i}]");
+            if !names.insert(u.name.as_str()) {
+                p.push(format!("{key}: user {:?} is defined twice", u.name));
+            }
+            match resolve_secret(
+                &format!("{key}.password"),
+                &u.password,
+                &u.password_env,
+                &u.password_file,
+            ) {
+                Ok(Some(_)) => {}
+                Ok(None) => p.push(format!("{key}: user {:?} has no password", u.name)),
+                Err(e) => p.push(e),
+            }
+            if u.roles.is_empty() {
+                p.push(format!("{key}: user {:?} has no roles", u.name));
+            }
         }
         let r = &self.retry;
         nonzero(&mut p, "retry.budget", r.budget);

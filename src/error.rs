@@ -86,6 +86,15 @@ pub enum ProxyError {
     /// the error code).
     #[error("node error: {0}")]
     Node(String),
+    /// Authentication is required first.
+    #[error("authentication required")]
+    NoAuth,
+    /// AUTH with a wrong username or password.
+    #[error("wrong username or password")]
+    WrongPass,
+    /// The user may not run the command.
+    #[error("no permission: {0}")]
+    NoPerm(String),
     /// The proxy is at `max_clients`.
     #[error("max number of clients reached")]
     MaxClients,
@@ -156,6 +165,11 @@ impl ProxyError {
                 "EXECABORT Transaction discarded because of previous errors.".to_string()
             }
             ProxyError::Node(text) => text.clone(),
+            ProxyError::NoAuth => "NOAUTH Authentication required.".to_string(),
+            ProxyError::WrongPass => {
+                "WRONGPASS invalid username-password pair or user is disabled.".to_string()
+            }
+            ProxyError::NoPerm(why) => format!("NOPERM {why}"),
             ProxyError::MaxClients => "ERR max number of clients reached".to_string(),
             ProxyError::ShuttingDown => "ERR slotproxy is shutting down".to_string(),
         };

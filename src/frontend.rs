@@ -33,6 +33,7 @@ use tracing::debug;
 
 use std::sync::atomic::Ordering;
 
+use crate::auth::Authenticator;
 use crate::backend::{Lane, Node, Redirect, ReplyResult, ReplyRx};
 use crate::command::Commands;
 use crate::config::FrontendConfig;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub retrier: Arc<Retrier>,
     /// Dedicated connections for transactions and blocking commands.
     pub dedicated: Arc<DedicatedPool>,
+    /// Users and rules (`[auth]`).
+    pub auth: Arc<Authenticator>,
     /// Reloads the configuration (`PROXY CONFIG RELOAD`).
     pub reloader: std::sync::OnceLock<std::sync::Weak<crate::server::Reloader>>,
 }
@@ -341,9 +344,22 @@ impl Session<'_> {
             .proxy
             .total_commands
             .fetch_add(1, Ordering::Relaxed);
+        let auth = &self.shared.auth;
+        if auth.enabled() && self.client.user.is_none() {
+            let name = req.arg(0);
+            if !(name.eq_ignore_ascii_case(b"auth")
+                || name.eq_ignore_ascii_case(b"hello")
+                || name.eq_ignore_ascii_case(b"quit"))
+            {
+                return Pending::Ready(ProxyError::NoAuth.to_resp());
+            }
+        }
         let commands = self.shared.commands.load();
         let slots = self.shared.table.load_full();
         if req.arg(0).eq_ignore_ascii_case(b"proxy") {
+            if let Err(e) = auth.permit_proxy(self.client.user.as_deref()) {
+                return Pending::Ready(e.to_resp());
+            }
             if req.argc() == 3
                 && req.arg(1).eq_ignore_ascii_case(b"config")
                 && req.arg(2).eq_ignore_ascii_case(b"reload")
@@ -359,6 +375,11 @@ impl Session<'_> {
         };
         let (route, spec) = router.route(&req, &mut self.keys);
         self.command = spec.map(|s| s.metrics.clone());
+        if let Some(spec) = spec {
+            if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
+                return Pending::Ready(e.to_resp());
+            }
+        }
         self.remember_script(&req);
         if self.txn.is_some() {
             return Pending::Ready(self.queue(route, req).await);
@@ -401,6 +422,7 @@ impl Session<'_> {
                     client: &mut self.client,
                     proxy: &self.shared.proxy,
                     retries: &self.shared.retrier.counters,
+                    auth: &self.shared.auth,
                 };
                 return Pending::Ready(local::execute(spec, &req, &mut ctx));
             }

@@ -26,12 +26,14 @@
 //! * [`check`]: `slotproxy check`, a one-shot cluster validation.
 //! * [`metrics`]: Prometheus metrics, served at `/metrics`.
 //! * [`slowlog`]: the proxy's SLOWLOG.
+//! * [`auth`]: client authentication and roles.
 //! * [`config`]: TOML configuration, CLI overrides and validation.
 //! * [`error`]: the typed error enum and the one place that renders it for clients.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod check;
 pub mod command;

@@ -5,10 +5,12 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::{Authenticator, User};
 use crate::command::{CommandSpec, CommandTable};
 use crate::error::ProxyError;
 use crate::resp::{encode, Request};
@@ -36,6 +38,8 @@ pub struct ClientState {
     pub name: Option<Bytes>,
     /// HELLO 3 switched this client to RESP3.
     pub resp3: bool,
+    /// The authenticated user (when `[auth]` has users).
+    pub user: Option<Arc<User>>,
     /// Set by QUIT: close after replying.
     pub closing: bool,
 }
@@ -51,6 +55,7 @@ impl ClientState {
             lib: (None, None),
             name: None,
             resp3: false,
+            user: None,
             closing: false,
         }
     }
@@ -154,6 +159,8 @@ pub struct Ctx<'a> {
     pub proxy: &'a ProxyInfo,
     /// What the retry layer did.
     pub retries: &'a RetryCounters,
+    /// Users and rules.
+    pub auth: &'a Authenticator,
 }
 
 /// Executes a command routed [`crate::router::Route::Local`] and returns its reply.
@@ -217,13 +224,18 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         "command|getkeys" => command_getkeys(req, table)?,
         "cluster|keyslot" => encode::integer(i64::from(key_slot(req.arg(2)))),
         "auth" => {
-            return Err(ProxyError::Syntax(
-                "AUTH <password> called without any password configured for the default user. \
-                 Are you sure your configuration is correct?"
-                    .into(),
-            ))
+            if !ctx.auth.enabled() {
+                return Err(no_password());
+            }
+            let (user, password) = match req.argc() {
+                2 => (None, req.arg(1)),
+                3 => (Some(req.arg(1)), req.arg(2)),
+                _ => return Err(ProxyError::Syntax("syntax error".into())),
+            };
+            client.user = Some(ctx.auth.login(user, password)?);
+            Bytes::from_static(encode::OK)
         }
-        "hello" => hello(req, client)?,
+        "hello" => hello(req, client, ctx.auth)?,
         "readonly" | "readwrite" | "asking" => Bytes::from_static(encode::OK),
         "reset" => {
             client.name = None;
@@ -308,6 +320,15 @@ fn client_line(c: &ClientState) -> String {
         if c.resp3 { 3 } else { 2 },
         c.lib.0.as_deref().unwrap_or(""),
         c.lib.1.as_deref().unwrap_or(""),
+    )
+}
+
+/// Redis's answer to AUTH when no password is set.
+fn no_password() -> ProxyError {
+    ProxyError::Syntax(
+        "AUTH <password> called without any password configured for the default user. \
+         Are you sure your configuration is correct?"
+            .into(),
     )
 }
 
@@ -515,7 +536,11 @@ pub fn proxy_command(req: &Request, slots: &SlotTable) -> Bytes {
 /// HELLO [protover [AUTH username password] [SETNAME clientname]]: RESP2
 /// or RESP3. A RESP3 client's requests then travel on RESP3 backend
 /// connections, so replies (maps, sets, doubles, pushes) come back as RESP3.
-fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
+fn hello(
+    req: &Request,
+    client: &mut ClientState,
+    auth: &Authenticator,
+) -> Result<Bytes, ProxyError> {
     let mut i = 1;
     let mut proto = if client.resp3 { 3 } else { 2 };
     if req.argc() > 1 {
@@ -536,11 +561,11 @@ fn hello(req: &Request, client: &mut ClientState) -> Result<Bytes, ProxyError> {
         let opt = req.arg(i);
         let left = req.argc() - i - 1;
         if opt.eq_ignore_ascii_case(b"auth") && left >= 2 {
-            return Err(ProxyError::Syntax(
-                "AUTH <password> called without any password configured for the default user. \
-                 Are you sure your configuration is correct?"
-                    .into(),
-            ));
+            if !auth.enabled() {
+                return Err(no_password());
+            }
+            client.user = Some(auth.login(Some(req.arg(i + 1)), req.arg(i + 2))?);
+            i += 3;
         } else if opt.eq_ignore_ascii_case(b"setname") && left >= 1 {
             name = Some(req.arg(i + 1));
             i += 2;
@@ -597,12 +622,14 @@ mod tests {
         let slots = SlotTable::empty();
         let proxy = ProxyInfo::new(10, SlowLog::new(std::time::Duration::from_millis(10), 8));
         let retries = RetryCounters::default();
+        let auth = Authenticator::default();
         let mut ctx = Ctx {
             commands: table,
             slots: &slots,
             client,
             proxy: &proxy,
             retries: &retries,
+            auth: &auth,
         };
         String::from_utf8(execute(spec, &req, &mut ctx).to_vec()).unwrap()
     }

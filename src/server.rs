@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::auth::Authenticator;
 use crate::backend::BackendSettings;
 use crate::backend::Tunable;
 use crate::command::Commands;
@@ -109,6 +110,9 @@ impl Server {
                 crate::backend::auth_frame(&config.backend),
             )),
             reloader: std::sync::OnceLock::new(),
+            auth: Arc::new(
+                Authenticator::from_config(&config.auth).map_err(std::io::Error::other)?,
+            ),
         });
         let client_slots = Arc::new(Semaphore::new(config.frontend.max_clients));
         let drain_timeout = Arc::new(Tunable::new(config.frontend.drain_timeout));

@@ -61,6 +61,8 @@ impl Flags {
     pub const FAST: Flags = Flags(1 << 7);
     /// Not allowed inside MULTI.
     pub const NO_MULTI: Flags = Flags(1 << 8);
+    /// In Redis's `@dangerous` ACL category.
+    pub const DANGEROUS: Flags = Flags(1 << 9);
 
     fn from_name(name: &str) -> Flags {
         match name {
@@ -479,6 +481,10 @@ fn parse_entry(v: &Value, raw: Bytes, parent: Option<&str>) -> Result<CommandSpe
         if let Some(s) = fl.as_str() {
             flags |= Flags::from_name(s);
         }
+    }
+    let categories = f.get(6).and_then(Value::as_array).unwrap_or(&[]);
+    if categories.iter().any(|c| c.as_str() == Some("@dangerous")) {
+        flags |= Flags::DANGEROUS;
     }
     let key_specs = match f.get(8) {
         Some(specs) => specs

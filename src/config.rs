@@ -59,6 +59,18 @@ pub struct FrontendConfig {
     pub slowlog_threshold: Duration,
     /// Entries the SLOWLOG keeps (0 turns it off).
     pub slowlog_max_len: usize,
+    /// Close clients that sent nothing for this long (0s: never).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request that stops arriving halfway (no new byte for this long) is
+    /// refused and the client closed; trickling is fine (0s: never).
+    #[serde(with = "humantime_serde")]
+    pub frame_timeout: Duration,
+    /// Unparsed input one client may have buffered, in bytes.
+    pub max_query_buffer: usize,
+    /// Unparsed input all clients together may have buffered, in bytes
+    /// (0: no cap).
+    pub max_client_memory: usize,
 }
 
 impl Default for FrontendConfig {
@@ -74,6 +86,10 @@ impl Default for FrontendConfig {
             drain_timeout: Duration::from_secs(10),
             slowlog_threshold: Duration::from_millis(10),
             slowlog_max_len: 128,
+            idle_timeout: Duration::ZERO,
+            frame_timeout: Duration::from_secs(30),
+            max_query_buffer: 1024 * 1024 * 1024,
+            max_client_memory: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -518,6 +534,11 @@ impl Config {
         positive(&mut p, "frontend.max_clients", self.frontend.max_clients);
         positive(&mut p, "frontend.max_pipeline", self.frontend.max_pipeline);
         positive(&mut p, "frontend.max_bulk_len", self.frontend.max_bulk_len);
+        positive(
+            &mut p,
+            "frontend.max_query_buffer",
+            self.frontend.max_query_buffer,
+        );
         if self.frontend.max_bulk_len > i32::MAX as usize * 2 {
             p.push(format!(
                 "frontend.max_bulk_len: {} is larger than 4 GiB",

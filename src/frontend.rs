@@ -18,10 +18,10 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -31,7 +31,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::auth::Authenticator;
 use crate::backend::{Lane, Node, Redirect, ReplyResult, ReplyRx};
@@ -75,6 +75,8 @@ pub struct Shared {
     pub dedicated: Arc<DedicatedPool>,
     /// Users and rules (`[auth]`).
     pub auth: Arc<Authenticator>,
+    /// Unparsed input buffered by all clients (`frontend.max_client_memory`).
+    pub client_memory: Arc<AtomicUsize>,
     /// Reloads the configuration (`PROXY CONFIG RELOAD`).
     pub reloader: std::sync::OnceLock<std::sync::Weak<crate::server::Reloader>>,
 }
@@ -88,6 +90,72 @@ impl std::fmt::Debug for DedicatedPool {
 impl std::fmt::Debug for Retrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retrier").finish_non_exhaustive()
+    }
+}
+
+/// The request decoder with the per-client and global buffer limits, and
+/// the time of the last new input byte (slow-loris protection).
+pub struct GuardedDecoder {
+    inner: RequestDecoder,
+    max_buffer: usize,
+    budget: Arc<AtomicUsize>,
+    max_total: usize,
+    /// Bytes of this client counted in `budget`.
+    accounted: usize,
+    last_len: usize,
+    /// When the buffer last grew.
+    pub last_progress: Instant,
+}
+
+impl GuardedDecoder {
+    /// Brings this client's share of the global budget to `len`; fails if
+    /// that goes over the cap.
+    fn account(&mut self, len: usize) -> Result<(), ProtocolError> {
+        if len > self.accounted {
+            let add = len - self.accounted;
+            let total = self.budget.fetch_add(add, Ordering::Relaxed) + add;
+            self.accounted = len;
+            if self.max_total > 0 && total > self.max_total {
+                return Err(ProtocolError::ClientMemoryLimit);
+            }
+        } else if len < self.accounted {
+            self.budget
+                .fetch_sub(self.accounted - len, Ordering::Relaxed);
+            self.accounted = len;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GuardedDecoder {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.accounted, Ordering::Relaxed);
+    }
+}
+
+impl tokio_util::codec::Decoder for GuardedDecoder {
+    type Item = Request;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        if src.len() > self.last_len {
+            self.last_progress = Instant::now();
+        }
+        if src.len() > self.max_buffer {
+            return Err(ProtocolError::QueryBufferLimit);
+        }
+        self.account(src.len())?;
+        let out = self.inner.decode(src);
+        self.last_len = src.len();
+        self.account(src.len())?;
+        out
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        let out = self.inner.decode_eof(src);
+        self.last_len = src.len();
+        self.account(src.len())?;
+        out
     }
 }
 
@@ -168,6 +236,7 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
     let (rd, wr) = stream.into_split();
     let settings = shared.frontend.load_full();
     let (tx, rx) = mpsc::channel(settings.max_pipeline);
+    let outstanding = Arc::new(AtomicUsize::new(0));
     let reader = async {
         let mut session = Session {
             shared: &shared,
@@ -177,7 +246,21 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
             },
             keys: Vec::new(),
             tx,
-            frames: FramedRead::new(rd, RequestDecoder::new(limits_of(&settings))),
+            frames: FramedRead::new(
+                rd,
+                GuardedDecoder {
+                    inner: RequestDecoder::new(limits_of(&settings)),
+                    max_buffer: settings.max_query_buffer,
+                    budget: shared.client_memory.clone(),
+                    max_total: settings.max_client_memory,
+                    accounted: 0,
+                    last_len: 0,
+                    last_progress: Instant::now(),
+                },
+            ),
+            idle_timeout: settings.idle_timeout,
+            frame_timeout: settings.frame_timeout,
+            outstanding: outstanding.clone(),
             max_pipeline: settings.max_pipeline,
             backlog: VecDeque::new(),
             txn: None,
@@ -189,7 +272,14 @@ pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: Ca
     };
     tokio::join!(
         reader,
-        write_replies(wr, rx, &shared.retrier, &shared.proxy.slowlog, peer_addr)
+        write_replies(
+            wr,
+            rx,
+            &shared.retrier,
+            &shared.proxy.slowlog,
+            peer_addr,
+            &outstanding
+        )
     );
 }
 
@@ -219,7 +309,12 @@ struct Session<'a> {
     tx: mpsc::Sender<Item>,
     /// The command of the request being dispatched (for its metrics).
     command: Option<Arc<CommandMetrics>>,
-    frames: FramedRead<OwnedReadHalf, RequestDecoder>,
+    frames: FramedRead<OwnedReadHalf, GuardedDecoder>,
+    /// `frontend.idle_timeout` and `frontend.frame_timeout` at session start.
+    idle_timeout: Duration,
+    frame_timeout: Duration,
+    /// Requests read whose replies are not written yet.
+    outstanding: Arc<AtomicUsize>,
     /// Frames read while a blocking command was waiting.
     backlog: VecDeque<Input>,
     /// `frontend.max_pipeline` when the session started.
@@ -233,15 +328,37 @@ impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken) {
         let id = self.client.id;
         let bytes_in = METRICS.frontend_bytes.with_label_values(&["in"]);
+        let mut last_request = Instant::now();
         loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
             let item = match self.backlog.pop_front() {
                 Some(item) => Some(item),
-                None => tokio::select! {
-                    item = self.frames.next() => item,
-                    _ = shutdown.cancelled() => break,
+                // Pipelined input already buffered: no timer needed.
+                None => match self.frames.next().now_or_never() {
+                    Some(item) => item,
+                    None => {
+                        let deadline = self.read_deadline(last_request);
+                        tokio::select! {
+                            item = self.frames.next() => item,
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                                match self.timed_out(last_request) {
+                                    Some(Some(reply)) => {
+                                        let _ = self.tx.send((Pending::Ready(reply), None)).await;
+                                        break;
+                                    }
+                                    Some(None) => break,
+                                    None => continue,
+                                }
+                            }
+                        }
+                    }
                 },
             };
             let started = Instant::now();
+            last_request = started;
             let (pending, frame) = match item {
                 None => break,
                 Some(Ok(req)) => {
@@ -271,6 +388,7 @@ impl Session<'_> {
                 frame,
                 name: self.client.name.clone(),
             };
+            self.outstanding.fetch_add(1, Ordering::Relaxed);
             if self.tx.send((pending, Some(timing))).await.is_err() || self.client.closing {
                 break;
             }
@@ -308,6 +426,50 @@ impl Session<'_> {
             ))
             .to_resp(),
         }
+    }
+
+    /// When the session must look at the clock: a partial request stalls
+    /// (frame timeout) or the client stays idle (idle timeout).
+    fn read_deadline(&self, last_request: Instant) -> Option<Instant> {
+        let partial = !self.frames.read_buffer().is_empty();
+        // Input may arrive (incomplete) while the session waits: look again
+        // within a frame timeout even when nothing is buffered yet.
+        let frame = (!self.frame_timeout.is_zero()).then(|| {
+            if partial {
+                self.frames.decoder().last_progress + self.frame_timeout
+            } else {
+                Instant::now() + self.frame_timeout
+            }
+        });
+        let idle =
+            (!self.idle_timeout.is_zero() && !partial).then(|| last_request + self.idle_timeout);
+        match (frame, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `None`: not yet; `Some(None)`: close silently (idle); `Some(Some(e))`:
+    /// reply `e` and close (a stalled partial request).
+    fn timed_out(&self, last_request: Instant) -> Option<Option<Bytes>> {
+        let now = Instant::now();
+        if !self.frames.read_buffer().is_empty() {
+            let stalled = !self.frame_timeout.is_zero()
+                && now >= self.frames.decoder().last_progress + self.frame_timeout;
+            return stalled.then(|| {
+                debug!(client = self.client.id, "incomplete request timed out");
+                Some(ProxyError::Syntax("slotproxy: incomplete request timed out".into()).to_resp())
+            });
+        }
+        let busy = self.outstanding.load(Ordering::Relaxed) > 0
+            || self.pubsub.as_ref().is_some_and(|p| p.active() > 0)
+            || self.watch.is_some()
+            || self.txn.is_some();
+        let idle = !self.idle_timeout.is_zero() && now >= last_request + self.idle_timeout;
+        (idle && !busy).then(|| {
+            debug!(client = self.client.id, "idle client closed");
+            None
+        })
     }
 
     /// EVAL and SCRIPT LOAD bodies are remembered for NOSCRIPT healing.
@@ -916,6 +1078,7 @@ async fn write_replies(
     retrier: &Retrier,
     slowlog: &SlowLog,
     peer: Option<SocketAddr>,
+    outstanding: &AtomicUsize,
 ) {
     let bytes_out = METRICS.frontend_bytes.with_label_values(&["out"]);
     let mut out = BytesMut::new();
@@ -958,6 +1121,10 @@ async fn write_replies(
             Pending::Ready(b) => b,
             Pending::Subscribed(p) => {
                 pushes = Some(p);
+                // Its confirmation arrives as a message.
+                if timing.is_some() {
+                    outstanding.fetch_sub(1, Ordering::Relaxed);
+                }
                 continue;
             }
             Pending::Routed(Routed { attempt, sent }) => {
@@ -1003,9 +1170,15 @@ async fn write_replies(
                 let _ = done.send(());
                 continue;
             }
-            Pending::Nothing => continue,
+            Pending::Nothing => {
+                if timing.is_some() {
+                    outstanding.fetch_sub(1, Ordering::Relaxed);
+                }
+                continue;
+            }
         };
         if let Some(t) = timing {
+            outstanding.fetch_sub(1, Ordering::Relaxed);
             let took = t.started.elapsed();
             t.command.latency.observe(took.as_secs_f64());
             slowlog.record(took, &t.frame, peer, t.name.as_ref());

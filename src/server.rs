@@ -113,6 +113,7 @@ impl Server {
             auth: Arc::new(
                 Authenticator::from_config(&config.auth).map_err(std::io::Error::other)?,
             ),
+            client_memory: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         let client_slots = Arc::new(Semaphore::new(config.frontend.max_clients));
         let drain_timeout = Arc::new(Tunable::new(config.frontend.drain_timeout));

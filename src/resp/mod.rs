@@ -62,6 +62,12 @@ pub enum ProtocolError {
     /// A reply nests aggregates more than 512 levels deep.
     #[error("nesting too deep")]
     TooDeep,
+    /// A client's unparsed input exceeds `frontend.max_query_buffer`.
+    #[error("query buffer limit exceeded")]
+    QueryBufferLimit,
+    /// All clients' unparsed input together exceeds `frontend.max_client_memory`.
+    #[error("total client memory limit reached")]
+    ClientMemoryLimit,
     /// An I/O error from the underlying transport.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -110,3 +110,74 @@ fn query_buffer_caps_per_client_and_in_total() {
     assert_eq!(q::<String>(&mut bystander, &["PING"]), "PONG");
     drop(hogs);
 }
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn garbage_input_never_hurts_other_clients() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start_with(cluster.seeds(), |c| {
+        c.frontend.frame_timeout = Duration::from_millis(300)
+    });
+    let mut bystander = proxy.conn();
+    let _: () = q(&mut bystander, &["SET", "keep", "me"]);
+    let mut g = Gen(0x5eed_1234_abcd_ef01);
+    let nested: Vec<u8> = b"*1\r\n".repeat(10_000);
+    let fixed: Vec<Vec<u8>> = vec![
+        b"*99999999999999999999\r\n".to_vec(),
+        b"*1\r\n$99999999999999\r\n".to_vec(),
+        b"*2\r\n$3\r\nGET\r\n$-2\r\n".to_vec(),
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk".to_vec(),
+        b"$5\r\nhello\r\n".to_vec(),
+        b"\"unbalanced quote\r\n".to_vec(),
+        b"\r\n\r\n\r\n*0\r\n*-1\r\n".to_vec(),
+        nested,
+    ];
+    for round in 0..200 {
+        let input = match round % 3 {
+            0 => {
+                let n = 1 + (g.next() % 4096) as usize;
+                g.bytes(n)
+            }
+            1 => fixed[(g.next() as usize) % fixed.len()].clone(),
+            _ => {
+                // A valid request cut anywhere, followed by garbage.
+                let mut v = b"*3\r\n$3\r\nSET\r\n$4\r\ngarb\r\n$5\r\nvalue\r\n".to_vec();
+                let cut = (g.next() as usize) % v.len();
+                v.truncate(cut);
+                let n = (g.next() % 64) as usize;
+                v.extend(g.bytes(n));
+                v
+            }
+        };
+        let mut s = proxy.raw();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let _ = s.write_all(&input);
+        let _ = exchange(&mut s, b"", 1);
+        drop(s);
+        if round % 20 == 0 {
+            assert_eq!(
+                q::<String>(&mut bystander, &["GET", "keep"]),
+                "me",
+                "round {round}"
+            );
+        }
+    }
+    // Still serving, old and new clients alike.
+    assert_eq!(q::<String>(&mut bystander, &["GET", "keep"]), "me");
+    let mut fresh = proxy.conn();
+    assert_eq!(q::<String>(&mut fresh, &["PING"]), "PONG");
+}

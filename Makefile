@@ -1,6 +1,6 @@
 # slotproxy developer entry points. `make run` and `make test` are all a fresh
 # machine needs: they install redis-server with apt-get when it is missing.
-.PHONY: help run stop test test-deps lint bench build clean
+.PHONY: help run stop test test-deps lint bench fuzz build clean
 
 help:
 	@echo "make run    start a local 6-node Redis Cluster and slotproxy on 127.0.0.1:6380"
@@ -8,6 +8,7 @@ help:
 	@echo "make test   install test dependencies, run unit, property and integration tests"
 	@echo "make lint   rustfmt --check and clippy -D warnings"
 	@echo "make bench  direct cluster vs slotproxy side by side (writes docs/benchmarks.md)"
+	@echo "make fuzz   run the cargo-fuzz targets (FUZZ_SECONDS each, default 60)"
 	@echo "make build  release build"
 
 run:
@@ -30,6 +31,14 @@ lint:
 bench:
 	deploy/local/ensure-redis.sh
 	deploy/bench/bench.sh
+
+FUZZ_SECONDS ?= 60
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	for t in request_decoder reply_decoder router_merge; do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 build:
 	cargo build --release

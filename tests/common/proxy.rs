@@ -25,17 +25,22 @@ impl Proxy {
     /// Starts a proxy from a configuration file, reloadable from it.
     pub fn start_from_file(path: &std::path::Path) -> Proxy {
         let config = Config::load(Some(path), &Default::default()).expect("valid config file");
+        let source = slotproxy::server::ReloadSource {
+            path: Some(path.to_path_buf()),
+            ..Default::default()
+        };
+        Proxy::launch(&config, source)
+    }
+
+    /// Runs a server on a runtime of its own.
+    fn launch(config: &Config, source: slotproxy::server::ReloadSource) -> Proxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let source = slotproxy::server::ReloadSource {
-            path: Some(path.to_path_buf()),
-            ..Default::default()
-        };
         let server = runtime
-            .block_on(Server::start_with_reload(&config, source))
+            .block_on(Server::start_with_reload(config, source))
             .expect("proxy starts");
         Proxy {
             addr: server.local_addr(),
@@ -63,20 +68,7 @@ impl Proxy {
         config.cluster.seeds = seeds;
         tweak(&mut config);
         config.validate().expect("test config is valid");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let server = runtime
-            .block_on(Server::start(&config))
-            .expect("proxy starts");
-        Proxy {
-            addr: server.local_addr(),
-            admin: server.admin_addr(),
-            runtime: Some(runtime),
-            server: Some(server),
-        }
+        Proxy::launch(&config, Default::default())
     }
 
     /// Starts draining (what SIGTERM does) in the background; wait for it

@@ -663,6 +663,16 @@ impl Session<'_> {
         self.shared.retrier.master_of(target, self.lane())
     }
 
+    /// The transaction's connection: the one WATCH used, else a dedicated
+    /// connection to the master of `target`.
+    async fn pinned_conn(&mut self, target: Target) -> Result<Dedicated, ProxyError> {
+        if let Some(w) = self.watch.take() {
+            return Ok(w.conn);
+        }
+        let addr = self.master_of(&target)?.addr().to_string();
+        self.shared.dedicated.get(&addr, self.client.resp3).await
+    }
+
     /// A blocking command: runs alone on a dedicated connection, after every
     /// earlier reply, following redirects. Client input that arrives
     /// meanwhile is kept for later; if the client goes away, the connection
@@ -833,18 +843,9 @@ impl Session<'_> {
                 if !self.barrier().await {
                     return ProxyError::ShuttingDown.to_resp();
                 }
-                let mut conn = match self.watch.take() {
-                    Some(w) => w.conn,
-                    None => {
-                        let addr = match self.master_of(&Target::Slot(slot)) {
-                            Ok(n) => n.addr().to_string(),
-                            Err(e) => return e.to_resp(),
-                        };
-                        match self.shared.dedicated.get(&addr, self.client.resp3).await {
-                            Ok(c) => c,
-                            Err(e) => return e.to_resp(),
-                        }
-                    }
+                let mut conn = match self.pinned_conn(Target::Slot(slot)).await {
+                    Ok(c) => c,
+                    Err(e) => return e.to_resp(),
                 };
                 match conn.call(req.frame()).await {
                     Ok(reply) if reply.first() == Some(&b'-') => {
@@ -1016,19 +1017,10 @@ impl Session<'_> {
         if !self.barrier().await {
             return ProxyError::ShuttingDown.to_resp();
         }
-        let mut conn = match self.watch.take() {
-            Some(w) => w.conn,
-            None => {
-                let target = txn.slot.map_or(Target::AnyMaster, Target::Slot);
-                let addr = match self.master_of(&target) {
-                    Ok(n) => n.addr().to_string(),
-                    Err(e) => return e.to_resp(),
-                };
-                match self.shared.dedicated.get(&addr, self.client.resp3).await {
-                    Ok(c) => c,
-                    Err(e) => return e.to_resp(),
-                }
-            }
+        let target = txn.slot.map_or(Target::AnyMaster, Target::Slot);
+        let mut conn = match self.pinned_conn(target).await {
+            Ok(c) => c,
+            Err(e) => return e.to_resp(),
         };
         let mut frame = BytesMut::new();
         frame.extend_from_slice(&encode::command(&["MULTI"]));

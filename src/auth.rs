@@ -114,7 +114,9 @@ impl Authenticator {
                 user.name, spec.name
             )))
         };
-        if is_admin_command(&spec.name) {
+        // Redis's own `admin` flag (SLOWLOG, CLIENT KILL, CONFIG, ...) and
+        // the keyspace wipers need the admin role, local commands included.
+        if is_admin_command(&spec.name) || spec.flags.contains(Flags::ADMIN) {
             return if user.has(Role::Admin) {
                 Ok(())
             } else {

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
@@ -35,6 +34,7 @@ use crate::config::BackendConfig;
 use crate::error::ProxyError;
 use crate::metrics::METRICS;
 use crate::resp::{encode, ProtocolError, ReplyDecoder};
+use crate::tls::{ReadHalf, Stream, TlsConnector, WriteHalf};
 
 /// What a request's reply slot receives.
 pub type ReplyResult = Result<Bytes, ProxyError>;
@@ -86,9 +86,8 @@ pub struct BackendSettings {
     pub refresh: Arc<Notify>,
     /// Send READONLY on every new connection (replica reads enabled).
     pub readonly: bool,
-    /// The AUTH request sent first on every new connection, if the cluster
-    /// needs one.
-    pub auth: Option<Bytes>,
+    /// How connections are opened: TLS and AUTH.
+    pub link: Link,
 }
 
 impl BackendSettings {
@@ -101,7 +100,12 @@ impl BackendSettings {
     }
 
     /// Settings from the `[backend]` config section.
-    pub fn from_config(c: &BackendConfig, refresh: Arc<Notify>, readonly: bool) -> Self {
+    pub fn from_config(
+        c: &BackendConfig,
+        link: Link,
+        refresh: Arc<Notify>,
+        readonly: bool,
+    ) -> Self {
         BackendSettings {
             connections_per_node: c.connections_per_node,
             connect_timeout: Tunable::new(c.connect_timeout),
@@ -111,7 +115,7 @@ impl BackendSettings {
             queue_depth: c.queue_depth,
             refresh,
             readonly,
-            auth: auth_frame(c),
+            link,
         }
     }
 }
@@ -304,9 +308,50 @@ pub fn auth_frame(c: &BackendConfig) -> Option<Bytes> {
     })
 }
 
+/// How to open a ready connection to a node: TCP, then TLS if configured,
+/// then AUTH if the cluster needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Link {
+    /// The AUTH request sent first on every new connection.
+    pub auth: Option<Bytes>,
+    /// TLS to the nodes.
+    pub tls: Option<Arc<TlsConnector>>,
+}
+
+impl Link {
+    /// The link for the `[backend]` section (credentials and TLS files are
+    /// read here; the configuration was validated at load).
+    pub fn from_config(c: &BackendConfig) -> Result<Link, String> {
+        Ok(Link {
+            auth: auth_frame(c),
+            tls: if c.tls.enabled {
+                Some(Arc::new(TlsConnector::new(&c.tls)?))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Opens a connection to `addr`: connect and TLS handshake within
+    /// `timeout`, then AUTH.
+    pub async fn open(&self, addr: &str, timeout: Duration) -> Result<Stream, String> {
+        let mut stream = crate::tls::connect(addr, timeout, self.tls.as_deref()).await?;
+        if let Some(auth) = &self.auth {
+            tokio::time::timeout(timeout, authenticate(&mut stream, auth, addr))
+                .await
+                .map_err(|_| format!("AUTH to {addr} timed out"))??;
+        }
+        Ok(stream)
+    }
+}
+
 /// Sends AUTH on a fresh connection and checks the reply (before the
 /// connection carries anything else). The error never includes the secret.
-pub async fn authenticate(stream: &mut TcpStream, auth: &[u8], addr: &str) -> Result<(), String> {
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    auth: &[u8],
+    addr: &str,
+) -> Result<(), String> {
     stream
         .write_all(auth)
         .await
@@ -337,31 +382,16 @@ pub async fn authenticate(stream: &mut TcpStream, auth: &[u8], addr: &str) -> Re
     }
 }
 
-/// Opens a TCP connection with the connect timeout and TCP_NODELAY.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("connect to {addr} timed out"))?
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("set TCP_NODELAY on {addr}: {e}"))?;
-    Ok(stream)
-}
-
 /// Sends one request on a fresh, dedicated connection and reads one reply
 /// (used by the topology refresher, never on the data path).
 pub async fn roundtrip(
     addr: &str,
-    auth: Option<&[u8]>,
+    link: &Link,
     frame: &[u8],
     timeout: Duration,
 ) -> Result<Bytes, String> {
     let work = async {
-        let mut stream = connect(addr, timeout).await?;
-        if let Some(auth) = auth {
-            authenticate(&mut stream, auth, addr).await?;
-        }
+        let mut stream = link.open(addr, timeout).await?;
         stream
             .write_all(frame)
             .await
@@ -400,16 +430,7 @@ async fn connection_task(
                 None => return,
             }
         }
-        let connected = match connect(&addr, s.connect_timeout.get()).await {
-            Ok(mut stream) => match &s.auth {
-                Some(auth) => authenticate(&mut stream, auth, &addr)
-                    .await
-                    .map(|()| stream),
-                None => Ok(stream),
-            },
-            Err(e) => Err(e),
-        };
-        match connected {
+        match s.link.open(&addr, s.connect_timeout.get()).await {
             Ok(stream) => {
                 backoff = s.backoff_min.get();
                 health.store(true, Ordering::Relaxed);
@@ -455,7 +476,7 @@ async fn connection_task(
 /// Runs one connected session until it breaks (returns the reason) or the
 /// node is dropped and everything in flight is answered (returns `None`).
 async fn session(
-    stream: TcpStream,
+    stream: Stream,
     first: Option<Job>,
     rx: &mut mpsc::Receiver<Job>,
     s: &BackendSettings,
@@ -494,7 +515,7 @@ async fn session(
 }
 
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut next: Option<Job>,
     rx: &mut mpsc::Receiver<Job>,
     inflight: mpsc::UnboundedSender<InFlight>,
@@ -548,7 +569,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     mut inflight: mpsc::UnboundedReceiver<InFlight>,
     s: &BackendSettings,
 ) -> Option<String> {
@@ -662,7 +683,7 @@ mod tests {
             queue_depth: 16,
             refresh: Arc::new(Notify::new()),
             readonly: false,
-            auth: None,
+            link: Link::default(),
         })
     }
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::backend::roundtrip;
+use crate::backend::{roundtrip, Link};
 use crate::resp::{encode, Value};
 use crate::slot::SLOTS;
 
@@ -61,10 +61,10 @@ fn parse_nodes(text: &str) -> Vec<NodeLine> {
 
 async fn cluster_nodes(
     addr: &str,
-    auth: Option<&[u8]>,
+    link: &Link,
     timeout: Duration,
 ) -> Result<Vec<NodeLine>, String> {
-    let reply = roundtrip(addr, auth, &encode::command(&["CLUSTER", "NODES"]), timeout).await?;
+    let reply = roundtrip(addr, link, &encode::command(&["CLUSTER", "NODES"]), timeout).await?;
     match Value::parse(&reply).map_err(|e| e.to_string())? {
         Value::Error(e) => Err(format!("{addr}: {}", String::from_utf8_lossy(&e))),
         v => v
@@ -93,16 +93,16 @@ impl Report {
     }
 }
 
-/// Checks the cluster that `seed` belongs to; `auth` is the AUTH request
-/// for clusters that need one.
+/// Checks the cluster that `seed` belongs to; `link` says how to connect
+/// (TLS, AUTH).
 pub async fn check(
     seed: &str,
-    auth: Option<&[u8]>,
+    link: &Link,
     min_replicas: usize,
     timeout: Duration,
 ) -> Report {
     let mut r = Report::default();
-    let nodes = match cluster_nodes(seed, auth, timeout).await {
+    let nodes = match cluster_nodes(seed, link, timeout).await {
         Ok(n) => n,
         Err(e) => {
             r.err(format!("cannot read CLUSTER NODES: {e}"));
@@ -167,7 +167,7 @@ pub async fn check(
     let reference = map_of(&nodes);
     let mut disagree = Vec::new();
     for n in nodes.iter().filter(|n| !n.failing) {
-        match cluster_nodes(&n.addr, auth, timeout).await {
+        match cluster_nodes(&n.addr, link, timeout).await {
             Ok(view) if map_of(&view) == reference => {}
             Ok(_) => disagree.push(n.addr.clone()),
             Err(e) => r.err(format!("Node {} did not answer: {e}", n.addr)),

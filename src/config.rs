@@ -71,6 +71,58 @@ pub struct FrontendConfig {
     /// Unparsed input all clients together may have buffered, in bytes
     /// (0: no cap).
     pub max_client_memory: usize,
+    /// TLS for clients: when present, the listener speaks TLS only.
+    pub tls: Option<FrontendTlsConfig>,
+}
+
+/// `[frontend.tls]`: TLS towards clients. Files are PEM and are read again
+/// on every reload (SIGHUP, `PROXY CONFIG RELOAD`), so renewed certificates
+/// take effect for new connections without a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendTlsConfig {
+    /// The proxy's certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// The private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+    /// CA certificates that client certificates are verified against; when
+    /// set, a client certificate that is presented must verify.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// Refuse clients that present no certificate (needs `client_ca_file`).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// How long a client may take to complete the TLS handshake.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[backend.tls]`: TLS towards the cluster nodes (Redis `tls-port`,
+/// `tls-cluster yes`). Files are read again on every reload.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendTlsConfig {
+    /// Connect to the nodes with TLS.
+    pub enabled: bool,
+    /// CA certificates that node certificates are verified against (the
+    /// system's roots when unset).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain for nodes that require one (Redis's default
+    /// `tls-auth-clients yes`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The private key of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name node certificates must carry, instead of the address the
+    /// node is reached at (useful when nodes announce IP addresses but
+    /// their certificates name a host).
+    pub server_name: Option<String>,
+    /// Accept any node certificate. For tests only: it gives up protection
+    /// against a man in the middle.
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for FrontendConfig {
@@ -90,6 +142,7 @@ impl Default for FrontendConfig {
             frame_timeout: Duration::from_secs(30),
             max_query_buffer: 1024 * 1024 * 1024,
             max_client_memory: 4 * 1024 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -210,6 +263,8 @@ pub struct BackendConfig {
     /// File holding the password (a Kubernetes secret mount); one trailing
     /// newline is ignored.
     pub password_file: Option<std::path::PathBuf>,
+    /// TLS to the nodes.
+    pub tls: BackendTlsConfig,
 }
 
 /// A secret from the configuration: never printed. Its serialized form (used
@@ -335,6 +390,7 @@ impl Default for BackendConfig {
             password: None,
             password_env: None,
             password_file: None,
+            tls: BackendTlsConfig::default(),
         }
     }
 }
@@ -439,6 +495,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "backend.connections_per_node",
     "backend.queue_depth",
     "backend.max_dedicated_connections",
+    "backend.tls.enabled",
+    "frontend.tls",
     "cluster.read_from",
     "log.format",
 ];
@@ -619,6 +677,24 @@ impl Config {
         );
         if let Err(e) = b.credentials() {
             p.push(e);
+        }
+        if let Some(t) = &self.frontend.tls {
+            if t.require_client_cert && t.client_ca_file.is_none() {
+                p.push(
+                    "frontend.tls.require_client_cert: needs frontend.tls.client_ca_file".into(),
+                );
+            }
+            nonzero(&mut p, "frontend.tls.handshake_timeout", t.handshake_timeout);
+            if let Err(e) = crate::tls::server_config(t) {
+                p.push(e);
+            }
+        }
+        if b.tls.enabled {
+            if let Err(e) = crate::tls::client_config(&b.tls) {
+                p.push(e);
+            }
+        } else if b.tls != BackendTlsConfig::default() {
+            p.push("backend.tls: settings are given but backend.tls.enabled is false".into());
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, u) in self.auth.users.iter().enumerate() {

@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::backend::{authenticate, connect, read_failure, Tunable};
+use crate::backend::{read_failure, Link, Tunable};
 use crate::error::ProxyError;
 use crate::resp::{encode, ReplyDecoder};
+use crate::tls::{ReadHalf, WriteHalf};
 
 /// Idle dedicated connections kept per node and protocol.
 const IDLE_PER_NODE: usize = 4;
@@ -50,12 +50,10 @@ impl Dedicated {
     }
 
     /// Whether an idle connection is still open: nothing to read, no EOF.
-    fn is_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(
-            self.reader.rd.get_ref().try_read(&mut probe),
-            Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
-        ) && self.reader.rd.read_buffer().is_empty()
+    /// (Polls the reader once without waiting; for TLS this also consumes
+    /// protocol records such as session tickets, which carry no data.)
+    fn is_alive(&mut self) -> bool {
+        self.reader.rd.read_buffer().is_empty() && self.reader.rd.next().now_or_never().is_none()
     }
 
     /// Splits the connection for a reader task and a writer (pub/sub).
@@ -72,7 +70,7 @@ impl Dedicated {
 
 /// The read half of a split dedicated connection; holds the pool permit.
 pub struct DedicatedReader {
-    rd: FramedRead<OwnedReadHalf, ReplyDecoder>,
+    rd: FramedRead<ReadHalf, ReplyDecoder>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -91,7 +89,7 @@ impl DedicatedReader {
 
 /// The write half of a split dedicated connection.
 pub struct DedicatedWriter {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf,
 }
 
 impl DedicatedWriter {
@@ -110,17 +108,17 @@ pub struct DedicatedPool {
     permits: Arc<Semaphore>,
     /// Connect timeout (reloadable).
     pub connect_timeout: Tunable,
-    auth: Option<Bytes>,
+    link: Link,
 }
 
 impl DedicatedPool {
     /// A pool allowing `max` connections in use at once.
-    pub fn new(max: usize, connect_timeout: Duration, auth: Option<Bytes>) -> DedicatedPool {
+    pub fn new(max: usize, connect_timeout: Duration, link: Link) -> DedicatedPool {
         DedicatedPool {
             idle: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
             connect_timeout: Tunable::new(connect_timeout),
-            auth,
+            link,
         }
     }
 
@@ -137,8 +135,11 @@ impl DedicatedPool {
             match idle {
                 // An idle connection the node closed meanwhile (restart,
                 // failover, client timeout) is dropped, never handed out.
-                Some(c) if c.is_alive() => return Ok(c),
-                Some(_) => continue,
+                Some(mut c) => {
+                    if c.is_alive() {
+                        return Ok(c);
+                    }
+                }
                 None => break,
             }
         }
@@ -148,14 +149,11 @@ impl DedicatedPool {
                     .into(),
             )
         })?;
-        let mut stream = connect(addr, self.connect_timeout.get())
+        let stream = self
+            .link
+            .open(addr, self.connect_timeout.get())
             .await
             .map_err(ProxyError::BackendUnavailable)?;
-        if let Some(auth) = &self.auth {
-            authenticate(&mut stream, auth, addr)
-                .await
-                .map_err(ProxyError::BackendUnavailable)?;
-        }
         let (rd, wr) = stream.into_split();
         let mut c = Dedicated {
             addr: addr.to_string(),

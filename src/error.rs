@@ -61,9 +61,12 @@ pub enum ProxyError {
     /// A syntax problem in a command the proxy answers itself.
     #[error("{0}")]
     Syntax(String),
-    /// No reachable master owns the slot, or no slot table yet.
+    /// No reachable master owns the slot.
     #[error("cluster down: {0}")]
     ClusterDown(&'static str),
+    /// No slot table yet; carries why the last discovery attempt failed.
+    #[error("cluster not discovered yet")]
+    Undiscovered(Option<std::sync::Arc<str>>),
     /// `read_from = "replica"` and the slot has no reachable replica.
     #[error("no reachable replica")]
     NoReplica,
@@ -89,6 +92,9 @@ pub enum ProxyError {
     /// Authentication is required first.
     #[error("authentication required")]
     NoAuth,
+    /// HELLO without AUTH from a client that has not authenticated.
+    #[error("HELLO needs authentication first")]
+    HelloNoAuth,
     /// AUTH with a wrong username or password.
     #[error("wrong username or password")]
     WrongPass,
@@ -145,6 +151,13 @@ impl ProxyError {
             }
             ProxyError::Syntax(m) => format!("ERR {m}"),
             ProxyError::ClusterDown(why) => format!("CLUSTERDOWN {why}"),
+            ProxyError::Undiscovered(None) => {
+                "CLUSTERDOWN slotproxy has not discovered the cluster yet".to_string()
+            }
+            ProxyError::Undiscovered(Some(why)) => format!(
+                "CLUSTERDOWN slotproxy has not discovered the cluster yet (last attempt: {})",
+                why.replace(['\r', '\n'], " ")
+            ),
             ProxyError::NoReplica => {
                 "ERR slotproxy: no reachable replica for this slot (cluster.read_from = \"replica\")"
                     .to_string()
@@ -166,6 +179,10 @@ impl ProxyError {
             }
             ProxyError::Node(text) => text.clone(),
             ProxyError::NoAuth => "NOAUTH Authentication required.".to_string(),
+            ProxyError::HelloNoAuth => "NOAUTH HELLO must be called with the client already \
+                authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used \
+                to authenticate the client and select the RESP protocol version at the same time"
+                .to_string(),
             ProxyError::WrongPass => {
                 "WRONGPASS invalid username-password pair or user is disabled.".to_string()
             }

@@ -248,7 +248,7 @@ pub fn scan(table: &SlotTable, req: &Request) -> Result<Plan, ProxyError> {
         .map(|p| (firsts[p].1, firsts[p].0))
         .ok_or_else(|| {
             if firsts.is_empty() {
-                ProxyError::ClusterDown("slotproxy has not discovered the cluster yet")
+                table.undiscovered_error()
             } else {
                 ProxyError::Syntax("invalid cursor".into())
             }

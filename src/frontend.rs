@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -49,6 +47,7 @@ use crate::retry::{Attempt, Retrier, Target};
 use crate::router::{Route, Router};
 use crate::slot::{key_slot, SharedSlotTable, SlotTable};
 use crate::slowlog::SlowLog;
+use crate::tls::{ReadHalf, Stream, WriteHalf};
 use arc_swap::ArcSwap;
 
 /// Replies at least this large are written directly instead of being copied
@@ -227,8 +226,10 @@ impl FanOutPending {
 
 /// Serves one client connection until it closes, QUITs, sends a malformed
 /// frame, or `shutdown` is cancelled.
-pub async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(stream: Stream, id: u64, shared: Arc<Shared>, shutdown: CancellationToken) {
+    if let Stream::Tcp(s) = &stream {
+        let _ = s.set_nodelay(true);
+    }
     let Ok(local_addr) = stream.local_addr() else {
         return;
     };
@@ -309,7 +310,7 @@ struct Session<'a> {
     tx: mpsc::Sender<Item>,
     /// The command of the request being dispatched (for its metrics).
     command: Option<Arc<CommandMetrics>>,
-    frames: FramedRead<OwnedReadHalf, GuardedDecoder>,
+    frames: FramedRead<ReadHalf, GuardedDecoder>,
     /// `frontend.idle_timeout` and `frontend.frame_timeout` at session start.
     idle_timeout: Duration,
     frame_timeout: Duration,
@@ -406,6 +407,12 @@ impl Session<'_> {
                     .applied
                     .iter()
                     .map(|k| format!("applied: {k}"))
+                    .chain(
+                        report
+                            .certificates_reloaded
+                            .iter()
+                            .map(|k| format!("certificates reloaded: {k}")),
+                    )
                     .chain(
                         report
                             .restart_needed
@@ -774,8 +781,7 @@ impl Session<'_> {
             .map(|(slot, i)| (slots.shards()[i].master.addr().to_string(), slot))
             .collect();
         if masters.is_empty() {
-            return ProxyError::ClusterDown("slotproxy has not discovered the cluster yet")
-                .to_resp();
+            return slots.undiscovered_error().to_resp();
         }
         let frame = req.frame().clone();
         let each = masters.into_iter().map(|(addr, slot)| {
@@ -1065,7 +1071,7 @@ fn reply_bytes(r: ReplyResult) -> Bytes {
 
 /// Writes replies in request order, batching those already available.
 async fn write_replies(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut rx: mpsc::Receiver<Item>,
     retrier: &Retrier,
     slowlog: &SlowLog,
@@ -1201,7 +1207,7 @@ async fn write_replies(
     }
 }
 
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+async fn flush(wr: &mut WriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }

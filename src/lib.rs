@@ -27,6 +27,7 @@
 //! * [`metrics`]: Prometheus metrics, served at `/metrics`.
 //! * [`slowlog`]: the proxy's SLOWLOG.
 //! * [`auth`]: client authentication and roles.
+//! * [`tls`]: TLS (rustls) to clients and to nodes; the plain-or-TLS stream type.
 //! * [`config`]: TOML configuration, CLI overrides and validation.
 //! * [`error`]: the typed error enum and the one place that renders it for clients.
 #![forbid(unsafe_code)]
@@ -52,4 +53,5 @@ pub mod router;
 pub mod server;
 pub mod slot;
 pub mod slowlog;
+pub mod tls;
 pub mod topology;

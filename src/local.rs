@@ -576,6 +576,11 @@ fn hello(
             )));
         }
     }
+    // As Redis: HELLO changes nothing for a client that must authenticate
+    // and did not (HELLO ... AUTH is the way to do both at once).
+    if auth.enabled() && client.user.is_none() {
+        return Err(ProxyError::HelloNoAuth);
+    }
     if let Some(n) = name {
         set_name(client, n)?;
     }

@@ -57,13 +57,31 @@ enum Command {
         /// Environment variable holding the nodes' password.
         #[arg(long, value_name = "VAR")]
         password_env: Option<String>,
+        /// Connect to the nodes with TLS.
+        #[arg(long)]
+        tls: bool,
+        /// CA certificates to verify the nodes with (PEM; default: the system's).
+        #[arg(long, value_name = "FILE", requires = "tls")]
+        cacert: Option<PathBuf>,
+        /// Client certificate for nodes that require one (PEM).
+        #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+        cert: Option<PathBuf>,
+        /// Private key of --cert (PEM).
+        #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+        key: Option<PathBuf>,
+        /// Name the node certificates must carry (default: the node's host).
+        #[arg(long, value_name = "NAME", requires = "tls")]
+        sni: Option<String>,
+        /// Accept any node certificate (testing only).
+        #[arg(long, requires = "tls")]
+        insecure: bool,
     },
 }
 
 /// Runs `slotproxy check`.
 fn run_check(
     seed: &str,
-    auth: Option<&[u8]>,
+    link: &slotproxy::backend::Link,
     min_replicas: usize,
     timeout: std::time::Duration,
 ) -> ExitCode {
@@ -77,7 +95,7 @@ fn run_check(
             return ExitCode::FAILURE;
         }
     };
-    let report = runtime.block_on(slotproxy::check::check(seed, auth, min_replicas, timeout));
+    let report = runtime.block_on(slotproxy::check::check(seed, link, min_replicas, timeout));
     for line in &report.lines {
         println!("{line}");
     }
@@ -101,19 +119,37 @@ fn main() -> ExitCode {
         timeout,
         user,
         password_env,
+        tls,
+        cacert,
+        cert,
+        key,
+        sni,
+        insecure,
     }) = &cli.command
     {
         let backend = slotproxy::config::BackendConfig {
             username: user.clone(),
             password_env: password_env.clone(),
+            tls: slotproxy::config::BackendTlsConfig {
+                enabled: *tls,
+                ca_file: cacert.clone(),
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                server_name: sni.clone(),
+                insecure_skip_verify: *insecure,
+            },
             ..Default::default()
         };
-        if let Err(e) = backend.credentials() {
-            eprintln!("slotproxy check: {e}");
-            return ExitCode::from(2);
-        }
-        let auth = slotproxy::backend::auth_frame(&backend);
-        return run_check(seed, auth.as_deref(), *min_replicas, *timeout);
+        let link = backend
+            .credentials()
+            .and_then(|_| slotproxy::backend::Link::from_config(&backend));
+        return match link {
+            Ok(link) => run_check(seed, &link, *min_replicas, *timeout),
+            Err(e) => {
+                eprintln!("slotproxy check: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     let overrides = Overrides {
         listen: cli.listen,

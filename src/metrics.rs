@@ -55,6 +55,8 @@ pub struct Metrics {
     pub backend_bytes: IntCounterVec,
     /// Open backend connections (multiplexed ones).
     pub backend_connections: IntGauge,
+    /// Client TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: IntCounter,
     frontend_connections: IntGauge,
     frontend_connections_total: IntCounter,
     redirects: IntCounterVec,
@@ -150,6 +152,11 @@ impl Metrics {
                 &r,
                 "slotproxy_backend_connections",
                 "Open multiplexed connections to cluster nodes.",
+            ),
+            tls_handshake_failures: counter(
+                &r,
+                "slotproxy_frontend_tls_handshake_failures_total",
+                "Client TLS handshakes that failed or timed out.",
             ),
             frontend_connections: gauge(
                 &r,

@@ -193,11 +193,11 @@ impl Retrier {
             },
         };
         let Some(shard) = shard else {
-            return Err(ProxyError::ClusterDown(if table.version() == 0 {
-                "slotproxy has not discovered the cluster yet"
+            return Err(if table.version() == 0 {
+                table.undiscovered_error()
             } else {
-                "Hash slot not served"
-            }));
+                ProxyError::ClusterDown("Hash slot not served")
+            });
         };
         if readonly && self.read_from != ReadFrom::Master {
             let up: Vec<&Arc<Node>> = shard.replicas.iter().filter(|r| r.is_reachable()).collect();
@@ -370,7 +370,9 @@ impl Retrier {
                 }
             }
             // Never written: safe to send again once there is a master.
-            Err(ProxyError::BackendUnavailable(_)) | Err(ProxyError::ClusterDown(_))
+            Err(ProxyError::BackendUnavailable(_))
+            | Err(ProxyError::ClusterDown(_))
+            | Err(ProxyError::Undiscovered(_))
                 if !matches!(a.target, Target::Node(_)) =>
             {
                 Next::WaitForMaster

@@ -127,9 +127,7 @@ impl<'a> Router<'a> {
             return Route::Info(crate::info::wanted(&args));
         }
         if t.shards().is_empty() {
-            return Route::Reject(ProxyError::ClusterDown(
-                "slotproxy has not discovered the cluster yet",
-            ));
+            return Route::Reject(t.undiscovered_error());
         }
         let plan = match name {
             "keys" => fanout::every_master(t, req, name, write, Merge::Concat),
@@ -288,7 +286,7 @@ mod tests {
         // No slot table yet: cluster-wide commands cannot run.
         assert!(matches!(
             r("KEYS *"),
-            Route::Reject(ProxyError::ClusterDown(_))
+            Route::Reject(ProxyError::Undiscovered(_))
         ));
     }
 }

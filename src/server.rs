@@ -13,11 +13,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
-use crate::backend::BackendSettings;
+use crate::backend::{BackendSettings, Link};
 use crate::backend::Tunable;
 use crate::command::Commands;
 use crate::config::{changed_keys, Config, ConfigError, Overrides, Problems, ReadFrom};
@@ -28,6 +28,8 @@ use crate::local::ProxyInfo;
 use crate::retry::Retrier;
 use crate::slot::{SharedSlotTable, SlotTable};
 use crate::slowlog::SlowLog;
+use crate::metrics::METRICS;
+use crate::tls::{Stream, TlsAcceptor, TlsConnector};
 use crate::topology::Topology;
 
 /// A running proxy.
@@ -71,8 +73,16 @@ impl Server {
         let shutdown = CancellationToken::new();
         let table: SharedSlotTable = Arc::new(ArcSwap::from_pointee(SlotTable::empty()));
         let commands = Commands::default();
+        let link = Link::from_config(&config.backend).map_err(std::io::Error::other)?;
+        let tls = match &config.frontend.tls {
+            Some(t) => Some(Arc::new(
+                TlsAcceptor::new(t).map_err(std::io::Error::other)?,
+            )),
+            None => None,
+        };
         let settings = Arc::new(BackendSettings::from_config(
             &config.backend,
+            link.clone(),
             Arc::new(Notify::new()),
             config.cluster.read_from != ReadFrom::Master,
         ));
@@ -107,7 +117,7 @@ impl Server {
             dedicated: Arc::new(DedicatedPool::new(
                 config.backend.max_dedicated_connections,
                 config.backend.connect_timeout,
-                crate::backend::auth_frame(&config.backend),
+                link.clone(),
             )),
             reloader: std::sync::OnceLock::new(),
             auth: Arc::new(
@@ -125,6 +135,8 @@ impl Server {
             settings,
             client_slots: client_slots.clone(),
             drain_timeout: drain_timeout.clone(),
+            frontend_tls: tls.clone(),
+            backend_tls: link.tls.clone(),
         });
         let _ = shared.reloader.set(Arc::downgrade(&reloader));
         let draining = Arc::new(AtomicBool::new(false));
@@ -141,12 +153,19 @@ impl Server {
         let sessions = TaskTracker::new();
         let accept = tokio::spawn(accept_loop(
             listener,
+            tls,
             shared,
             client_slots,
             shutdown.clone(),
             sessions.clone(),
         ));
-        info!(listen = %local_addr, admin = ?admin_addr, "slotproxy accepting clients");
+        info!(
+            listen = %local_addr,
+            tls = config.frontend.tls.is_some(),
+            backend_tls = config.backend.tls.enabled,
+            admin = ?admin_addr,
+            "slotproxy accepting clients"
+        );
         Ok(Server {
             local_addr,
             admin_addr,
@@ -246,14 +265,19 @@ pub struct ReloadReport {
     pub applied: Vec<String>,
     /// Keys that changed but take effect only after a restart.
     pub restart_needed: Vec<String>,
+    /// The sides (`frontend`, `backend`) whose TLS certificates and keys
+    /// were read again (always, when TLS is on: files change under the
+    /// same name when certificates are renewed).
+    pub certificates_reloaded: Vec<String>,
 }
 
 /// Re-reads the configuration and applies what can change safely: seeds,
 /// refresh and discovery intervals, timeouts, retry policy, limits (new
 /// sessions), `max_clients` (raising it admits more at once, lowering it
 /// disconnects nobody), CONFIG write permission, slow log, drain timeout and
-/// log level. Keys in [`crate::config::RESTART_KEYS`] are reported as
-/// needing a restart.
+/// log level. TLS certificates and keys are read again for new connections.
+/// Keys in [`crate::config::RESTART_KEYS`] are reported as needing a
+/// restart (turning TLS on or off is one of them).
 pub struct Reloader {
     source: ReloadSource,
     current: Mutex<Config>,
@@ -262,6 +286,8 @@ pub struct Reloader {
     settings: Arc<BackendSettings>,
     client_slots: Arc<Semaphore>,
     drain_timeout: Arc<Tunable>,
+    frontend_tls: Option<Arc<TlsAcceptor>>,
+    backend_tls: Option<Arc<TlsConnector>>,
 }
 
 impl Reloader {
@@ -274,7 +300,47 @@ impl Reloader {
         };
         let new = Config::load(Some(path), &self.source.overrides)?;
         let mut current = self.current.lock().expect("config lock");
-        let (applied, restart_needed) = changed_keys(&current, &new);
+        let (mut applied, mut restart_needed) = changed_keys(&current, &new);
+        // Turning TLS on or off needs a restart; the keys inside it then
+        // are not applied either.
+        for (on_before, on_now, section) in [
+            (
+                current.frontend.tls.is_some(),
+                new.frontend.tls.is_some(),
+                "frontend.tls",
+            ),
+            (
+                current.backend.tls.enabled,
+                new.backend.tls.enabled,
+                "backend.tls",
+            ),
+        ] {
+            if on_before != on_now {
+                let prefix = format!("{section}.");
+                applied.retain(|k| {
+                    let inside = k.starts_with(&prefix);
+                    if inside {
+                        restart_needed.push(k.clone());
+                    }
+                    !inside
+                });
+            }
+        }
+        restart_needed.sort();
+        restart_needed.dedup();
+        let mut certificates_reloaded = Vec::new();
+        if let (Some(acceptor), Some(t)) = (&self.frontend_tls, &new.frontend.tls) {
+            acceptor
+                .reload(t)
+                .map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
+            certificates_reloaded.push("frontend".to_string());
+        }
+        if let (Some(connector), true) = (&self.backend_tls, new.backend.tls.enabled) {
+            connector
+                .reload(&new.backend.tls)
+                .map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
+            certificates_reloaded.push("backend".to_string());
+        }
         if applied.iter().any(|k| k == "log.level") {
             if let Some(set) = &self.source.log_level {
                 set(&new.log.level).map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
@@ -308,17 +374,30 @@ impl Reloader {
         next.backend.max_dedicated_connections = current.backend.max_dedicated_connections;
         next.cluster.read_from = current.cluster.read_from;
         next.log.format = current.log.format;
+        if next.frontend.tls.is_some() != current.frontend.tls.is_some() {
+            next.frontend.tls = current.frontend.tls.clone();
+        }
+        if next.backend.tls.enabled != current.backend.tls.enabled {
+            next.backend.tls = current.backend.tls.clone();
+        }
         *current = next;
-        info!(?applied, ?restart_needed, "configuration reloaded");
+        info!(
+            ?applied,
+            ?restart_needed,
+            ?certificates_reloaded,
+            "configuration reloaded"
+        );
         Ok(ReloadReport {
             applied,
             restart_needed,
+            certificates_reloaded,
         })
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -350,6 +429,7 @@ async fn accept_loop(
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         shared
             .proxy
             .total_connections
@@ -359,7 +439,25 @@ async fn accept_loop(
             .connected_clients
             .fetch_add(1, Ordering::Relaxed);
         sessions.spawn(async move {
-            frontend::serve(stream, id, shared.clone(), shutdown).await;
+            // The handshake runs in the session's task, so a slow client
+            // never holds up the accept loop.
+            let stream = match tls {
+                None => Some(Stream::Tcp(stream)),
+                Some(acceptor) => tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    s = acceptor.accept(stream) => match s {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            METRICS.tls_handshake_failures.inc();
+                            None
+                        }
+                    },
+                },
+            };
+            if let Some(stream) = stream {
+                frontend::serve(stream, id, shared.clone(), shutdown).await;
+            }
             shared
                 .proxy
                 .connected_clients

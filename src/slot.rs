@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::backend::Node;
+use crate::error::ProxyError;
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
@@ -74,6 +75,8 @@ pub struct SlotTable {
     version: u64,
     slots: Box<[u16]>,
     shards: Vec<Shard>,
+    /// Before the first discovery: why the last attempt failed.
+    discovery_error: Option<Arc<str>>,
 }
 
 impl SlotTable {
@@ -83,7 +86,22 @@ impl SlotTable {
             version: 0,
             slots: vec![UNASSIGNED; SLOTS].into_boxed_slice(),
             shards: Vec::new(),
+            discovery_error: None,
         }
+    }
+
+    /// An empty table recording why discovery failed (swapped in while the
+    /// cluster has never been discovered, so clients learn the reason).
+    pub fn undiscovered(error: &str) -> SlotTable {
+        SlotTable {
+            discovery_error: Some(error.into()),
+            ..SlotTable::empty()
+        }
+    }
+
+    /// The error for a request that arrives before the first discovery.
+    pub fn undiscovered_error(&self) -> ProxyError {
+        ProxyError::Undiscovered(self.discovery_error.clone())
     }
 
     /// Builds a table from CLUSTER SLOTS ranges; `node` maps an address to
@@ -112,6 +130,7 @@ impl SlotTable {
             version,
             slots,
             shards,
+            discovery_error: None,
         }
     }
 

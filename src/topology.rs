@@ -219,7 +219,7 @@ impl Topology {
         for addr in self.candidates() {
             let reply = match backend::roundtrip(
                 &addr,
-                self.settings.auth.as_deref(),
+                &self.settings.link,
                 &request,
                 self.timeout.get(),
             )
@@ -252,10 +252,17 @@ impl Topology {
             self.adopt(ranges, &addr).await;
             return Ok(());
         }
-        Err(format!(
-            "no node answered CLUSTER SLOTS: {}",
-            problems.join("; ")
-        ))
+        let error = format!("no node answered CLUSTER SLOTS: {}", problems.join("; "));
+        let current = self.table.load();
+        if current.version() == 0 {
+            // Never discovered: clients are told why. The table is replaced,
+            // never changed in place, and only if no discovery won meanwhile.
+            let _ = self.table.compare_and_swap(
+                &current,
+                Arc::new(crate::slot::SlotTable::undiscovered(&error)),
+            );
+        }
+        Err(error)
     }
 
     async fn adopt(&self, ranges: Vec<SlotRange>, from: &str) {
@@ -365,7 +372,7 @@ impl Topology {
         let request = encode::command(&["COMMAND"]);
         match backend::roundtrip(
             &addr,
-            self.settings.auth.as_deref(),
+            &self.settings.link,
             &request,
             self.timeout.get(),
         )

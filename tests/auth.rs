@@ -43,7 +43,13 @@ fn users_roles_and_secrets() {
     assert!(err(&mut c, &["MULTI"]).starts_with("NOAUTH"));
     assert!(err(&mut c, &["AUTH", "wrong"]).starts_with("WRONGPASS"));
     assert!(err(&mut c, &["AUTH", "app", "reader-pw"]).starts_with("WRONGPASS"));
+    // HELLO alone does not get past authentication (as in Redis).
+    let e = err(&mut c, &["HELLO", "3"]);
+    assert!(e.starts_with("NOAUTH") && e.contains("HELLO must be called"), "{e}");
     let _: () = q(&mut c, &["AUTH", "reader-pw"]);
+    // Commands with Redis's `admin` flag need the admin role, even those
+    // the proxy answers itself.
+    assert!(err(&mut c, &["SLOWLOG", "RESET"]).starts_with("NOPERM"));
     assert_eq!(q::<Option<String>>(&mut c, &["GET", "k"]), None);
     assert!(err(&mut c, &["SET", "k", "v"]).starts_with("NOPERM"));
     let _: () = q(&mut c, &["AUTH", "app", "app-pw"]);
@@ -54,6 +60,7 @@ fn users_roles_and_secrets() {
     assert!(err(&mut c, &["PROXY", "TOPOLOGY"]).starts_with("NOPERM"));
     let _: () = q(&mut c, &["AUTH", "ops", "ops-pw"]);
     let _: redis::Value = q(&mut c, &["PROXY", "TOPOLOGY"]);
+    let _: () = q(&mut c, &["SLOWLOG", "RESET"]);
     let _: () = q(&mut c, &["FLUSHALL"]);
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0);
 

@@ -103,10 +103,56 @@ pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// TLS material for a test: a CA, and one certificate for `127.0.0.1` and
+/// `localhost` usable by servers and clients, all PEM files.
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The leaf certificate.
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
+}
+
+/// Makes a CA and a leaf certificate in `dir`, files named `NAME-ca.pem`,
+/// `NAME-cert.pem` and `NAME-key.pem`.
+pub fn make_tls(dir: &Path, name: &str) -> TlsFiles {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("slotproxy test CA {name}"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, format!("slotproxy test {name}"));
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let files = TlsFiles {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-cert.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+    };
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
+}
+
 /// One redis-server process.
 pub struct NodeProc {
     /// Client port.
     pub port: u16,
+    /// TLS client port, for TLS clusters.
+    pub tls_port: Option<u16>,
     /// Cluster bus port.
     pub bus_port: u16,
     dir: PathBuf,
@@ -128,7 +174,10 @@ pub struct Cluster {
     extra: Vec<String>,
     /// The nodes' `--requirepass`, if any.
     password: Option<String>,
+    /// The TLS files of a TLS cluster.
+    pub tls: Option<TlsFiles>,
     // Dropped after the nodes are killed.
+    _tls_dir: Option<tempfile::TempDir>,
     _dir: tempfile::TempDir,
 }
 
@@ -151,9 +200,11 @@ fn node_url(port: u16, password: Option<&str>) -> String {
 
 fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
     let password = password_in(extra);
+    let tls = extra.contains(&"--tls-cert-file");
     for _attempt in 0..5 {
         let port = free_port();
         let bus_port = free_port();
+        let tls_port = tls.then(free_port);
         let dir = root.join(port.to_string());
         std::fs::create_dir_all(&dir).expect("node dir");
         let mut args: Vec<String> = vec![
@@ -187,6 +238,9 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
             "--logfile".into(),
             dir.join("redis.log").display().to_string(),
         ];
+        if let Some(t) = tls_port {
+            args.extend(["--tls-port".to_string(), t.to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new("redis-server")
             .args(&args)
@@ -197,6 +251,7 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
             .expect("redis-server on PATH (run deploy/local/ensure-redis.sh)");
         let mut node = NodeProc {
             port,
+            tls_port,
             bus_port,
             dir,
             child,
@@ -266,6 +321,8 @@ impl Cluster {
             replicas: masters * replicas_per_master,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             password: password_in(extra),
+            tls: None,
+            _tls_dir: None,
             _dir: dir,
         };
         // Nodes are killed by Drop if anything below panics.
@@ -298,6 +355,44 @@ impl Cluster {
         }
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
+    }
+
+    /// A cluster whose nodes also listen with TLS (`--tls-port`, a client
+    /// certificate required) and talk TLS among themselves (`tls-cluster`,
+    /// `tls-replication`). The plain ports stay open for the harness's own
+    /// checks; [`Cluster::tls_seeds`] are what TLS tests connect to (a node
+    /// reports TLS ports to TLS clients).
+    pub fn start_tls(masters: usize, replicas_per_master: usize) -> Cluster {
+        let certs = tempfile::Builder::new()
+            .prefix("slotproxy-tls-")
+            .tempdir()
+            .expect("temp dir");
+        let files = make_tls(certs.path(), "cluster");
+        let args: Vec<String> = vec![
+            "--tls-cert-file".into(),
+            files.cert.display().to_string(),
+            "--tls-key-file".into(),
+            files.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            files.ca.display().to_string(),
+            "--tls-cluster".into(),
+            "yes".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::start_with(masters, replicas_per_master, &args);
+        cluster.tls = Some(files);
+        cluster._tls_dir = Some(certs);
+        cluster
+    }
+
+    /// `127.0.0.1:TLS_PORT` for every node of a TLS cluster.
+    pub fn tls_seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.tls_port.expect("a TLS cluster")))
+            .collect()
     }
 
     /// Builds a cluster of fewer than three masters with CLUSTER

@@ -95,12 +95,7 @@ impl Report {
 
 /// Checks the cluster that `seed` belongs to; `link` says how to connect
 /// (TLS, AUTH).
-pub async fn check(
-    seed: &str,
-    link: &Link,
-    min_replicas: usize,
-    timeout: Duration,
-) -> Report {
+pub async fn check(seed: &str, link: &Link, min_replicas: usize, timeout: Duration) -> Report {
     let mut r = Report::default();
     let nodes = match cluster_nodes(seed, link, timeout).await {
         Ok(n) => n,

@@ -684,7 +684,11 @@ impl Config {
                     "frontend.tls.require_client_cert: needs frontend.tls.client_ca_file".into(),
                 );
             }
-            nonzero(&mut p, "frontend.tls.handshake_timeout", t.handshake_timeout);
+            nonzero(
+                &mut p,
+                "frontend.tls.handshake_timeout",
+                t.handshake_timeout,
+            );
             if let Err(e) = crate::tls::server_config(t) {
                 p.push(e);
             }

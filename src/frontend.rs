@@ -15,6 +15,8 @@
 //! between sessions except the (immutable) tables and the backend queues, so
 //! one client's bad input cannot affect another client.
 
+mod queue;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,6 +149,11 @@ impl tokio_util::codec::Decoder for GuardedDecoder {
         let out = self.inner.decode(src);
         self.last_len = src.len();
         self.account(src.len())?;
+        // The buffer starts empty and is given back while the client idles;
+        // make room for a good-sized read whenever more input is needed.
+        if matches!(out, Ok(None)) && src.capacity() - src.len() < MIN_READ {
+            src.reserve(READ_CHUNK);
+        }
         out
     }
 
@@ -157,6 +164,11 @@ impl tokio_util::codec::Decoder for GuardedDecoder {
         out
     }
 }
+
+/// Reads are at least this large (spare room below it is grown).
+const MIN_READ: usize = 1024;
+/// How much room is made for a read.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// The request decoder limits of a `[frontend]` section.
 pub fn limits_of(f: &FrontendConfig) -> Limits {
@@ -195,6 +207,10 @@ enum Pending {
     Subscribed(mpsc::Receiver<Bytes>),
     /// No reply (pub/sub confirmations arrive as messages).
     Nothing,
+    /// The client went idle: the writer's phase ends (nothing is pending).
+    Pause,
+    /// The client is being closed: write what is pending, then shut down.
+    Close,
 }
 
 /// One forwarded request in flight.
@@ -236,56 +252,107 @@ pub async fn serve(stream: Stream, id: u64, shared: Arc<Shared>, shutdown: Cance
     let peer_addr = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
     let settings = shared.frontend.load_full();
-    let (tx, rx) = mpsc::channel(settings.max_pipeline);
+    let (tx, rx) = queue::queue(settings.max_pipeline);
     let outstanding = Arc::new(AtomicUsize::new(0));
-    let reader = async {
-        let mut session = Session {
-            shared: &shared,
-            client: ClientState {
-                peer_addr,
-                ..ClientState::new(id, local_addr)
-            },
-            keys: Vec::new(),
-            tx,
-            frames: FramedRead::new(
-                rd,
-                GuardedDecoder {
-                    inner: RequestDecoder::new(limits_of(&settings)),
-                    max_buffer: settings.max_query_buffer,
-                    budget: shared.client_memory.clone(),
-                    max_total: settings.max_client_memory,
-                    accounted: 0,
-                    last_len: 0,
-                    last_progress: Instant::now(),
-                },
-            ),
-            idle_timeout: settings.idle_timeout,
-            frame_timeout: settings.frame_timeout,
-            outstanding: outstanding.clone(),
-            max_pipeline: settings.max_pipeline,
-            backlog: VecDeque::new(),
-            txn: None,
-            watch: None,
-            pubsub: None,
-            command: None,
-        };
-        session.run(&shutdown).await;
-    };
-    tokio::join!(
-        reader,
-        write_replies(
-            wr,
-            rx,
-            &shared.retrier,
-            &shared.proxy.slowlog,
+    let mut session = Session {
+        shared: &shared,
+        client: ClientState {
             peer_addr,
-            &outstanding
-        )
-    );
+            ..ClientState::new(id, local_addr)
+        },
+        keys: Vec::new(),
+        tx,
+        // No read buffer until the client sends something.
+        frames: FramedRead::with_capacity(
+            rd,
+            GuardedDecoder {
+                inner: RequestDecoder::new(limits_of(&settings)),
+                max_buffer: settings.max_query_buffer,
+                budget: shared.client_memory.clone(),
+                max_total: settings.max_client_memory,
+                accounted: 0,
+                last_len: 0,
+                last_progress: Instant::now(),
+            },
+            0,
+        ),
+        idle_timeout: settings.idle_timeout,
+        frame_timeout: settings.frame_timeout,
+        outstanding: outstanding.clone(),
+        max_pipeline: settings.max_pipeline,
+        backlog: VecDeque::new(),
+        txn: None,
+        watch: None,
+        pubsub: None,
+        command: None,
+        last_request: Instant::now(),
+    };
+    let mut writer = Writer {
+        wr,
+        rx,
+        out: BytesMut::new(),
+        pushes: None,
+        peer: peer_addr,
+    };
+    loop {
+        // The reader and writer futures exist only while the client is
+        // active (boxed: an idle client keeps just the state above).
+        let phase = Box::pin(async {
+            tokio::join!(
+                session.run(&shutdown),
+                writer.run(&shared.retrier, &shared.proxy.slowlog, &outstanding)
+            )
+        });
+        match phase.await {
+            (End::Idle, true) => {}
+            _ => break,
+        }
+        // Idle (plain TCP only): wait for input with nothing allocated.
+        let ReadHalf::Tcp(socket) = session.frames.get_ref() else {
+            break;
+        };
+        let idle_timeout = session.idle_timeout;
+        let closes_at = session.last_request + idle_timeout;
+        tokio::select! {
+            // An error surfaces on the read that follows.
+            _ = socket.readable() => session.frames.read_buffer_mut().reserve(READ_CHUNK),
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(closes_at.into()), if !idle_timeout.is_zero() => {
+                debug!(client = id, "idle client closed");
+                break;
+            }
+        }
+    }
 }
+
+/// How a session's active phase ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Idle for [`IDLE_RELEASE`] with nothing in flight: wait for input
+    /// without the phase's futures and buffers.
+    Idle,
+    /// The client is gone or is being closed.
+    Closed,
+}
+
+/// How long a plain-TCP client must be idle, with nothing in flight, before
+/// its session gives back everything but its state (about 1.5 KB kept).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// One decoded client frame (or why it could not be decoded).
 type Input = Result<Request, ProtocolError>;
+
+/// What ended a session's wait for input.
+enum Wake {
+    /// A frame, an error, or the end of input.
+    Input(Option<Input>),
+    /// The socket turned readable (an idle client, waiting with no buffer).
+    Readable,
+    /// Shutdown began.
+    Shutdown,
+    /// The idle or frame timer fired.
+    Timer,
+}
 
 /// A transaction being queued (between MULTI and EXEC).
 struct Txn {
@@ -307,7 +374,7 @@ struct Session<'a> {
     shared: &'a Shared,
     client: ClientState,
     keys: Vec<usize>,
-    tx: mpsc::Sender<Item>,
+    tx: queue::Sender<Item>,
     /// The command of the request being dispatched (for its metrics).
     command: Option<Arc<CommandMetrics>>,
     frames: FramedRead<ReadHalf, GuardedDecoder>,
@@ -323,16 +390,43 @@ struct Session<'a> {
     txn: Option<Txn>,
     watch: Option<Watch>,
     pubsub: Option<pubsub::Handle>,
+    /// When the last request was read.
+    last_request: Instant,
 }
 
 impl Session<'_> {
-    async fn run(&mut self, shutdown: &CancellationToken) {
+    /// Whether the session may go idle (see [`End::Idle`]): a plain-TCP
+    /// client with nothing buffered, in flight, subscribed or in a
+    /// transaction.
+    fn releasable(&self) -> bool {
+        matches!(self.frames.get_ref(), ReadHalf::Tcp(_))
+            && self.frames.read_buffer().is_empty()
+            && self.backlog.is_empty()
+            && self.outstanding.load(Ordering::Relaxed) == 0
+            && self.pubsub.as_ref().is_none_or(|p| p.active() == 0)
+            && self.watch.is_none()
+            && self.txn.is_none()
+    }
+
+    /// Reads and dispatches requests until the client goes idle or must be
+    /// closed; tells the writer which, through the reply queue.
+    async fn run(&mut self, shutdown: &CancellationToken) -> End {
+        let end = self.read_loop(shutdown).await;
+        let marker = match end {
+            End::Idle => Pending::Pause,
+            End::Closed => Pending::Close,
+        };
+        // Fails only when the writer is gone already.
+        let _ = self.tx.send((marker, None)).await;
+        end
+    }
+
+    async fn read_loop(&mut self, shutdown: &CancellationToken) -> End {
         let id = self.client.id;
         let bytes_in = METRICS.frontend_bytes.with_label_values(&["in"]);
-        let mut last_request = Instant::now();
         loop {
             if shutdown.is_cancelled() {
-                break;
+                return End::Closed;
             }
             let item = match self.backlog.pop_front() {
                 Some(item) => Some(item),
@@ -340,17 +434,63 @@ impl Session<'_> {
                 None => match self.frames.next().now_or_never() {
                     Some(item) => item,
                     None => {
-                        let deadline = self.read_deadline(last_request);
-                        tokio::select! {
-                            item = self.frames.next() => item,
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                        let last_request = self.last_request;
+                        let now = Instant::now();
+                        let release_at = if last_request + IDLE_RELEASE > now {
+                            last_request + IDLE_RELEASE
+                        } else {
+                            now + IDLE_RELEASE
+                        };
+                        let deadline = match self.read_deadline(last_request) {
+                            Some(d) if matches!(self.frames.get_ref(), ReadHalf::Tcp(_)) => {
+                                Some(d.min(release_at))
+                            }
+                            None if matches!(self.frames.get_ref(), ReadHalf::Tcp(_)) => {
+                                Some(release_at)
+                            }
+                            d => d,
+                        };
+                        let timer =
+                            tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into());
+                        // An idle plain-TCP client holds no read buffer: wait
+                        // for the socket to turn readable, then read.
+                        let idle = self.frames.read_buffer().is_empty()
+                            && matches!(self.frames.get_ref(), ReadHalf::Tcp(_));
+                        let woke = if idle {
+                            *self.frames.read_buffer_mut() = BytesMut::new();
+                            let ReadHalf::Tcp(socket) = self.frames.get_ref() else {
+                                unreachable!("checked above")
+                            };
+                            tokio::select! {
+                                // An error surfaces on the read that follows.
+                                _ = socket.readable() => Wake::Readable,
+                                _ = shutdown.cancelled() => Wake::Shutdown,
+                                _ = timer, if deadline.is_some() => Wake::Timer,
+                            }
+                        } else {
+                            tokio::select! {
+                                item = self.frames.next() => Wake::Input(item),
+                                _ = shutdown.cancelled() => Wake::Shutdown,
+                                _ = timer, if deadline.is_some() => Wake::Timer,
+                            }
+                        };
+                        match woke {
+                            Wake::Input(item) => item,
+                            Wake::Readable => {
+                                self.frames.read_buffer_mut().reserve(READ_CHUNK);
+                                continue;
+                            }
+                            Wake::Shutdown => return End::Closed,
+                            Wake::Timer => {
+                                if Instant::now() >= release_at && self.releasable() {
+                                    return End::Idle;
+                                }
                                 match self.timed_out(last_request) {
                                     Some(Some(reply)) => {
                                         let _ = self.tx.send((Pending::Ready(reply), None)).await;
-                                        break;
+                                        return End::Closed;
                                     }
-                                    Some(None) => break,
+                                    Some(None) => return End::Closed,
                                     None => continue,
                                 }
                             }
@@ -359,9 +499,9 @@ impl Session<'_> {
                 },
             };
             let started = Instant::now();
-            last_request = started;
+            self.last_request = started;
             let (pending, frame) = match item {
-                None => break,
+                None => return End::Closed,
                 Some(Ok(req)) => {
                     bytes_in.inc_by(req.frame().len() as u64);
                     let frame = req.frame().clone();
@@ -369,7 +509,7 @@ impl Session<'_> {
                 }
                 Some(Err(ProtocolError::Io(e))) => {
                     debug!(client = id, error = %e, "client read failed");
-                    break;
+                    return End::Closed;
                 }
                 Some(Err(e)) => {
                     debug!(client = id, error = %e, "protocol error; closing the connection");
@@ -377,7 +517,7 @@ impl Session<'_> {
                         .tx
                         .send((Pending::Ready(ProxyError::from(e).to_resp()), None))
                         .await;
-                    break;
+                    return End::Closed;
                 }
             };
             let timing = Timing {
@@ -391,7 +531,7 @@ impl Session<'_> {
             };
             self.outstanding.fetch_add(1, Ordering::Relaxed);
             if self.tx.send((pending, Some(timing))).await.is_err() || self.client.closing {
-                break;
+                return End::Closed;
             }
         }
     }
@@ -551,7 +691,7 @@ impl Session<'_> {
         }
         self.remember_script(&req);
         if self.txn.is_some() {
-            return Pending::Ready(self.queue(route, req).await);
+            return Pending::Ready(Box::pin(self.queue(route, req)).await);
         }
         let subscribed = self.pubsub.as_ref().is_some_and(|p| p.active() > 0);
         if subscribed && !self.client.resp3 {
@@ -583,7 +723,7 @@ impl Session<'_> {
                     return Pending::Ready(ProxyError::ShuttingDown.to_resp());
                 }
                 if spec.name == "reset" {
-                    self.reset().await;
+                    Box::pin(self.reset()).await;
                 }
                 let mut ctx = Ctx {
                     commands: &commands,
@@ -596,7 +736,7 @@ impl Session<'_> {
                 return Pending::Ready(local::execute(spec, &req, &mut ctx));
             }
             Route::Reject(e) => return Pending::Ready(e.to_resp()),
-            Route::FanOut(plan) => return self.fan_out(plan).await,
+            Route::FanOut(plan) => return Box::pin(self.fan_out(plan)).await,
             Route::Info(sections) => {
                 let plan = fanout::info(
                     &slots,
@@ -608,27 +748,27 @@ impl Session<'_> {
                     ),
                     self.shared.proxy.clients_section(),
                 );
-                return self.fan_out(plan).await;
+                return Box::pin(self.fan_out(plan)).await;
             }
             Route::Transaction(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
-                return Pending::Ready(self.transaction(&name, &req).await);
+                return Pending::Ready(Box::pin(self.transaction(&name, &req)).await);
             }
             Route::PubSub(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
                 drop(slots);
-                return self.subscription(&name, &req).await;
+                return Box::pin(self.subscription(&name, &req)).await;
             }
             Route::Wait => {
                 drop(commands);
-                return Pending::Ready(self.wait(&slots, &req).await);
+                return Pending::Ready(Box::pin(self.wait(&slots, &req)).await);
             }
             Route::Dedicated(target) => {
                 drop(commands);
                 drop(slots);
-                return Pending::Ready(self.blocking(target, req).await);
+                return Pending::Ready(Box::pin(self.blocking(target, req)).await);
             }
             Route::Forward { target, readonly } => (target, readonly),
         };
@@ -1069,141 +1209,173 @@ fn reply_bytes(r: ReplyResult) -> Bytes {
     r.unwrap_or_else(|e| e.to_resp())
 }
 
-/// Writes replies in request order, batching those already available.
-async fn write_replies(
-    mut wr: WriteHalf,
-    mut rx: mpsc::Receiver<Item>,
-    retrier: &Retrier,
-    slowlog: &SlowLog,
+/// The write side of a session: what outlives its active phases.
+struct Writer {
+    wr: WriteHalf,
+    rx: queue::Receiver<Item>,
+    /// Replies batched for one write (released while idle).
+    out: BytesMut,
+    /// Pub/sub messages, once the client has subscribed.
+    pushes: Option<mpsc::Receiver<Bytes>>,
     peer: Option<SocketAddr>,
-    outstanding: &AtomicUsize,
-) {
-    let bytes_out = METRICS.frontend_bytes.with_label_values(&["out"]);
-    let mut out = BytesMut::new();
-    // Pub/sub messages, once the client has subscribed.
-    let mut pushes: Option<mpsc::Receiver<Bytes>> = None;
-    loop {
-        if let Some(p) = pushes.as_mut() {
-            while let Ok(msg) = p.try_recv() {
-                out.extend_from_slice(&msg);
-            }
+}
+
+impl Writer {
+    /// Writes replies in request order, batching those already available,
+    /// until the reader pauses (true) or the connection is done (false).
+    async fn run(
+        &mut self,
+        retrier: &Retrier,
+        slowlog: &SlowLog,
+        outstanding: &AtomicUsize,
+    ) -> bool {
+        let open = self.write_replies(retrier, slowlog, outstanding).await;
+        if !open {
+            // The reader learns it on its next send.
+            self.rx.close();
         }
-        let item = match rx.try_recv() {
-            Ok(item) => item,
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if flush(&mut wr, &mut out).await.is_err() {
-                    return;
-                }
-                let next = match pushes.as_mut() {
-                    Some(p) => tokio::select! {
-                        item = rx.recv() => item,
-                        msg = p.recv() => {
-                            match msg {
-                                Some(msg) => out.extend_from_slice(&msg),
-                                None => pushes = None,
-                            }
-                            continue;
-                        }
-                    },
-                    None => rx.recv().await,
-                };
-                match next {
-                    Some(item) => item,
-                    None => break,
-                }
-            }
-        };
-        let (item, timing) = item;
-        let reply = match item {
-            Pending::Ready(b) => b,
-            Pending::Subscribed(p) => {
-                pushes = Some(p);
-                // Its confirmation arrives as a message.
-                if timing.is_some() {
-                    outstanding.fetch_sub(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-            Pending::Routed(Routed { attempt, sent }) => {
-                // Fast path: a reply that is already here and final.
-                let ready = match sent {
-                    Ok(mut slot) => match slot.try_recv() {
-                        Ok(outcome) => Ok(outcome),
-                        Err(TryRecvError::Empty) => Err(Ok(slot)),
-                        // A closed slot must not be awaited again.
-                        Err(TryRecvError::Closed) => Ok(Err(ProxyError::BackendConnectionLost(
-                            "connection closed".into(),
-                        ))),
-                    },
-                    Err(e) => Ok(Err(e)),
-                };
-                let outcome = match ready {
-                    Ok(outcome) if Retrier::is_final(&outcome) => outcome,
-                    Ok(outcome) => {
-                        if flush(&mut wr, &mut out).await.is_err() {
-                            return;
-                        }
-                        retrier.finish(&attempt, outcome).await
-                    }
-                    Err(sent) => {
-                        if flush(&mut wr, &mut out).await.is_err() {
-                            return;
-                        }
-                        retrier.complete(&attempt, sent).await
-                    }
-                };
-                reply_bytes(outcome)
-            }
-            Pending::FanOut(f) => {
-                if flush(&mut wr, &mut out).await.is_err() {
-                    return;
-                }
-                f.finish(retrier).await
-            }
-            Pending::Barrier(done) => {
-                if flush(&mut wr, &mut out).await.is_err() {
-                    return;
-                }
-                let _ = done.send(());
-                continue;
-            }
-            Pending::Nothing => {
-                if timing.is_some() {
-                    outstanding.fetch_sub(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-        };
-        if let Some(t) = timing {
-            outstanding.fetch_sub(1, Ordering::Relaxed);
-            let took = t.started.elapsed();
-            t.command.latency.observe(took.as_secs_f64());
-            slowlog.record(took, &t.frame, peer, t.name.as_ref());
-            if reply.first() == Some(&b'-') {
-                t.command.error.inc();
-                METRICS
-                    .errors
-                    .with_label_values(&[error_kind(&reply)])
-                    .inc();
-            } else {
-                t.command.ok.inc();
-            }
-        }
-        bytes_out.inc_by(reply.len() as u64);
-        if reply.len() >= LARGE_REPLY {
-            if flush(&mut wr, &mut out).await.is_err() || wr.write_all(&reply).await.is_err() {
-                return;
-            }
-        } else {
-            out.extend_from_slice(&reply);
-            if out.len() >= MAX_OUT && flush(&mut wr, &mut out).await.is_err() {
-                return;
-            }
-        }
+        open
     }
-    if flush(&mut wr, &mut out).await.is_ok() {
-        let _ = wr.shutdown().await;
+
+    async fn write_replies(
+        &mut self,
+        retrier: &Retrier,
+        slowlog: &SlowLog,
+        outstanding: &AtomicUsize,
+    ) -> bool {
+        let bytes_out = METRICS.frontend_bytes.with_label_values(&["out"]);
+        loop {
+            if let Some(p) = self.pushes.as_mut() {
+                while let Ok(msg) = p.try_recv() {
+                    self.out.extend_from_slice(&msg);
+                }
+            }
+            let item = match self.rx.try_recv() {
+                Ok(item) => item,
+                Err(queue::TryRecvError::Disconnected) => break,
+                Err(queue::TryRecvError::Empty) => {
+                    if flush(&mut self.wr, &mut self.out).await.is_err() {
+                        return false;
+                    }
+                    // Nothing to write: an idle client holds no write buffer.
+                    self.out = BytesMut::new();
+                    let next = match self.pushes.as_mut() {
+                        Some(p) => tokio::select! {
+                            item = self.rx.recv() => item,
+                            msg = p.recv() => {
+                                match msg {
+                                    Some(msg) => self.out.extend_from_slice(&msg),
+                                    None => self.pushes = None,
+                                }
+                                continue;
+                            }
+                        },
+                        None => self.rx.recv().await,
+                    };
+                    match next {
+                        Some(item) => item,
+                        None => break,
+                    }
+                }
+            };
+            let (item, timing) = item;
+            let reply = match item {
+                Pending::Ready(b) => b,
+                Pending::Subscribed(p) => {
+                    self.pushes = Some(p);
+                    // Its confirmation arrives as a message.
+                    if timing.is_some() {
+                        outstanding.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Pending::Routed(Routed { attempt, sent }) => {
+                    // Fast path: a reply that is already here and final.
+                    let ready = match sent {
+                        Ok(mut slot) => match slot.try_recv() {
+                            Ok(outcome) => Ok(outcome),
+                            Err(TryRecvError::Empty) => Err(Ok(slot)),
+                            // A closed slot must not be awaited again.
+                            Err(TryRecvError::Closed) => Ok(Err(
+                                ProxyError::BackendConnectionLost("connection closed".into()),
+                            )),
+                        },
+                        Err(e) => Ok(Err(e)),
+                    };
+                    let outcome = match ready {
+                        Ok(outcome) if Retrier::is_final(&outcome) => outcome,
+                        Ok(outcome) => {
+                            if flush(&mut self.wr, &mut self.out).await.is_err() {
+                                return false;
+                            }
+                            Box::pin(retrier.finish(&attempt, outcome)).await
+                        }
+                        Err(sent) => {
+                            if flush(&mut self.wr, &mut self.out).await.is_err() {
+                                return false;
+                            }
+                            Box::pin(retrier.complete(&attempt, sent)).await
+                        }
+                    };
+                    reply_bytes(outcome)
+                }
+                Pending::FanOut(f) => {
+                    if flush(&mut self.wr, &mut self.out).await.is_err() {
+                        return false;
+                    }
+                    Box::pin(f.finish(retrier)).await
+                }
+                Pending::Barrier(done) => {
+                    if flush(&mut self.wr, &mut self.out).await.is_err() {
+                        return false;
+                    }
+                    let _ = done.send(());
+                    continue;
+                }
+                Pending::Pause => {
+                    return flush(&mut self.wr, &mut self.out).await.is_ok();
+                }
+                Pending::Close => break,
+                Pending::Nothing => {
+                    if timing.is_some() {
+                        outstanding.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+            };
+            if let Some(t) = timing {
+                outstanding.fetch_sub(1, Ordering::Relaxed);
+                let took = t.started.elapsed();
+                t.command.latency.observe(took.as_secs_f64());
+                slowlog.record(took, &t.frame, self.peer, t.name.as_ref());
+                if reply.first() == Some(&b'-') {
+                    t.command.error.inc();
+                    METRICS
+                        .errors
+                        .with_label_values(&[error_kind(&reply)])
+                        .inc();
+                } else {
+                    t.command.ok.inc();
+                }
+            }
+            bytes_out.inc_by(reply.len() as u64);
+            if reply.len() >= LARGE_REPLY {
+                if flush(&mut self.wr, &mut self.out).await.is_err()
+                    || self.wr.write_all(&reply).await.is_err()
+                {
+                    return false;
+                }
+            } else {
+                self.out.extend_from_slice(&reply);
+                if self.out.len() >= MAX_OUT && flush(&mut self.wr, &mut self.out).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        if flush(&mut self.wr, &mut self.out).await.is_ok() {
+            let _ = self.wr.shutdown().await;
+        }
+        false
     }
 }
 
@@ -1217,4 +1389,17 @@ async fn flush(wr: &mut WriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
         *out = BytesMut::new();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_session_state_stays_small() {
+        // What an idle plain-TCP client keeps besides its socket (see
+        // `End::Idle`); docs/benchmarks.md has the measured RSS per client.
+        let kept = std::mem::size_of::<Session<'static>>() + std::mem::size_of::<Writer>();
+        assert!(kept <= 1024, "idle session state grew to {kept} bytes");
+    }
 }

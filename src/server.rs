@@ -17,18 +17,18 @@ use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
-use crate::backend::{BackendSettings, Link};
 use crate::backend::Tunable;
+use crate::backend::{BackendSettings, Link};
 use crate::command::Commands;
 use crate::config::{changed_keys, Config, ConfigError, Overrides, Problems, ReadFrom};
 use crate::dedicated::DedicatedPool;
 use crate::error::ProxyError;
 use crate::frontend::{self, Shared};
 use crate::local::ProxyInfo;
+use crate::metrics::METRICS;
 use crate::retry::Retrier;
 use crate::slot::{SharedSlotTable, SlotTable};
 use crate::slowlog::SlowLog;
-use crate::metrics::METRICS;
 use crate::tls::{Stream, TlsAcceptor, TlsConnector};
 use crate::topology::Topology;
 
@@ -445,7 +445,9 @@ async fn accept_loop(
                 None => Some(Stream::Tcp(stream)),
                 Some(acceptor) => tokio::select! {
                     _ = shutdown.cancelled() => None,
-                    s = acceptor.accept(stream) => match s {
+                    // Boxed: the handshake's state would otherwise sit in
+                    // every session's future for its whole life.
+                    s = Box::pin(acceptor.accept(stream)) => match s {
                         Ok(s) => Some(s),
                         Err(e) => {
                             debug!(%peer, error = %e, "TLS handshake failed");

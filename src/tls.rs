@@ -51,7 +51,10 @@ fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         rustls::pki_types::pem::Error::NoItemsFound => {
             format!("{key}: no private key in {}", path.display())
         }
-        e => format!("{key}: cannot read a private key from {}: {e}", path.display()),
+        e => format!(
+            "{key}: cannot read a private key from {}: {e}",
+            path.display()
+        ),
     })
 }
 

@@ -217,20 +217,16 @@ impl Topology {
         // yet) is only used when no node has a complete view.
         let mut partial: Option<(Vec<SlotRange>, String)> = None;
         for addr in self.candidates() {
-            let reply = match backend::roundtrip(
-                &addr,
-                &self.settings.link,
-                &request,
-                self.timeout.get(),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    problems.push(e);
-                    continue;
-                }
-            };
+            let reply =
+                match backend::roundtrip(&addr, &self.settings.link, &request, self.timeout.get())
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                };
             match parse_cluster_slots(&reply, &addr) {
                 Ok(ranges) if covered(&ranges) == SLOTS => {
                     self.adopt(ranges, &addr).await;
@@ -370,14 +366,7 @@ impl Topology {
             return;
         };
         let request = encode::command(&["COMMAND"]);
-        match backend::roundtrip(
-            &addr,
-            &self.settings.link,
-            &request,
-            self.timeout.get(),
-        )
-        .await
-        {
+        match backend::roundtrip(&addr, &self.settings.link, &request, self.timeout.get()).await {
             Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr) {
                 Ok(n) => {
                     info!(commands = n, source = %addr, "command table refreshed from the cluster");

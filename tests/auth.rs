@@ -45,7 +45,10 @@ fn users_roles_and_secrets() {
     assert!(err(&mut c, &["AUTH", "app", "reader-pw"]).starts_with("WRONGPASS"));
     // HELLO alone does not get past authentication (as in Redis).
     let e = err(&mut c, &["HELLO", "3"]);
-    assert!(e.starts_with("NOAUTH") && e.contains("HELLO must be called"), "{e}");
+    assert!(
+        e.starts_with("NOAUTH") && e.contains("HELLO must be called"),
+        "{e}"
+    );
     let _: () = q(&mut c, &["AUTH", "reader-pw"]);
     // Commands with Redis's `admin` flag need the admin role, even those
     // the proxy answers itself.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{run_client, wait_until, Cluster};
+use common::{q, run_client, wait_until, Cluster};
 use redis::Value;
 use slotproxy::slot::key_slot;
 
@@ -453,4 +453,52 @@ fn shard_subscriptions_follow_their_slot() {
     assert!(cluster
         .cli(to, &["pubsub", "shardnumsub", ch])
         .contains("\n1"));
+}
+
+/// A client idle long enough for its session to give back its buffers and
+/// futures (about a second) keeps its state: name, RESP3, WATCH and
+/// subscriptions, and pipelines as before.
+#[test]
+fn idle_clients_keep_their_state() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut con = proxy.conn();
+    let _: () = q(&mut con, &["CLIENT", "SETNAME", "sleeper"]);
+    let _: () = q(&mut con, &["SET", "idle:w", "1"]);
+    let _: () = q(&mut con, &["WATCH", "idle:w"]);
+    let mut raw = proxy.raw();
+    raw.write_all(b"HELLO 3\r\n").unwrap();
+    read_until(&mut raw, "proto", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(
+        q::<String>(&mut con, &["CLIENT", "GETNAME"]),
+        "sleeper",
+        "name kept"
+    );
+    // The WATCH is still in force.
+    let _: () = q(&mut con, &["MULTI"]);
+    let _: () = q(&mut con, &["SET", "idle:w", "2"]);
+    let done: Value = q(&mut con, &["EXEC"]);
+    assert!(
+        matches!(done, Value::Array(ref v) if v.len() == 1),
+        "{done:?}"
+    );
+    // RESP3 is kept: a map reply comes back as a map (`%`).
+    raw.write_all(b"HSET idle:h f v\r\nHGETALL idle:h\r\n")
+        .unwrap();
+    let text = read_until(&mut raw, "%1", Duration::from_secs(5));
+    assert!(text.contains("%1"), "{text:?}");
+    // A pipeline after another idle spell comes back whole and in order.
+    std::thread::sleep(Duration::from_millis(1600));
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("SET").arg(format!("idle:{i}")).arg(i).ignore();
+    }
+    for i in 0..500 {
+        pipe.cmd("GET").arg(format!("idle:{i}"));
+    }
+    let got: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+    // No WATCH any more, so this session was released meanwhile too.
+    assert_eq!(q::<String>(&mut con, &["CLIENT", "GETNAME"]), "sleeper");
 }

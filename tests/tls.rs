@@ -53,7 +53,10 @@ fn tls_cli(port: u16, ca: &Path, client: Option<&TlsFiles>, args: &[&str]) -> (b
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success() && !text.contains("Could not connect"), text)
+    (
+        out.status.success() && !text.contains("Could not connect"),
+        text,
+    )
 }
 
 /// The output of a `redis-cli --tls` command that must succeed.
@@ -234,10 +237,16 @@ fn client_certificates_are_verified() {
         let port = proxy.port();
         assert_eq!(tls_ok(port, &server.ca, Some(&clients), &["PING"]), "PONG");
         let (ok, text) = tls_cli(port, &server.ca, Some(&stranger), &["PING"]);
-        assert!(!ok || !text.contains("PONG"), "stranger's certificate accepted: {text}");
+        assert!(
+            !ok || !text.contains("PONG"),
+            "stranger's certificate accepted: {text}"
+        );
         let (ok, text) = tls_cli(port, &server.ca, None, &["PING"]);
         if required {
-            assert!(!ok || !text.contains("PONG"), "no certificate accepted: {text}");
+            assert!(
+                !ok || !text.contains("PONG"),
+                "no certificate accepted: {text}"
+            );
         } else {
             assert_eq!(text.trim(), "PONG", "optional client certificate");
         }
@@ -267,8 +276,14 @@ fn slow_handshakes_time_out_without_hurting_others() {
     garbage.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
     let mut tls = TlsConn::open(proxy.port(), &server.ca);
     assert_eq!(tls.call(&["PING"]), "+PONG\r\n");
-    assert!(common::proxy::closed_by_peer(&mut silent), "silent client kept");
-    assert!(common::proxy::closed_by_peer(&mut garbage), "garbage client kept");
+    assert!(
+        common::proxy::closed_by_peer(&mut silent),
+        "silent client kept"
+    );
+    assert!(
+        common::proxy::closed_by_peer(&mut garbage),
+        "garbage client kept"
+    );
     assert_eq!(tls.call(&["SET", "k", "v"]), "+OK\r\n");
 }
 
@@ -318,13 +333,16 @@ fn certificates_reload_on_sighup() {
         .status()
         .unwrap()
         .success());
-    common::wait_until(
-        Duration::from_secs(10),
-        "new certificate served",
-        || tls_cli(port, &second.ca, None, &["PING"]).1.contains("PONG"),
-    );
+    common::wait_until(Duration::from_secs(10), "new certificate served", || {
+        tls_cli(port, &second.ca, None, &["PING"])
+            .1
+            .contains("PONG")
+    });
     let (ok, text) = tls_cli(port, &first.ca, None, &["PING"]);
-    assert!(!ok || !text.contains("PONG"), "old certificate still served: {text}");
+    assert!(
+        !ok || !text.contains("PONG"),
+        "old certificate still served: {text}"
+    );
     // The connection opened before the reload keeps working.
     assert_eq!(before.call(&["SET", "reload", "1"]), "+OK\r\n");
 

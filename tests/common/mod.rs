@@ -127,7 +127,8 @@ pub fn make_tls(dir: &Path, name: &str) -> TlsFiles {
         .distinguished_name
         .push(DnType::CommonName, format!("slotproxy test CA {name}"));
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
     leaf.distinguished_name
         .push(DnType::CommonName, format!("slotproxy test {name}"));
     leaf.extended_key_usages = vec![

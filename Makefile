@@ -22,10 +22,12 @@ stop:
 test-deps:
 	deploy/local/ensure-test-deps.sh
 
+# deploy-lint first: it takes seconds, and the test runner's summary stays
+# the last thing printed.
 test: test-deps
+	$(MAKE) --no-print-directory deploy-lint
 	cargo test --doc
 	cargo test --all-targets
-	$(MAKE) deploy-lint
 
 # Static checks of deploy/ (the dashboard is checked by tests/deploy.rs).
 # The installs are in test-deps; call `make test-deps` first when running

@@ -1,15 +1,17 @@
 # slotproxy developer entry points. `make run` and `make test` are all a fresh
 # machine needs: they install redis-server with apt-get when it is missing.
-.PHONY: help run stop test test-deps lint bench fuzz build clean
+.PHONY: help run stop test test-deps deploy-lint lint bench fuzz build image clean
 
 help:
 	@echo "make run    start a local 6-node Redis Cluster and slotproxy on 127.0.0.1:6380"
 	@echo "make stop   stop the local cluster"
-	@echo "make test   install test dependencies, run unit, property and integration tests"
+	@echo "make test   install test dependencies, run unit, property and integration tests and deploy-lint"
+	@echo "make deploy-lint  hadolint the Dockerfile, validate the Kubernetes manifests and the systemd unit"
 	@echo "make lint   rustfmt --check and clippy -D warnings"
 	@echo "make bench  direct cluster vs slotproxy side by side (writes docs/benchmarks.md)"
 	@echo "make fuzz   run the cargo-fuzz targets (FUZZ_SECONDS each, default 60)"
 	@echo "make build  release build"
+	@echo "make image  container image slotproxy:dev (needs a Docker engine; not part of test)"
 
 run:
 	deploy/local/run.sh
@@ -20,9 +22,27 @@ stop:
 test-deps:
 	deploy/local/ensure-test-deps.sh
 
+# deploy-lint first: it takes seconds, and the test runner's summary stays
+# the last thing printed.
 test: test-deps
+	$(MAKE) --no-print-directory deploy-lint
 	cargo test --doc
 	cargo test --all-targets
+
+# Static checks of deploy/ (the dashboard is checked by tests/deploy.rs).
+# The installs are in test-deps; call `make test-deps` first when running
+# this alone on a fresh machine.
+deploy-lint:
+	hadolint deploy/docker/Dockerfile
+	@echo "hadolint deploy/docker/Dockerfile: OK"
+	python3 deploy/kubernetes/check.py
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+		out="$$(systemd-analyze verify deploy/systemd/slotproxy.service 2>&1 | grep -v 'slotproxy is not executable' || true)"; \
+		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; \
+		echo "systemd-analyze verify deploy/systemd/slotproxy.service: OK"; \
+	else \
+		echo "systemd-analyze not found: deploy/systemd/slotproxy.service not verified"; \
+	fi
 
 lint:
 	cargo fmt --all -- --check
@@ -42,6 +62,9 @@ fuzz:
 
 build:
 	cargo build --release
+
+image:
+	docker build -f deploy/docker/Dockerfile -t slotproxy:dev .
 
 clean:
 	cargo clean

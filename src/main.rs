@@ -1,9 +1,12 @@
 //! The `slotproxy` binary: parses flags, loads the configuration, sets up
-//! logging and runs the server until SIGINT or SIGTERM.
+//! logging and runs the server until SIGINT or SIGTERM. Subcommands: `check`
+//! (validate a cluster) and `health` (probe a running proxy's admin server).
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use slotproxy::config::{Config, LogFormat, Overrides};
@@ -76,6 +79,103 @@ enum Command {
         #[arg(long, requires = "tls")]
         insecure: bool,
     },
+    /// Probe a running slotproxy: exit 0 when its admin server answers
+    /// `GET /healthz` (or `/readyz` with --ready) with 200, else 1. Needs no
+    /// curl, so it serves as a container HEALTHCHECK in a distroless image.
+    Health {
+        /// Admin address, HOST:PORT. Default: admin.listen of --config (a
+        /// wildcard address is probed on loopback), else 127.0.0.1:9121.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Ask /readyz (all slots served, not draining) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+        /// Timeout for connecting and for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Where `slotproxy health` looks without --admin.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9121";
+
+/// Runs `slotproxy health`: one HTTP/1.1 GET over a plain TCP connection.
+fn run_health(addr: &str, ready: bool, timeout: Duration) -> ExitCode {
+    let path = if ready { "/readyz" } else { "/healthz" };
+    match probe(addr, path, timeout) {
+        Ok((200, body)) => {
+            println!("{addr}{path}: {}", body.trim_end());
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            println!("{addr}{path}: HTTP {status}: {}", body.trim_end());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{addr}{path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// GETs `path` from `addr`; returns the status code and the body.
+fn probe(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+    let mut last = std::io::Error::other("address resolves to nothing");
+    for mut sa in addr.to_socket_addrs()? {
+        // A wildcard listen address (0.0.0.0:9121) is reachable on loopback.
+        if sa.ip().is_unspecified() {
+            sa.set_ip(match sa.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        let mut stream = match std::net::TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {sa}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut response)?;
+        let response = String::from_utf8_lossy(&response);
+        let status = response
+            .strip_prefix("HTTP/1.")
+            .and_then(|r| r.get(2..5))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        return Ok((status, body.to_string()));
+    }
+    Err(last)
+}
+
+/// The admin address `slotproxy health` probes.
+fn health_addr(
+    admin: Option<&str>,
+    config: Option<&Path>,
+    global_admin: Option<&str>,
+) -> Result<String, String> {
+    if let Some(a) = admin.or(global_admin) {
+        return Ok(a.to_string());
+    }
+    let Some(path) = config else {
+        return Ok(DEFAULT_ADMIN.to_string());
+    };
+    let config = Config::load(Some(path), &Overrides::default()).map_err(|e| e.to_string())?;
+    config.admin.listen.ok_or_else(|| {
+        format!(
+            "admin.listen is not set in {}; pass --admin",
+            path.display()
+        )
+    })
 }
 
 /// Runs `slotproxy check`.
@@ -113,6 +213,25 @@ fn run_check(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Health {
+        admin,
+        ready,
+        timeout,
+    }) = &cli.command
+    {
+        return match health_addr(
+            admin.as_deref(),
+            cli.config.as_deref(),
+            cli.admin.as_deref(),
+        ) {
+            Ok(addr) => run_health(&addr, *ready, *timeout),
+            Err(e) => {
+                // Docker reserves HEALTHCHECK exit code 2: every failure is 1.
+                println!("slotproxy health: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Check {
         seed,
         min_replicas,

@@ -103,3 +103,70 @@ fn binary_serves_a_cluster_with_flag_overrides() {
     let v: i64 = redis::cmd("GET").arg("cli:42").query(&mut con).unwrap();
     assert_eq!(v, 42);
 }
+
+#[test]
+fn health_subcommand_probes_the_admin_server() {
+    let port = common::free_port();
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    // No cluster at the seed: the proxy serves /healthz but is not ready.
+    let _proxy = Running(
+        Command::new(BIN)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin",
+                &admin,
+                "--seed",
+                "127.0.0.1:1",
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slotproxy"),
+    );
+    let health = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    common::wait_until(Duration::from_secs(20), "slotproxy health passes", || {
+        health(&["health", "--admin", &admin]).0 == Some(0)
+    });
+    let (code, out) = health(&["health", "--admin", &admin]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("/healthz: ok"), "{out}");
+
+    let (code, out) = health(&["health", "--admin", &admin, "--ready"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("HTTP 503") && out.contains("not ready"),
+        "{out}"
+    );
+
+    // Without --admin: admin.listen of --config; a wildcard is probed on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let admin_port = admin.rsplit(':').next().unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"0.0.0.0:{admin_port}\"\n[cluster]\nseeds = [\"127.0.0.1:1\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, out) = health(&["--config", path.to_str().unwrap(), "health"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Nothing listening, or no admin address in the file: 1 (Docker reserves 2).
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    let (code, out) = health(&["health", "--admin", &closed, "--timeout", "500ms"]);
+    assert_eq!(code, Some(1), "{out}");
+    std::fs::write(&path, "[cluster]\nseeds = [\"127.0.0.1:1\"]\n").unwrap();
+    let (code, out) = health(&["--config", path.to_str().unwrap(), "health"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("admin.listen is not set"), "{out}");
+}

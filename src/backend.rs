@@ -523,6 +523,7 @@ async fn write_loop(
     let mut buf = BytesMut::with_capacity(MAX_BATCH);
     let bytes_out = METRICS.backend_bytes.with_label_values(&["out"]);
     loop {
+        let mut yielded = false;
         let mut job = match next.take() {
             Some(job) => Some(job),
             None => rx.recv().await,
@@ -557,6 +558,15 @@ async fn write_loop(
                 break;
             }
             job = rx.try_recv().ok();
+            // A small batch: let the sessions that are ready run first (one
+            // yield), so their requests share this write. Measured: 1.7
+            // requests per write at P=1 with 50 clients before; P=1
+            // throughput +10-25% (docs/benchmarks.md).
+            if job.is_none() && !yielded && buf.len() < MAX_BATCH / 4 {
+                yielded = true;
+                tokio::task::yield_now().await;
+                job = rx.try_recv().ok();
+            }
         }
         if !buf.is_empty() {
             if let Err(e) = wr.write_all(&buf).await {

@@ -28,6 +28,25 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Threads.
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`: how many threads serve clients.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads: 1 runs everything on one thread (no cross-thread
+    /// wake-ups: the fastest where the proxy shares a few cores, as a
+    /// sidecar does); 0 means one per CPU the process may use; N > 1 that
+    /// many, with work stealing.
+    pub threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { threads: 1 }
+    }
 }
 
 /// `[frontend]`: the listener clients connect to.
@@ -499,6 +518,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "frontend.tls",
     "cluster.read_from",
     "log.format",
+    "runtime.threads",
 ];
 
 /// Every key of a configuration with its value, flattened (`a.b` = value).
@@ -728,6 +748,12 @@ impl Config {
             p.push(format!(
                 "retry.backoff_min ({:?}) is larger than retry.backoff_max ({:?})",
                 r.backoff_min, r.backoff_max
+            ));
+        }
+        if self.runtime.threads > 1024 {
+            p.push(format!(
+                "runtime.threads: {} is out of range 0..=1024",
+                self.runtime.threads
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -1314,7 +1314,9 @@ impl Writer {
                             if flush(&mut self.wr, &mut self.out).await.is_err() {
                                 return false;
                             }
-                            Box::pin(retrier.complete(&attempt, sent)).await
+                            // Not boxed: this is the common path at P=1, and
+                            // the phase future it sits in is itself boxed.
+                            retrier.complete(&attempt, sent).await
                         }
                     };
                     reply_bytes(outcome)

@@ -288,11 +288,21 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_level = init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("slotproxy")
-        .build()
-    {
+    // One thread by default: measured faster than a work-stealing pool on
+    // a 2-core box shared with the cluster (docs/benchmarks.md).
+    let built = match config.runtime.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b.enable_all().thread_name("slotproxy").build()
+        }
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("slotproxy: cannot start the runtime: {e}");

@@ -294,19 +294,25 @@ pub async fn serve(stream: Stream, id: u64, shared: Arc<Shared>, shutdown: Cance
         pushes: None,
         peer: peer_addr,
     };
+    // A plain-TCP client starts idle: nothing but its state is allocated
+    // until it sends something (clients speak first in RESP).
+    let mut idle = matches!(session.frames.get_ref(), ReadHalf::Tcp(_));
     loop {
-        // The reader and writer futures exist only while the client is
-        // active (boxed: an idle client keeps just the state above).
-        let phase = Box::pin(async {
-            tokio::join!(
-                session.run(&shutdown),
-                writer.run(&shared.retrier, &shared.proxy.slowlog, &outstanding)
-            )
-        });
-        match phase.await {
-            (End::Idle, true) => {}
-            _ => break,
+        if !idle {
+            // The reader and writer futures exist only while the client is
+            // active (boxed: an idle client keeps just the state above).
+            let phase = Box::pin(async {
+                tokio::join!(
+                    session.run(&shutdown),
+                    writer.run(&shared.retrier, &shared.proxy.slowlog, &outstanding)
+                )
+            });
+            match phase.await {
+                (End::Idle, true) => {}
+                _ => break,
+            }
         }
+        idle = false;
         // Idle (plain TCP only): wait for input with nothing allocated.
         let ReadHalf::Tcp(socket) = session.frames.get_ref() else {
             break;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
@@ -352,8 +352,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     auth: &[u8],
     addr: &str,
 ) -> Result<(), String> {
-    stream
-        .write_all(auth)
+    crate::tls::write_all(stream, auth)
         .await
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut decoder = ReplyDecoder::new();
@@ -392,8 +391,7 @@ pub async fn roundtrip(
 ) -> Result<Bytes, String> {
     let work = async {
         let mut stream = link.open(addr, timeout).await?;
-        stream
-            .write_all(frame)
+        crate::tls::write_all(&mut stream, frame)
             .await
             .map_err(|e| format!("write to {addr}: {e}"))?;
         let mut framed = FramedRead::new(stream, ReplyDecoder::new());
@@ -504,7 +502,7 @@ async fn session(
             reply: tx,
             sent_at: Instant::now(),
         });
-        if let Err(e) = wr.write_all(frame).await {
+        if let Err(e) = crate::tls::write_all(&mut wr, frame).await {
             return Some(format!("write failed: {e}"));
         }
     }
@@ -542,12 +540,12 @@ async fn write_loop(
             });
             if j.frame.len() >= LARGE_FRAME {
                 if !buf.is_empty() {
-                    if let Err(e) = wr.write_all(&buf).await {
+                    if let Err(e) = crate::tls::write_all(&mut wr, &buf).await {
                         return Some(format!("write failed: {e}"));
                     }
                     buf.clear();
                 }
-                if let Err(e) = wr.write_all(&j.frame).await {
+                if let Err(e) = crate::tls::write_all(&mut wr, &j.frame).await {
                     return Some(format!("write failed: {e}"));
                 }
                 bytes_out.inc_by(j.frame.len() as u64);
@@ -569,7 +567,7 @@ async fn write_loop(
             }
         }
         if !buf.is_empty() {
-            if let Err(e) = wr.write_all(&buf).await {
+            if let Err(e) = crate::tls::write_all(&mut wr, &buf).await {
                 return Some(format!("write failed: {e}"));
             }
             bytes_out.inc_by(buf.len() as u64);

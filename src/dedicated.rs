@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
@@ -95,8 +94,7 @@ pub struct DedicatedWriter {
 impl DedicatedWriter {
     /// Writes complete requests.
     pub async fn write(&mut self, frames: &[u8]) -> Result<(), ProxyError> {
-        self.wr
-            .write_all(frames)
+        crate::tls::write_all(&mut self.wr, frames)
             .await
             .map_err(|e| ProxyError::BackendConnectionLost(e.to_string()))
     }

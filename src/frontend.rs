@@ -342,7 +342,8 @@ enum End {
 }
 
 /// How long a plain-TCP client must be idle, with nothing in flight, before
-/// its session gives back everything but its state (about 1.5 KB kept).
+/// its session gives back everything but its state (`Session` and
+/// `Writer`, under 1 KiB) and its task.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// One decoded client frame (or why it could not be decoded).
@@ -1369,7 +1370,7 @@ impl Writer {
             bytes_out.inc_by(reply.len() as u64);
             if reply.len() >= LARGE_REPLY {
                 if flush(&mut self.wr, &mut self.out).await.is_err()
-                    || self.wr.write_all(&reply).await.is_err()
+                    || crate::tls::write_all(&mut self.wr, &reply).await.is_err()
                 {
                     return false;
                 }
@@ -1391,7 +1392,7 @@ async fn flush(wr: &mut WriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    wr.write_all(out).await?;
+    crate::tls::write_all(wr, out).await?;
     out.clear();
     if out.capacity() > 4 * MAX_OUT {
         *out = BytesMut::new();

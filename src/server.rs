@@ -420,10 +420,13 @@ async fn accept_loop(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "refusing client: max_clients reached");
-            tokio::spawn(async move {
-                let _ = stream.write_all(&ProxyError::MaxClients.to_resp()).await;
-                let _ = stream.shutdown().await;
-            });
+            // A TLS client could not read a plain-text error: it is closed.
+            if tls.is_none() {
+                tokio::spawn(async move {
+                    let _ = stream.write_all(&ProxyError::MaxClients.to_resp()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
             continue;
         };
         let id = next_id.fetch_add(1, Ordering::Relaxed);

@@ -456,6 +456,15 @@ impl AsyncWrite for WriteHalf {
     }
 }
 
+/// Writes all of `buf`, then flushes. TLS needs the flush: rustls may keep
+/// the last records of a write that met a full socket until the next write
+/// or flush (plain TCP's flush does nothing).
+pub async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(buf).await?;
+    w.flush().await
+}
+
 /// Opens a TCP connection to `addr` with `timeout` and TCP_NODELAY, then
 /// the TLS handshake if `tls` is given (within the same timeout).
 pub async fn connect(

@@ -155,6 +155,13 @@ fn redis_cli_over_tls_to_a_tls_cluster() {
     mget.extend(keys.iter().map(String::as_str));
     assert_eq!(tls_ok(port, ca, None, &mget).lines().count(), 20);
     assert_eq!(tls_ok(port, ca, None, &["DBSIZE"]), "21");
+    // Large values both ways over TLS on both sides (several TLS records,
+    // writes that meet full socket buffers).
+    let mut conn = TlsConn::open(port, ca);
+    let big = "x".repeat(4 << 20);
+    assert_eq!(conn.call(&["SET", "tls:big", &big]), "+OK\r\n");
+    let reply = conn.call(&["GET", "tls:big"]);
+    assert_eq!(reply.len(), big.len() + "$4194304\r\n\r\n".len());
     // A dedicated (blocking) connection over TLS.
     assert_eq!(tls_ok(port, ca, None, &["BLPOP", "tls:list", "0.1"]), "");
     // The keys really are on the nodes owning their slots.

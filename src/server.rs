@@ -328,17 +328,29 @@ impl Reloader {
         }
         restart_needed.sort();
         restart_needed.dedup();
+        // Both sides' certificates load before either is swapped in, so a
+        // file that breaks meanwhile changes nothing.
+        let invalid = |e: String| ConfigError::Invalid(Problems(vec![e]));
+        let frontend_tls = match (&self.frontend_tls, &new.frontend.tls) {
+            (Some(acceptor), Some(t)) => {
+                Some((acceptor, crate::tls::server_config(t).map_err(invalid)?, t))
+            }
+            _ => None,
+        };
+        let backend_tls = match (&self.backend_tls, new.backend.tls.enabled) {
+            (Some(connector), true) => Some((
+                connector,
+                crate::tls::client_config(&new.backend.tls).map_err(invalid)?,
+            )),
+            _ => None,
+        };
         let mut certificates_reloaded = Vec::new();
-        if let (Some(acceptor), Some(t)) = (&self.frontend_tls, &new.frontend.tls) {
-            acceptor
-                .reload(t)
-                .map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
+        if let Some((acceptor, config, t)) = frontend_tls {
+            acceptor.install(config, t);
             certificates_reloaded.push("frontend".to_string());
         }
-        if let (Some(connector), true) = (&self.backend_tls, new.backend.tls.enabled) {
-            connector
-                .reload(&new.backend.tls)
-                .map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
+        if let Some((connector, config)) = backend_tls {
+            connector.install(config, &new.backend.tls);
             certificates_reloaded.push("backend".to_string());
         }
         if applied.iter().any(|k| k == "log.level") {

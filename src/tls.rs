@@ -3,8 +3,9 @@
 //! certificates, optionally presenting a client certificate).
 //!
 //! Both hold their rustls configuration in an `ArcSwap`: a reload reads the
-//! PEM files again and swaps a new configuration in; connections already
-//! established keep the one they started with.
+//! PEM files again (for both sides before installing either) and swaps the
+//! new configurations in; connections already established keep the one
+//! they started with.
 //!
 //! [`Stream`] is what the data path reads and writes: plain TCP or TLS. Its
 //! halves ([`ReadHalf`], [`WriteHalf`]) use TCP's own zero-cost split for
@@ -190,7 +191,7 @@ impl ServerCertVerifier for AnyServerCert {
     }
 }
 
-/// The frontend's TLS acceptor; [`TlsAcceptor::reload`] swaps in new
+/// The frontend's TLS acceptor; [`TlsAcceptor::install`] swaps in new
 /// certificates for the connections accepted after it.
 pub struct TlsAcceptor {
     config: ArcSwap<ServerConfig>,
@@ -206,11 +207,11 @@ impl TlsAcceptor {
         })
     }
 
-    /// Reads the files again; on error the current certificates stay.
-    pub fn reload(&self, c: &FrontendTlsConfig) -> Result<(), String> {
-        self.config.store(server_config(c)?);
+    /// Swaps in a configuration built by [`server_config`] from `c` (a
+    /// reload; connections already accepted keep theirs).
+    pub fn install(&self, config: Arc<ServerConfig>, c: &FrontendTlsConfig) {
+        self.config.store(config);
         self.handshake_timeout.set(c.handshake_timeout);
-        Ok(())
     }
 
     /// Runs the server handshake on an accepted connection, within
@@ -224,7 +225,7 @@ impl TlsAcceptor {
     }
 }
 
-/// The backend's TLS connector; [`TlsConnector::reload`] swaps in new
+/// The backend's TLS connector; [`TlsConnector::install`] swaps in new
 /// certificates for connections opened after it.
 pub struct TlsConnector {
     config: ArcSwap<ClientConfig>,
@@ -248,11 +249,11 @@ impl TlsConnector {
         })
     }
 
-    /// Reads the files again; on error the current certificates stay.
-    pub fn reload(&self, c: &BackendTlsConfig) -> Result<(), String> {
-        self.config.store(client_config(c)?);
+    /// Swaps in a configuration built by [`client_config`] from `c` (a
+    /// reload; connections already open keep theirs).
+    pub fn install(&self, config: Arc<ClientConfig>, c: &BackendTlsConfig) {
+        self.config.store(config);
         self.server_name.store(Arc::new(c.server_name.clone()));
-        Ok(())
     }
 
     /// Runs the client handshake with node `addr` (`host:port`) on a

@@ -33,9 +33,9 @@ pub mod policy_reason {
 
 /// The checked-in `COMMAND` reply.
 const BUILTIN: &[u8] = include_bytes!("redis-7.0.15.resp");
-/// The Redis version [`BUILTIN`] was generated from.
+/// The Redis version the built-in command table was generated from.
 pub const BUILTIN_VERSION: &str = "7.0.15";
-/// Where [`BUILTIN`] came from.
+/// Where the built-in command table came from.
 pub const BUILTIN_SOURCE: &str = "redis-server 7.0.15";
 
 /// Command flags the proxy cares about (from the `flags` field of COMMAND).

@@ -448,21 +448,19 @@ impl Session<'_> {
                         } else {
                             now + IDLE_RELEASE
                         };
-                        let deadline = match self.read_deadline(last_request) {
-                            Some(d) if matches!(self.frames.get_ref(), ReadHalf::Tcp(_)) => {
-                                Some(d.min(release_at))
-                            }
-                            None if matches!(self.frames.get_ref(), ReadHalf::Tcp(_)) => {
-                                Some(release_at)
-                            }
-                            d => d,
+                        // Only plain-TCP sessions are released when idle.
+                        let tcp = matches!(self.frames.get_ref(), ReadHalf::Tcp(_));
+                        let deadline = self.read_deadline(last_request);
+                        let deadline = if tcp {
+                            Some(deadline.map_or(release_at, |d| d.min(release_at)))
+                        } else {
+                            deadline
                         };
                         let timer =
                             tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into());
                         // An idle plain-TCP client holds no read buffer: wait
                         // for the socket to turn readable, then read.
-                        let idle = self.frames.read_buffer().is_empty()
-                            && matches!(self.frames.get_ref(), ReadHalf::Tcp(_));
+                        let idle = tcp && self.frames.read_buffer().is_empty();
                         let woke = if idle {
                             *self.frames.read_buffer_mut() = BytesMut::new();
                             let ReadHalf::Tcp(socket) = self.frames.get_ref() else {

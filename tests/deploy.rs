@@ -10,6 +10,8 @@ use std::process::Command;
 
 use slotproxy::config::{Config, Overrides};
 
+mod common;
+
 const DASHBOARD: &str = "deploy/grafana/slotproxy.json";
 
 /// Labels Prometheus attaches to every scraped series (target labels of
@@ -338,30 +340,6 @@ fn configmap_toml(manifest: &str) -> String {
         .join("\n")
 }
 
-/// A CA and a certificate signed by it, with its key (PEM).
-struct TestPem {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn test_pem() -> TestPem {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["slotproxy.example".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    TestPem {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
 fn load(path: &Path) {
     if let Err(e) = Config::load(Some(path), &Overrides::default()) {
         panic!("{} does not load: {e}", path.display());
@@ -381,7 +359,7 @@ fn shipped_configurations_load() {
         // certificates and keys in the [*.tls] tables (they are loaded at
         // validation), a password elsewhere.
         let toml = configmap_toml(manifest).replace("/run/secrets/", &secrets);
-        let pem = test_pem();
+        let pem = common::make_tls(dir.path(), "deploy");
         let mut in_tls = false;
         for line in toml.lines() {
             if line.starts_with('[') {
@@ -392,13 +370,16 @@ fn shipped_configurations_load() {
                 if key.ends_with("_file") {
                     let file = Path::new(value.trim().trim_matches('"'));
                     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-                    let content = match (in_tls, key) {
-                        (false, _) => "not-a-real-password\n",
-                        (true, "key_file") => &pem.key,
-                        (true, "cert_file") => &pem.cert,
-                        (true, _) => &pem.ca,
-                    };
-                    std::fs::write(file, content).unwrap();
+                    if in_tls {
+                        let pem_file = match key {
+                            "key_file" => &pem.key,
+                            "cert_file" => &pem.cert,
+                            _ => &pem.ca,
+                        };
+                        std::fs::copy(pem_file, file).unwrap();
+                    } else {
+                        std::fs::write(file, "not-a-real-password\n").unwrap();
+                    }
                 }
             }
         }

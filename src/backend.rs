@@ -240,14 +240,23 @@ impl Node {
     async fn enqueue(&self, lane: Lane, frame: Bytes, skip: u8) -> Result<ReplyRx, ProxyError> {
         let (tx, rx) = oneshot::channel();
         let n = self.lanes.len() / 2;
-        self.lanes[lane.index % n + if lane.resp3 { n } else { 0 }]
-            .send(Job {
-                frame,
-                skip,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| ProxyError::BackendUnavailable("connection task stopped".into()))?;
+        let queue = &self.lanes[lane.index % n + if lane.resp3 { n } else { 0 }];
+        let job = Job {
+            frame,
+            skip,
+            reply: tx,
+        };
+        // Room in the queue is the common case; waiting for it is not.
+        let sent = match queue.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(job)) => queue.send(job).await.is_ok(),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if !sent {
+            return Err(ProxyError::BackendUnavailable(
+                "connection task stopped".into(),
+            ));
+        }
         Ok(rx)
     }
 }
@@ -531,12 +540,14 @@ async fn write_loop(
             drop(inflight);
             return std::future::pending().await;
         }
+        // One clock read per batch: the reader's timeout is coarse anyway.
+        let mut sent_at = Instant::now();
         while let Some(j) = job.take() {
             // Register before writing so the reader always finds the slot.
             let _ = inflight.send(InFlight {
                 skip: j.skip,
                 reply: j.reply,
-                sent_at: Instant::now(),
+                sent_at,
             });
             if j.frame.len() >= LARGE_FRAME {
                 if !buf.is_empty() {
@@ -563,6 +574,7 @@ async fn write_loop(
             if job.is_none() && !yielded && buf.len() < MAX_BATCH / 4 {
                 yielded = true;
                 tokio::task::yield_now().await;
+                sent_at = Instant::now();
                 job = rx.try_recv().ok();
             }
         }

@@ -102,32 +102,39 @@ pub fn split_by_slot(name: &str, req: &Request) -> Option<Plan> {
     if nkeys < 2 {
         return None;
     }
-    // Group key indices by slot, in order of first appearance.
+    // Key indices ordered by slot; a stable sort keeps each slot's keys in
+    // request order. Groups then follow their first key's position.
+    let mut order: Vec<(u16, usize)> = (0..nkeys)
+        .map(|k| (key_slot(req.arg(1 + k * step)), k))
+        .collect();
+    order.sort_by_key(|&(slot, _)| slot);
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for k in 0..nkeys {
-        let slot = key_slot(req.arg(1 + k * step));
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, keys)) => keys.push(k),
-            None => groups.push((slot, vec![k])),
+    for (slot, k) in order {
+        match groups.last_mut() {
+            Some((s, keys)) if *s == slot => keys.push(k),
+            _ => groups.push((slot, vec![k])),
         }
     }
     if groups.len() == 1 {
         return None;
     }
-    let cmd = req.arg(0);
+    groups.sort_by_key(|(_, keys)| keys[0]);
+    // Every part copies its arguments' encoding from the client's frame into
+    // one shared buffer: one allocation for all the parts.
+    let name_bytes = req.encoded_args(0, 1);
+    let mut buf =
+        BytesMut::with_capacity(req.frame().len() + groups.len() * (16 + name_bytes.len()));
     let parts = groups
         .iter()
         .map(|(slot, keys)| {
-            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * step);
-            args.push(cmd);
+            encode::array_header(1 + keys.len() * step, &mut buf);
+            buf.extend_from_slice(name_bytes);
             for &k in keys {
-                for j in 0..step {
-                    args.push(req.arg(1 + k * step + j));
-                }
+                buf.extend_from_slice(req.encoded_args(1 + k * step, step));
             }
             Part {
                 target: Target::Slot(*slot),
-                frame: encode::command(&args),
+                frame: buf.split().freeze(),
             }
         })
         .collect();

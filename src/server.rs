@@ -442,9 +442,6 @@ async fn accept_loop(
             continue;
         };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
         shared
             .proxy
             .total_connections
@@ -453,33 +450,61 @@ async fn accept_loop(
             .proxy
             .connected_clients
             .fetch_add(1, Ordering::Relaxed);
-        sessions.spawn(async move {
-            // The handshake runs in the session's task, so a slow client
-            // never holds up the accept loop.
-            let stream = match tls {
-                None => Some(Stream::Tcp(stream)),
-                Some(acceptor) => tokio::select! {
-                    _ = shutdown.cancelled() => None,
-                    // Boxed: the handshake's state would otherwise sit in
-                    // every session's future for its whole life.
-                    s = Box::pin(acceptor.accept(stream)) => match s {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            debug!(%peer, error = %e, "TLS handshake failed");
-                            METRICS.tls_handshake_failures.inc();
-                            None
-                        }
-                    },
-                },
-            };
-            if let Some(stream) = stream {
-                frontend::serve(stream, id, shared.clone(), shutdown).await;
+        // Counts the client out and frees its `max_clients` slot however
+        // its task ends.
+        let guard = ClientSlot {
+            shared: shared.clone(),
+            _permit: permit,
+        };
+        let shutdown = shutdown.clone();
+        match &tls {
+            // Plain TCP: the session future is built here, so the task holds
+            // it and the guard, nothing twice (see `frontend::serve`).
+            None => {
+                let session =
+                    frontend::serve(Stream::Tcp(stream), id, shared.clone(), shutdown, guard);
+                sessions.spawn(session);
             }
-            shared
-                .proxy
-                .connected_clients
-                .fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                sessions.spawn(async move {
+                    // The handshake runs in the session's task, so a slow
+                    // client never holds up the accept loop.
+                    let stream = tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        // Boxed: the handshake's state would otherwise sit in
+                        // every session's future for its whole life.
+                        s = Box::pin(acceptor.accept(stream)) => match s {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                debug!(%peer, error = %e, "TLS handshake failed");
+                                METRICS.tls_handshake_failures.inc();
+                                None
+                            }
+                        },
+                    };
+                    if let Some(stream) = stream {
+                        frontend::serve(stream, id, shared, shutdown, guard).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A connected client's share of the proxy: counted in `connected_clients`
+/// and holding one `max_clients` permit until dropped.
+struct ClientSlot {
+    shared: Arc<Shared>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.shared
+            .proxy
+            .connected_clients
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

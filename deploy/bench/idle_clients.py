@@ -3,8 +3,9 @@
 
 Reads the proxy's VmRSS (/proc/PID/status) before and after opening COUNT
 real TCP connections that stay open, then after one PING on each (the
-session's buffers are set up by its first request), then after closing them
-all. Prints one `name value` line per figure (bytes, or a count).
+session's buffers are set up by its first request), again once those
+sessions are idle for 2.5 s (they give their buffers back after 1 s), then
+after closing them all. Prints one `name value` line per figure (bytes, or a count).
 
     idle_clients.py --port 7191 --pid 1234 --count 10000
 
@@ -105,6 +106,9 @@ def main():
         if got != b"+PONG\r\n":
             raise RuntimeError(f"unexpected reply {got!r}")
     pinged = settled_rss(a.pid)
+    # Idle again: sessions give back their active phase after 1 s.
+    time.sleep(2.5)
+    idle_again = settled_rss(a.pid)
 
     for s in socks:
         s.close()
@@ -120,7 +124,9 @@ def main():
     print(f"rss_after_ping {pinged}")
     print(f"rss_after_close {closed}")
     print(f"per_idle_connection {(idle - before) / n:.0f}")
+    print(f"rss_idle_after_ping {idle_again}")
     print(f"per_connection_after_ping {(pinged - before) / n:.0f}")
+    print(f"per_idle_connection_after_ping {(idle_again - before) / n:.0f}")
     print(f"retained_per_connection_after_close {(closed - before) / n:.0f}")
 
 

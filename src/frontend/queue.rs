@@ -142,6 +142,15 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Receiver<T> {
+    /// Gives the storage back if nothing is queued (the writer's phase is
+    /// ending and will not wait in [`Receiver::recv`], which does this).
+    pub fn release(&self) {
+        let mut s = self.0.lock();
+        if s.items.is_empty() && s.items.capacity() > 0 {
+            s.items = VecDeque::new();
+        }
+    }
+
     /// Stops receiving: queued items are dropped, and sends fail from now
     /// on (the sender learns the other side is gone).
     pub fn close(&self) {
@@ -214,6 +223,13 @@ mod tests {
         // Waiting on an empty queue releases it.
         let waiting = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await;
         assert!(waiting.is_err());
+        assert_eq!(rx.0.lock().items.capacity(), 0);
+        // So does release(), but only when empty.
+        tx.send(2).await.unwrap();
+        rx.release();
+        assert!(rx.0.lock().items.capacity() > 0);
+        assert_eq!(rx.try_recv(), Ok(2));
+        rx.release();
         assert_eq!(rx.0.lock().items.capacity(), 0);
     }
 

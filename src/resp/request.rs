@@ -83,6 +83,26 @@ impl Request {
         self.frame.slice(self.args[i].clone())
     }
 
+    /// The RESP encoding (`$<len>\r\n<data>\r\n` each) of the `count`
+    /// arguments from `first`, as they sit in the frame: what a sub-request
+    /// carrying the same arguments copies.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `count` is 0 or `first + count > self.argc()`.
+    pub fn encoded_args(&self, first: usize, count: usize) -> &[u8] {
+        // Each argument's encoding starts where the previous one's (or the
+        // `*<n>\r\n` header's) ends; every payload is followed by CRLF.
+        let start = match first {
+            0 => {
+                let nl = self.frame.iter().position(|&b| b == b'\n');
+                nl.map_or(0, |i| i + 1)
+            }
+            _ => self.args[first - 1].end + 2,
+        };
+        &self.frame[start..self.args[first + count - 1].end + 2]
+    }
+
     /// Iterates over all arguments.
     pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.args.iter().map(move |r| &self.frame[r.clone()])
@@ -596,6 +616,22 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].arg(0), b"PING");
         assert!(decode_all(b"*0\r\n\r\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn encoded_args_are_the_frames_own_bytes() {
+        let wire = b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$0\r\n\r\n$10\r\nbbbbbbbbbb\r\n$3\r\nc\nd\r\n";
+        let mut d = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&wire[..]);
+        let r = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(r.encoded_args(0, 1), b"$4\r\nMSET\r\n");
+        assert_eq!(r.encoded_args(1, 2), b"$1\r\na\r\n$0\r\n\r\n");
+        assert_eq!(r.encoded_args(3, 2), b"$10\r\nbbbbbbbbbb\r\n$3\r\nc\nd\r\n");
+        // Inline input is re-encoded, and the same holds.
+        let mut buf = BytesMut::from(&b"mget k1 \"x y\"\r\n"[..]);
+        let r = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(r.encoded_args(0, 1), b"$4\r\nmget\r\n");
+        assert_eq!(r.encoded_args(2, 1), b"$3\r\nx y\r\n");
     }
 
     #[test]

@@ -211,6 +211,12 @@ fn run_check(
     }
 }
 
+/// jemalloc, configured in `.cargo/config.toml` to give freed pages back
+/// after 1 s: idle clients' memory is returned when busy ones go quiet
+/// (`docs/benchmarks.md`, idle memory).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Health {

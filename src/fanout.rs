@@ -103,37 +103,38 @@ pub fn split_by_slot(name: &str, req: &Request) -> Option<Plan> {
         return None;
     }
     // Key indices ordered by slot; a stable sort keeps each slot's keys in
-    // request order. Groups then follow their first key's position.
+    // request order. Each slot's keys are then one run of `order`, and the
+    // runs (parts) follow their first key's position.
     let mut order: Vec<(u16, usize)> = (0..nkeys)
         .map(|k| (key_slot(req.arg(1 + k * step)), k))
         .collect();
     order.sort_by_key(|&(slot, _)| slot);
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for (slot, k) in order {
-        match groups.last_mut() {
-            Some((s, keys)) if *s == slot => keys.push(k),
-            _ => groups.push((slot, vec![k])),
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, &(slot, _)) in order.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if order[run.start].0 == slot => run.end = i + 1,
+            _ => runs.push(i..i + 1),
         }
     }
-    if groups.len() == 1 {
+    if runs.len() == 1 {
         return None;
     }
-    groups.sort_by_key(|(_, keys)| keys[0]);
+    runs.sort_by_key(|run| order[run.start].1);
     // Every part copies its arguments' encoding from the client's frame into
     // one shared buffer: one allocation for all the parts.
     let name_bytes = req.encoded_args(0, 1);
-    let mut buf =
-        BytesMut::with_capacity(req.frame().len() + groups.len() * (16 + name_bytes.len()));
-    let parts = groups
+    let mut buf = BytesMut::with_capacity(req.frame().len() + runs.len() * (16 + name_bytes.len()));
+    let parts = runs
         .iter()
-        .map(|(slot, keys)| {
+        .map(|run| {
+            let keys = &order[run.clone()];
             encode::array_header(1 + keys.len() * step, &mut buf);
             buf.extend_from_slice(name_bytes);
-            for &k in keys {
+            for &(_, k) in keys {
                 buf.extend_from_slice(req.encoded_args(1 + k * step, step));
             }
             Part {
-                target: Target::Slot(*slot),
+                target: Target::Slot(keys[0].0),
                 frame: buf.split().freeze(),
             }
         })
@@ -141,7 +142,10 @@ pub fn split_by_slot(name: &str, req: &Request) -> Option<Plan> {
     let merge = match name {
         "mget" => Merge::Gather {
             total: nkeys,
-            positions: groups.into_iter().map(|(_, keys)| keys).collect(),
+            positions: runs
+                .iter()
+                .map(|run| order[run.clone()].iter().map(|&(_, k)| k).collect())
+                .collect(),
         },
         "mset" => Merge::AllOk,
         _ => Merge::Sum,

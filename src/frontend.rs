@@ -899,14 +899,17 @@ impl Session {
     /// Sends every part on this client's lane and returns the pending merge.
     async fn fan_out(&self, plan: Plan) -> Pending {
         let mut parts = Vec::with_capacity(plan.parts.len());
+        // One slot table for all the parts (redirects are followed per part).
+        let table = self.shared.table.load_full();
+        let lane = self.lane();
         for part in plan.parts {
             let attempt = Attempt {
                 frame: part.frame,
                 target: part.target,
                 readonly: !plan.write,
-                lane: self.lane(),
+                lane,
             };
-            let sent = self.shared.retrier.send(&attempt).await;
+            let sent = self.shared.retrier.send_on(&table, &attempt).await;
             parts.push(Routed { attempt, sent });
         }
         Pending::FanOut(Box::new(FanOutPending {

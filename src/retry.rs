@@ -235,6 +235,13 @@ impl Retrier {
         node.send(a.lane, a.frame.clone()).await
     }
 
+    /// Like [`Retrier::send`], resolving against `table` (the parts of a
+    /// fan-out share one table).
+    pub async fn send_on(&self, table: &SlotTable, a: &Attempt) -> Result<ReplyRx, ProxyError> {
+        let node = self.resolve(table, a)?;
+        node.send(a.lane, a.frame.clone()).await
+    }
+
     /// Awaits the reply of a [`Retrier::send`] and completes it.
     pub async fn complete(&self, a: &Attempt, sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
         self.finish(a, outcome_of(sent).await).await

@@ -1534,4 +1534,29 @@ mod tests {
         let kept = std::mem::size_of::<Session>() + std::mem::size_of::<Writer>();
         assert!(kept <= 768, "idle session state grew to {kept} bytes");
     }
+
+    #[tokio::test]
+    async fn a_new_client_is_not_taken_for_one_with_input() {
+        use tokio::io::AsyncWriteExt;
+        use tokio::time::{timeout, Duration};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = socket.into_split();
+        // tokio 1.54 calls a fresh socket readable at once; the peek waits
+        // for real input...
+        assert!(timeout(Duration::from_millis(100), input_arrives(&rd))
+            .await
+            .is_err());
+        client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        timeout(Duration::from_secs(5), input_arrives(&rd))
+            .await
+            .unwrap();
+        // ...and leaves it for the read that follows.
+        let mut buf = [0u8; 64];
+        let n = rd.as_ref().try_read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"*1\r\n$4\r\nPING\r\n");
+    }
 }

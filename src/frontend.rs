@@ -1362,6 +1362,10 @@ impl Writer {
         let bytes_out = METRICS.frontend_bytes.with_label_values(&["out"]);
         // The clock, read once per run of replies written without waiting.
         let mut now: Option<Instant> = None;
+        // The read whose requests the last reply in `out` answered (its
+        // time): replies to the requests of one read are written together,
+        // as Redis writes them, instead of one write per node that answers.
+        let mut out_batch: Option<Instant> = None;
         loop {
             if let Some(p) = self.pushes.as_mut() {
                 while let Ok(msg) = p.try_recv() {
@@ -1398,6 +1402,13 @@ impl Writer {
                 }
             };
             let (item, timing) = item;
+            // Waiting for this reply need not flush `out` first when `out`
+            // holds replies to the same read (pipelined requests).
+            let same_read = !self.out.is_empty()
+                && timing
+                    .as_ref()
+                    .map(|t| t.started)
+                    .is_some_and(|t| out_batch == Some(t));
             let reply = match item {
                 Pending::Ready(b) => b,
                 Pending::Subscribed(p) => {
@@ -1421,7 +1432,7 @@ impl Writer {
                         }
                         None => {
                             now = None;
-                            if flush(&mut self.wr, &mut self.out).await.is_err() {
+                            if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
                                 return false;
                             }
                             // Not boxed: this is the common path at P=1, and
@@ -1440,7 +1451,7 @@ impl Writer {
                         .all(|o| o.as_ref().is_some_and(Retrier::is_final));
                     if !ready {
                         now = None;
-                        if flush(&mut self.wr, &mut self.out).await.is_err() {
+                        if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
                             return false;
                         }
                     }
@@ -1467,6 +1478,7 @@ impl Writer {
                     continue;
                 }
             };
+            out_batch = timing.as_ref().map(|t| t.started);
             if let Some(t) = timing {
                 outstanding.fetch_sub(1, Ordering::Relaxed);
                 let took = now

@@ -414,24 +414,25 @@ async fn idle_wait(session: &mut Session, shutdown: &CancellationToken) -> Wake 
                 return Poll::Ready(Wake::Timer);
             }
         }
-        // A peek, not `readable()`: tokio reports a newly registered socket
-        // readable before anything arrives. An error surfaces on the read
-        // that follows.
-        let mut byte = [0u8; 1];
-        let mut buf = tokio::io::ReadBuf::new(&mut byte);
-        socket.poll_peek(cx, &mut buf).map(|_| Wake::Readable)
+        // An error surfaces on the read that follows.
+        poll_input(socket, cx).map(|()| Wake::Readable)
     })
     .await
 }
 
-/// Waits until the client's socket has input (or is closed or failed),
-/// without a read buffer. `readable()` alone is not enough: tokio reports a
+/// Ready when the client's socket has input (or is closed or failed),
+/// without a read buffer. A one-byte peek, not `readable()`: tokio reports a
 /// newly registered socket readable before anything arrives, which made
 /// every new client start its active phase (and allocate its buffers) at
-/// once. A one-byte peek confirms it (and clears that readiness if not).
-async fn input_arrives(socket: &tokio::net::tcp::OwnedReadHalf) {
+/// once. The peek confirms it (and clears that readiness if not). It costs
+/// a system call, so only idle sessions use it.
+fn poll_input(
+    socket: &mut tokio::net::tcp::OwnedReadHalf,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
     let mut byte = [0u8; 1];
-    let _ = socket.as_ref().peek(&mut byte).await;
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    socket.poll_peek(cx, &mut buf).map(|_| ())
 }
 
 /// How a session's active phase ended.
@@ -573,7 +574,10 @@ impl Session {
                             };
                             tokio::select! {
                                 // An error surfaces on the read that follows.
-                                _ = input_arrives(socket) => Wake::Readable,
+                                // (Readiness is accurate here: the last read
+                                // cleared it. The spurious readiness of a new
+                                // socket is `idle_wait`'s concern.)
+                                _ = socket.readable() => Wake::Readable,
                                 _ = shutdown.cancelled() => Wake::Shutdown,
                                 _ = timer, if deadline.is_some() => Wake::Timer,
                             }
@@ -1556,16 +1560,22 @@ mod tests {
             .await
             .unwrap();
         let (socket, _) = listener.accept().await.unwrap();
-        let (rd, _wr) = socket.into_split();
+        let (mut rd, _wr) = socket.into_split();
         // tokio 1.54 calls a fresh socket readable at once; the peek waits
         // for real input...
-        assert!(timeout(Duration::from_millis(100), input_arrives(&rd))
-            .await
-            .is_err());
+        let waited = timeout(
+            Duration::from_millis(100),
+            std::future::poll_fn(|cx| poll_input(&mut rd, cx)),
+        )
+        .await;
+        assert!(waited.is_err());
         client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
-        timeout(Duration::from_secs(5), input_arrives(&rd))
-            .await
-            .unwrap();
+        timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| poll_input(&mut rd, cx)),
+        )
+        .await
+        .unwrap();
         // ...and leaves it for the read that follows.
         let mut buf = [0u8; 64];
         let n = rd.as_ref().try_read(&mut buf).unwrap();

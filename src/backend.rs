@@ -211,7 +211,7 @@ impl Node {
             resp3: false,
         };
         let reply = match self.send(lane, frame).await {
-            Ok(rx) => match tokio::time::timeout(timeout, recv_reply(rx)).await {
+            Ok(mut rx) => match tokio::time::timeout(timeout, recv_reply(&mut rx)).await {
                 Ok(Ok(r)) if r.first() != Some(&b'-') => Some(r),
                 _ => None,
             },
@@ -261,13 +261,25 @@ impl Node {
     }
 }
 
-/// Awaits a reply slot, mapping a dropped slot to "connection lost".
-pub async fn recv_reply(rx: ReplyRx) -> ReplyResult {
-    rx.await.unwrap_or_else(|_| {
-        Err(ProxyError::BackendConnectionLost(
-            "connection closed".into(),
-        ))
-    })
+/// Awaits a reply slot, mapping a dropped slot to "connection lost". The
+/// slot must not have delivered its reply already.
+pub async fn recv_reply(rx: &mut ReplyRx) -> ReplyResult {
+    rx.await.unwrap_or_else(|_| Err(slot_closed()))
+}
+
+/// The reply if it is already in its slot, without waiting; a dropped slot
+/// is "connection lost" (and must not be awaited again).
+pub fn try_reply(rx: &mut ReplyRx) -> Option<ReplyResult> {
+    match rx.try_recv() {
+        Ok(outcome) => Some(outcome),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        Err(oneshot::error::TryRecvError::Closed) => Some(Err(slot_closed())),
+    }
+}
+
+/// What a reply slot dropped by its connection means.
+fn slot_closed() -> ProxyError {
+    ProxyError::BackendConnectionLost("connection closed".into())
 }
 
 /// A redirect reply: a value, not an error.
@@ -719,11 +731,11 @@ mod tests {
             &format!("127.0.0.1:{port}"),
             &settings(Duration::from_secs(1)),
         );
-        let rx = node
+        let mut rx = node
             .send(LANE0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
             .await
             .unwrap();
-        let err = recv_reply(rx).await.unwrap_err();
+        let err = recv_reply(&mut rx).await.unwrap_err();
         assert!(matches!(err, ProxyError::BackendUnavailable(_)), "{err:?}");
     }
 
@@ -739,11 +751,11 @@ mod tests {
         });
         let node = Node::spawn(&addr, &settings(Duration::from_millis(200)));
         let started = Instant::now();
-        let rx = node
+        let mut rx = node
             .send(LANE0, Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"))
             .await
             .unwrap();
-        let err = recv_reply(rx).await.unwrap_err();
+        let err = recv_reply(&mut rx).await.unwrap_err();
         assert!(matches!(err, ProxyError::BackendTimeout), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
         hold.abort();

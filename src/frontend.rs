@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +35,7 @@ use tracing::debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::auth::Authenticator;
-use crate::backend::{recv_reply, Lane, Node, Redirect, ReplyResult, ReplyRx};
+use crate::backend::{recv_reply, try_reply, Lane, Node, Redirect, ReplyResult, ReplyRx};
 use crate::command::Commands;
 use crate::config::FrontendConfig;
 use crate::dedicated::{Dedicated, DedicatedPool};
@@ -225,14 +224,7 @@ impl Routed {
     /// The first outcome if it is already here, without waiting.
     fn try_take(&mut self) -> Option<ReplyResult> {
         match &mut self.sent {
-            Ok(slot) => match slot.try_recv() {
-                Ok(outcome) => Some(outcome),
-                Err(TryRecvError::Empty) => None,
-                // A closed slot must not be awaited again.
-                Err(TryRecvError::Closed) => Some(Err(ProxyError::BackendConnectionLost(
-                    "connection closed".into(),
-                ))),
-            },
+            Ok(slot) => try_reply(slot),
             Err(e) => Some(Err(e.clone())),
         }
     }
@@ -257,14 +249,13 @@ impl FanOutPending {
     async fn finish(mut self, retrier: &Retrier, firsts: Vec<Option<ReplyResult>>) -> Bytes {
         // First outcomes in part order: awaiting the late ones one by one
         // costs one wake-up per late part (they are all in flight already).
+        // A late part is one whose slot `try_take` found still open.
         let mut outcomes = Vec::with_capacity(self.parts.len());
         for (part, first) in self.parts.iter_mut().zip(firsts) {
-            outcomes.push(match first {
-                Some(outcome) => outcome,
-                None => match std::mem::replace(&mut part.sent, Err(ProxyError::ShuttingDown)) {
-                    Ok(slot) => recv_reply(slot).await,
-                    Err(e) => Err(e),
-                },
+            outcomes.push(match (first, &mut part.sent) {
+                (Some(outcome), _) => outcome,
+                (None, Ok(slot)) => recv_reply(slot).await,
+                (None, Err(e)) => Err(e.clone()),
             });
         }
         if outcomes.iter().all(Retrier::is_final) {

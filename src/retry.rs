@@ -103,7 +103,7 @@ async fn pause(backoff: &mut Duration, max: Duration) {
 /// The re-sent request's outcome.
 async fn outcome_of(sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
     match sent {
-        Ok(rx) => recv_reply(rx).await,
+        Ok(mut rx) => recv_reply(&mut rx).await,
         Err(e) => Err(e),
     }
 }

@@ -26,13 +26,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
 
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
 use crate::metrics::METRICS;
+use crate::queue;
 use crate::resp::{encode, ProtocolError, ReplyDecoder};
 use crate::tls::{ReadHalf, Stream, TlsConnector, WriteHalf};
 
@@ -161,7 +162,7 @@ pub struct Lane {
 #[derive(Debug)]
 pub struct Node {
     addr: String,
-    lanes: Vec<mpsc::Sender<Job>>,
+    lanes: Vec<queue::Sender<Job>>,
     health: Arc<AtomicBool>,
 }
 
@@ -174,7 +175,7 @@ impl Node {
         // RESP2 lanes first, then as many RESP3 lanes.
         let lanes = (0..2 * n)
             .map(|i| {
-                let (tx, rx) = mpsc::channel(settings.queue_depth);
+                let (tx, rx) = queue::queue(settings.queue_depth);
                 tokio::spawn(connection_task(
                     addr.to_string(),
                     rx,
@@ -246,13 +247,8 @@ impl Node {
             skip,
             reply: tx,
         };
-        // Room in the queue is the common case; waiting for it is not.
-        let sent = match queue.try_send(job) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(job)) => queue.send(job).await.is_ok(),
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        };
-        if !sent {
+        // Waits only while the lane holds `queue_depth` requests.
+        if queue.send(job).await.is_err() {
             return Err(ProxyError::BackendUnavailable(
                 "connection task stopped".into(),
             ));
@@ -435,17 +431,19 @@ fn fail(job: Job, err: &ProxyError) {
 /// exponential backoff, and exits when the node is dropped.
 async fn connection_task(
     addr: String,
-    mut rx: mpsc::Receiver<Job>,
+    rx: queue::Receiver<Job>,
     s: Arc<BackendSettings>,
     health: Arc<AtomicBool>,
     resp3: bool,
 ) {
     let mut backoff = s.backoff_min.get();
-    let mut first: Option<Job> = None;
+    // Taken from the lane and not written yet: carried to the next
+    // connection when one breaks.
+    let mut unwritten: VecDeque<Job> = VecDeque::new();
     loop {
-        if first.is_none() {
+        if unwritten.is_empty() {
             match rx.recv().await {
-                Some(job) => first = Some(job),
+                Some(job) => unwritten.push_back(job),
                 None => return,
             }
         }
@@ -454,7 +452,7 @@ async fn connection_task(
                 backoff = s.backoff_min.get();
                 health.store(true, Ordering::Relaxed);
                 debug!(backend = %addr, "backend connection established");
-                match session(stream, first.take(), &mut rx, &s, resp3).await {
+                match session(stream, &mut unwritten, &rx, &s, resp3).await {
                     None => {
                         debug!(backend = %addr, "backend connection closed: node removed");
                         return;
@@ -471,7 +469,7 @@ async fn connection_task(
                 warn!(backend = %addr, %reason, retry_in = ?backoff, "backend connect failed");
                 s.refresh.notify_one();
                 let err = ProxyError::BackendUnavailable(reason);
-                if let Some(job) = first.take() {
+                for job in unwritten.drain(..) {
                     fail(job, &err);
                 }
                 // Until the next attempt, the node is unreachable: fail fast.
@@ -494,15 +492,18 @@ async fn connection_task(
 
 /// Runs one connected session until it breaks (returns the reason) or the
 /// node is dropped and everything in flight is answered (returns `None`).
+/// Requests taken from the lane but not written stay in `unwritten`.
 async fn session(
     stream: Stream,
-    first: Option<Job>,
-    rx: &mut mpsc::Receiver<Job>,
+    unwritten: &mut VecDeque<Job>,
+    rx: &queue::Receiver<Job>,
     s: &BackendSettings,
     resp3: bool,
 ) -> Option<String> {
     let (rd, mut wr) = stream.into_split();
-    let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
+    // Written requests, registered before they are written (in the same
+    // task: the reader finds them without a channel per request).
+    let (inflight_tx, inflight_rx) = queue::queue(usize::MAX);
     let m = &*METRICS;
     m.backend_connections.inc();
     // Decremented however the session ends.
@@ -518,55 +519,66 @@ async fn session(
     let preamble = [(s.readonly, READONLY), (resp3, HELLO3)];
     for (_, frame) in preamble.iter().filter(|(on, _)| *on) {
         let (tx, _) = oneshot::channel();
-        let _ = inflight_tx.send(InFlight {
+        let _ = inflight_tx.push_all(&mut vec![InFlight {
             skip: 0,
             reply: tx,
             sent_at: Instant::now(),
-        });
+        }]);
         if let Err(e) = crate::tls::write_all(&mut wr, frame).await {
             return Some(format!("write failed: {e}"));
         }
     }
     tokio::select! {
-        reason = write_loop(wr, first, rx, inflight_tx) => reason,
+        reason = write_loop(wr, unwritten, rx, inflight_tx) => reason,
         reason = read_loop(rd, inflight_rx, s) => reason,
     }
 }
 
+/// Takes requests from the lane a batch at a time, registers them with the
+/// reader and writes them, one write per batch.
 async fn write_loop(
     mut wr: WriteHalf,
-    mut next: Option<Job>,
-    rx: &mut mpsc::Receiver<Job>,
-    inflight: mpsc::UnboundedSender<InFlight>,
+    jobs: &mut VecDeque<Job>,
+    rx: &queue::Receiver<Job>,
+    inflight: queue::Sender<InFlight>,
 ) -> Option<String> {
     let mut buf = BytesMut::with_capacity(MAX_BATCH);
+    // This batch's registrations, handed to the reader before each write.
+    let mut batch: Vec<InFlight> = Vec::new();
     let bytes_out = METRICS.backend_bytes.with_label_values(&["out"]);
     loop {
-        let mut yielded = false;
-        let mut job = match next.take() {
-            Some(job) => Some(job),
-            None => rx.recv().await,
-        };
-        if job.is_none() {
-            // Node dropped: let the reader answer what is in flight.
-            drop(inflight);
-            return std::future::pending().await;
+        if jobs.is_empty() {
+            match rx.recv().await {
+                Some(job) => jobs.push_back(job),
+                None => {
+                    // Node dropped: let the reader answer what is in flight.
+                    drop(inflight);
+                    return std::future::pending().await;
+                }
+            }
+        }
+        let _ = rx.drain_into(jobs);
+        // A small batch: let the sessions that are ready run first (one
+        // yield), so their requests share this write. Measured: 1.7
+        // requests per write at P=1 with 50 clients before; P=1 throughput
+        // +10-25% (docs/benchmarks.md).
+        if jobs.iter().map(|j| j.frame.len()).sum::<usize>() < MAX_BATCH / 4 {
+            tokio::task::yield_now().await;
+            let _ = rx.drain_into(jobs);
         }
         // One clock read per batch: the reader's timeout is coarse anyway.
-        let mut sent_at = Instant::now();
-        while let Some(j) = job.take() {
-            // Register before writing so the reader always finds the slot.
-            let _ = inflight.send(InFlight {
+        let sent_at = Instant::now();
+        while let Some(j) = jobs.pop_front() {
+            batch.push(InFlight {
                 skip: j.skip,
                 reply: j.reply,
                 sent_at,
             });
             if j.frame.len() >= LARGE_FRAME {
-                if !buf.is_empty() {
-                    if let Err(e) = crate::tls::write_all(&mut wr, &buf).await {
-                        return Some(format!("write failed: {e}"));
-                    }
-                    buf.clear();
+                if let Err(e) =
+                    write_batch(&mut wr, &mut buf, &mut batch, &inflight, &bytes_out).await
+                {
+                    return Some(e);
                 }
                 if let Err(e) = crate::tls::write_all(&mut wr, &j.frame).await {
                     return Some(format!("write failed: {e}"));
@@ -574,38 +586,51 @@ async fn write_loop(
                 bytes_out.inc_by(j.frame.len() as u64);
             } else {
                 buf.extend_from_slice(&j.frame);
-            }
-            if buf.len() >= MAX_BATCH {
-                break;
-            }
-            job = rx.try_recv().ok();
-            // A small batch: let the sessions that are ready run first (one
-            // yield), so their requests share this write. Measured: 1.7
-            // requests per write at P=1 with 50 clients before; P=1
-            // throughput +10-25% (docs/benchmarks.md).
-            if job.is_none() && !yielded && buf.len() < MAX_BATCH / 4 {
-                yielded = true;
-                tokio::task::yield_now().await;
-                sent_at = Instant::now();
-                job = rx.try_recv().ok();
+                if buf.len() >= MAX_BATCH {
+                    if let Err(e) =
+                        write_batch(&mut wr, &mut buf, &mut batch, &inflight, &bytes_out).await
+                    {
+                        return Some(e);
+                    }
+                }
             }
         }
-        if !buf.is_empty() {
-            if let Err(e) = crate::tls::write_all(&mut wr, &buf).await {
-                return Some(format!("write failed: {e}"));
-            }
-            bytes_out.inc_by(buf.len() as u64);
-            buf.clear();
+        if let Err(e) = write_batch(&mut wr, &mut buf, &mut batch, &inflight, &bytes_out).await {
+            return Some(e);
         }
     }
 }
 
+/// Registers `batch` with the reader, then writes `buf` (emptying both).
+async fn write_batch(
+    wr: &mut WriteHalf,
+    buf: &mut BytesMut,
+    batch: &mut Vec<InFlight>,
+    inflight: &queue::Sender<InFlight>,
+    bytes_out: &prometheus::IntCounter,
+) -> Result<(), String> {
+    // Register before writing so the reader always finds the slot. The
+    // reader outlives the writer, so this cannot fail.
+    let _ = inflight.push_all(batch);
+    if buf.is_empty() {
+        return Ok(());
+    }
+    crate::tls::write_all(wr, buf)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    bytes_out.inc_by(buf.len() as u64);
+    buf.clear();
+    Ok(())
+}
+
 async fn read_loop(
     rd: ReadHalf,
-    mut inflight: mpsc::UnboundedReceiver<InFlight>,
+    inflight: queue::Receiver<InFlight>,
     s: &BackendSettings,
 ) -> Option<String> {
     let mut framed = FramedRead::new(rd, ReplyDecoder::new());
+    // The reader's own copy, in write order: the shared queue is looked at
+    // only when this runs out (one lock per batch written).
     let mut queue: VecDeque<InFlight> = VecDeque::new();
     let bytes_in = METRICS.backend_bytes.with_label_values(&["in"]);
     // One coarse timer per connection instead of one per request.
@@ -614,10 +639,7 @@ async fn read_loop(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
-        while let Ok(f) = inflight.try_recv() {
-            queue.push_back(f);
-        }
-        if queue.is_empty() {
+        if queue.is_empty() && inflight.drain_into(&mut queue).is_err() {
             tokio::select! {
                 biased;
                 f = inflight.recv() => match f {
@@ -657,9 +679,7 @@ async fn read_loop(
         }
     };
     let reason = failure.to_string();
-    while let Ok(f) = inflight.try_recv() {
-        queue.push_back(f);
-    }
+    let _ = inflight.drain_into(&mut queue);
     for f in queue {
         let _ = f.reply.send(Err(failure.clone()));
     }

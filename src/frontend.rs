@@ -15,8 +15,6 @@
 //! between sessions except the (immutable) tables and the backend queues, so
 //! one client's bad input cannot affect another client.
 
-mod queue;
-
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +42,7 @@ use crate::fanout::{self, Merge, Plan};
 use crate::local::{self, ClientState, Ctx, ProxyInfo};
 use crate::metrics::{error_kind, CommandMetrics, METRICS, UNKNOWN_COMMAND};
 use crate::pubsub;
+use crate::queue;
 use crate::resp::Value;
 use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
 use crate::retry::{Attempt, Retrier, Target};
@@ -1375,8 +1374,6 @@ impl Writer {
                     if flush(&mut self.wr, &mut self.out).await.is_err() {
                         return false;
                     }
-                    // Nothing to write: an idle client holds no write buffer.
-                    self.out = BytesMut::new();
                     let next = match self.pushes.as_mut() {
                         Some(p) => tokio::select! {
                             item = self.rx.recv() => item,
@@ -1461,9 +1458,12 @@ impl Writer {
                     continue;
                 }
                 Pending::Pause => {
-                    // The phase ends: keep no queue storage while idle.
+                    // The phase ends: keep no queue storage or write buffer
+                    // while idle (both are kept between requests before).
                     self.rx.release();
-                    return flush(&mut self.wr, &mut self.out).await.is_ok();
+                    let flushed = flush(&mut self.wr, &mut self.out).await.is_ok();
+                    self.out = BytesMut::new();
+                    return flushed;
                 }
                 Pending::Close => break,
                 Pending::Nothing => {

@@ -47,6 +47,7 @@ pub mod info;
 pub mod local;
 pub mod metrics;
 pub mod pubsub;
+pub mod queue;
 pub mod resp;
 pub mod retry;
 pub mod router;

@@ -1,0 +1,371 @@
+//! A bounded, in-order queue between tasks: a `VecDeque` behind a mutex,
+//! with a [`Notify`] for each side.
+//!
+//! Used where a tokio mpsc channel costs more than it gives:
+//! * the reply queue between a frontend session's reader and writer
+//!   (`frontend.max_pipeline` entries). An mpsc channel allocates a block of
+//!   32 slots up front (about 7 KB per client here) and keeps it while the
+//!   client is idle; this queue's storage is given back with
+//!   [`Receiver::release`].
+//! * a backend connection's request queue ("lane", `backend.queue_depth`
+//!   entries), shared by every session's sender. A bounded mpsc channel
+//!   locks its semaphore's mutex for every message received; here a batch
+//!   is taken under one lock ([`Receiver::drain_into`]).
+//! * the requests a backend connection has written and awaits replies for,
+//!   registered a batch at a time ([`Sender::push_all`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+struct State<T> {
+    items: VecDeque<T>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// Signalled when an item is queued or the sender is gone.
+    readable: Notify,
+    /// Signalled when a slot frees up or the receiver is gone.
+    writable: Notify,
+    capacity: usize,
+}
+
+/// The sending end (one per queue; concurrent senders share it by
+/// reference).
+pub struct Sender<T>(Arc<Shared<T>>);
+
+/// The receiving end.
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("queue::Sender")
+            .field("capacity", &self.0.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A queue of at most `capacity` items.
+pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+        readable: Notify::new(),
+        writable: Notify::new(),
+        capacity: capacity.max(1),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        // Nothing panics while holding the lock; recover the state anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`, waiting while the queue is full. Gives the item back
+    /// if the receiver is gone.
+    pub async fn send(&self, item: T) -> Result<(), T> {
+        let item = match self.try_push(item) {
+            Ok(done) => return done,
+            Err(item) => item,
+        };
+        let mut item = item;
+        loop {
+            // Registered before looking again: room made between the look
+            // and the wait is not missed, whatever the number of senders.
+            let notified = self.0.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            item = match self.try_push(item) {
+                Ok(done) => return done,
+                Err(item) => item,
+            };
+            notified.await;
+        }
+    }
+
+    /// `Ok` with the outcome if the queue had room or the receiver is gone;
+    /// `Err(item)` if it is full.
+    fn try_push(&self, item: T) -> Result<Result<(), T>, T> {
+        let mut s = self.0.lock();
+        if s.receiver_gone {
+            return Ok(Err(item));
+        }
+        if s.items.len() >= self.0.capacity {
+            return Err(item);
+        }
+        let was_empty = s.items.is_empty();
+        s.items.push_back(item);
+        drop(s);
+        // The receiver waits only after finding the queue empty.
+        if was_empty {
+            self.0.readable.notify_one();
+        }
+        Ok(Ok(()))
+    }
+
+    /// Queues every item of `items` (emptying it) under one lock, whatever
+    /// the capacity: for a producer bounded elsewhere. False, leaving
+    /// `items` as it was, if the receiver is gone.
+    pub fn push_all(&self, items: &mut Vec<T>) -> bool {
+        if items.is_empty() {
+            return true;
+        }
+        let mut s = self.0.lock();
+        if s.receiver_gone {
+            return false;
+        }
+        let was_empty = s.items.is_empty();
+        s.items.extend(items.drain(..));
+        drop(s);
+        if was_empty {
+            self.0.readable.notify_one();
+        }
+        true
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.lock().sender_gone = true;
+        self.0.readable.notify_one();
+    }
+}
+
+/// Why [`Receiver::try_recv`] returned nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing queued now.
+    Empty,
+    /// Nothing queued, and the sender is gone.
+    Disconnected,
+}
+
+impl<T> Receiver<T> {
+    /// The next item, if one is queued.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let mut s = self.0.lock();
+        match s.items.pop_front() {
+            Some(item) => {
+                let was_full = s.items.len() + 1 >= self.0.capacity;
+                drop(s);
+                if was_full {
+                    self.0.writable.notify_waiters();
+                }
+                Ok(item)
+            }
+            None => {
+                if s.sender_gone {
+                    Err(TryRecvError::Disconnected)
+                } else {
+                    Err(TryRecvError::Empty)
+                }
+            }
+        }
+    }
+
+    /// Moves every queued item to the end of `out` under one lock.
+    /// `Err(Disconnected)` once the sender is gone and nothing was queued;
+    /// `Err(Empty)` if nothing was.
+    pub fn drain_into(&self, out: &mut VecDeque<T>) -> Result<(), TryRecvError> {
+        let mut s = self.0.lock();
+        if s.items.is_empty() {
+            return Err(if s.sender_gone {
+                TryRecvError::Disconnected
+            } else {
+                TryRecvError::Empty
+            });
+        }
+        let was_full = s.items.len() >= self.0.capacity;
+        if out.is_empty() {
+            // Swap storage instead of copying: both sides keep theirs warm.
+            std::mem::swap(&mut s.items, out);
+        } else {
+            out.extend(s.items.drain(..));
+        }
+        drop(s);
+        if was_full {
+            self.0.writable.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// The next item; `None` once the sender is gone and the queue is
+    /// drained. Keeps the storage (see [`Receiver::release`]). Cancel-safe:
+    /// an item is taken only when this returns it.
+    pub async fn recv(&self) -> Option<T> {
+        loop {
+            match self.try_recv() {
+                Ok(item) => return Some(item),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => self.0.readable.notified().await,
+            }
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Gives the storage back if nothing is queued (a frontend session going
+    /// idle holds none).
+    pub fn release(&self) {
+        let mut s = self.0.lock();
+        if s.items.is_empty() && s.items.capacity() > 0 {
+            s.items = VecDeque::new();
+        }
+    }
+
+    /// Stops receiving: queued items are dropped, and sends fail from now
+    /// on (the sender learns the other side is gone).
+    pub fn close(&self) {
+        let mut s = self.0.lock();
+        s.receiver_gone = true;
+        s.items = VecDeque::new();
+        drop(s);
+        self.0.writable.notify_waiters();
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.receiver_gone = true;
+        // Queued items (reply slots) are dropped now, not with the sender.
+        s.items = VecDeque::new();
+        drop(s);
+        self.0.writable.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn in_order_bounded_and_closing() {
+        let (tx, rx) = queue::<u32>(2);
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        // Full: the third send waits until the receiver takes one.
+        let third = tokio::spawn(async move {
+            tx.send(3).await.unwrap();
+            tx
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished());
+        assert_eq!(rx.recv().await, Some(1));
+        let tx = third.await.unwrap();
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(tx);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn sender_learns_the_receiver_is_gone() {
+        let (tx, rx) = queue::<u32>(1);
+        tx.send(1).await.unwrap();
+        let blocked = tokio::spawn(async move { tx.send(2).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        assert_eq!(blocked.await.unwrap(), Err(2));
+    }
+
+    #[tokio::test]
+    async fn storage_is_released_only_on_request_and_when_empty() {
+        let (tx, rx) = queue::<u64>(64);
+        for i in 0..10 {
+            tx.send(i).await.unwrap();
+        }
+        while rx.try_recv().is_ok() {}
+        // Waiting keeps the storage (the hot path reuses it)...
+        let waiting = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await;
+        assert!(waiting.is_err());
+        assert!(rx.0.lock().items.capacity() > 0);
+        // ...release() gives it back, but only when empty.
+        tx.send(2).await.unwrap();
+        rx.release();
+        assert!(rx.0.lock().items.capacity() > 0);
+        assert_eq!(rx.try_recv(), Ok(2));
+        rx.release();
+        assert_eq!(rx.0.lock().items.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn batches_in_and_out_keep_order() {
+        let (tx, rx) = queue::<u32>(usize::MAX);
+        let mut batch = vec![1, 2, 3];
+        assert!(tx.push_all(&mut batch));
+        assert!(batch.is_empty());
+        tx.send(4).await.unwrap();
+        let mut out = VecDeque::from([0]);
+        rx.drain_into(&mut out).unwrap();
+        assert_eq!(out, [0, 1, 2, 3, 4]);
+        assert_eq!(rx.drain_into(&mut out), Err(TryRecvError::Empty));
+        // A batch wakes a receiver waiting on the empty queue.
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(tx.push_all(&mut vec![7, 8]));
+        assert_eq!(waiter.await.unwrap(), Some(7));
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn every_waiting_sender_gets_room_in_turn() {
+        // A backend lane: many senders share one end.
+        let (tx, rx) = queue::<u32>(2);
+        let tx = Arc::new(tx);
+        tx.send(0).await.unwrap();
+        tx.send(0).await.unwrap();
+        let blocked: Vec<_> = (1..=5)
+            .map(|i| {
+                let tx = tx.clone();
+                tokio::spawn(async move { tx.send(i).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(blocked.iter().all(|b| !b.is_finished()));
+        let mut got = Vec::new();
+        let mut out = VecDeque::new();
+        while got.len() < 7 {
+            match rx.drain_into(&mut out) {
+                Ok(()) => got.extend(out.drain(..)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        for b in blocked {
+            b.await.unwrap().unwrap();
+        }
+        got.sort_unstable();
+        assert_eq!(got, [0, 0, 1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_items_across_threads_stay_in_order() {
+        let (tx, rx) = queue::<u32>(16);
+        let producer = tokio::spawn(async move {
+            for i in 0..100_000 {
+                tx.send(i).await.unwrap();
+            }
+        });
+        let mut next = 0;
+        while let Some(i) = rx.recv().await {
+            assert_eq!(i, next);
+            next += 1;
+        }
+        producer.await.unwrap();
+        assert_eq!(next, 100_000);
+    }
+}

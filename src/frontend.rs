@@ -527,8 +527,18 @@ impl Session {
     async fn read_loop(&mut self, shutdown: &CancellationToken) -> End {
         let id = self.client.id;
         let bytes_in = METRICS.frontend_bytes.with_label_values(&["in"]);
+        // Registered once per active phase rather than once per wait (a
+        // registration takes a lock and a list insert, and its drop another).
+        let mut cancelled = Box::pin(shutdown.clone().cancelled_owned());
+        // Armed for the earliest deadline asked for; a later deadline is
+        // looked at when it fires (so a wait seldom touches the timer wheel).
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Pipelined input already buffered is served without a wait; look
+        // for shutdown every so many requests there (a lock each time).
+        let mut unchecked = 0u8;
         loop {
-            if shutdown.is_cancelled() {
+            unchecked = unchecked.wrapping_add(1);
+            if unchecked % 32 == 0 && shutdown.is_cancelled() {
                 return End::Closed;
             }
             let item = match self.backlog.pop_front() {
@@ -552,8 +562,20 @@ impl Session {
                         } else {
                             deadline
                         };
-                        let timer =
-                            tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into());
+                        if let Some(d) = deadline {
+                            let d = tokio::time::Instant::from_std(d);
+                            match timer.as_mut() {
+                                Some(t) if !t.is_elapsed() && t.deadline() <= d => {}
+                                Some(t) => t.as_mut().reset(d),
+                                None => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+                            }
+                        }
+                        let fire = async {
+                            match timer.as_mut() {
+                                Some(t) => t.as_mut().await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         // An idle plain-TCP client holds no read buffer: wait
                         // for the socket to turn readable, then read.
                         let idle = tcp && self.frames.read_buffer().is_empty();
@@ -568,14 +590,14 @@ impl Session {
                                 // cleared it. The spurious readiness of a new
                                 // socket is `idle_wait`'s concern.)
                                 _ = socket.readable() => Wake::Readable,
-                                _ = shutdown.cancelled() => Wake::Shutdown,
-                                _ = timer, if deadline.is_some() => Wake::Timer,
+                                _ = cancelled.as_mut() => Wake::Shutdown,
+                                _ = fire, if deadline.is_some() => Wake::Timer,
                             }
                         } else {
                             tokio::select! {
                                 item = self.frames.next() => Wake::Input(item),
-                                _ = shutdown.cancelled() => Wake::Shutdown,
-                                _ = timer, if deadline.is_some() => Wake::Timer,
+                                _ = cancelled.as_mut() => Wake::Shutdown,
+                                _ = fire, if deadline.is_some() => Wake::Timer,
                             }
                         };
                         match woke {
@@ -783,10 +805,11 @@ impl Session {
             }
             return Pending::Ready(local::proxy_command(&req, &slots));
         }
+        let frontend = &self.shared.frontend;
         let router = Router {
             commands: &commands,
             slots: &slots,
-            allow_config_write: self.shared.frontend.load().allow_config_write,
+            allow_config_write: &|| frontend.load().allow_config_write,
         };
         let (route, spec) = router.route(&req, &mut self.keys);
         self.command = spec.map(|s| s.metrics.clone());
@@ -879,14 +902,14 @@ impl Session {
             Route::Forward { target, readonly } => (target, readonly),
         };
         drop(commands);
-        drop(slots);
         let attempt = Attempt {
             frame: req.into_frame(),
             target,
             readonly,
             lane: self.lane(),
         };
-        let sent = self.shared.retrier.send(&attempt).await;
+        // Routed and sent with the same table (one load per request).
+        let sent = self.shared.retrier.send_on(&slots, &attempt).await;
         Pending::Routed(Routed { attempt, sent })
     }
 

@@ -37,16 +37,17 @@ pub enum Route<'a> {
 }
 
 /// What the router needs besides the request.
-pub struct Router<'a> {
+pub struct Router<'a, 'f> {
     /// The command table.
     pub commands: &'a CommandTable,
     /// The slot table snapshot.
     pub slots: &'a SlotTable,
-    /// Whether CONFIG SET/RESETSTAT/REWRITE may be broadcast.
-    pub allow_config_write: bool,
+    /// Whether CONFIG SET/RESETSTAT/REWRITE may be broadcast (asked only
+    /// for those: it reads the reloadable configuration).
+    pub allow_config_write: &'f (dyn Fn() -> bool + Sync),
 }
 
-impl<'a> Router<'a> {
+impl<'a> Router<'a, '_> {
     /// Routes `req`, and names its command (when known). `keys` is scratch
     /// space reused across calls.
     pub fn route(
@@ -145,7 +146,7 @@ impl<'a> Router<'a> {
                 Err(e) => return Route::Reject(e),
             },
             "config|set" | "config|resetstat" | "config|rewrite" => {
-                if !self.allow_config_write {
+                if !(self.allow_config_write)() {
                     return Route::Reject(ProxyError::Forbidden {
                         command: name.to_string(),
                         setting: "frontend.allow_config_write",
@@ -188,7 +189,7 @@ mod tests {
         Router {
             commands: CommandTable::builtin(),
             slots,
-            allow_config_write: false,
+            allow_config_write: &|| false,
         }
         .route(&req, &mut Vec::new())
         .0

@@ -41,6 +41,9 @@ use crate::tls::{ReadHalf, Stream, TlsConnector, WriteHalf};
 pub type ReplyResult = Result<Bytes, ProxyError>;
 /// The receiving end of a request's reply slot.
 pub type ReplyRx = oneshot::Receiver<ReplyResult>;
+/// The receiving end of a batch's reply slot: one outcome per request, in
+/// order.
+pub type BatchRx = oneshot::Receiver<Vec<ReplyResult>>;
 
 /// Frames at least this large are written on their own instead of being
 /// copied into the batch buffer.
@@ -121,18 +124,69 @@ impl BackendSettings {
     }
 }
 
-/// One request waiting for a connection.
+/// One request (or batch of requests) waiting for a connection.
 struct Job {
     frame: Bytes,
     /// Replies to discard before the one that answers (1 after ASKING).
     skip: u8,
-    reply: oneshot::Sender<ReplyResult>,
+    reply: ReplySlot,
 }
 
-/// One request written and waiting for its reply.
+/// Where the replies to a job go.
+enum ReplySlot {
+    /// A single request's reply.
+    One(oneshot::Sender<ReplyResult>),
+    /// `want` requests' replies, sent together once all are here.
+    Batch {
+        tx: oneshot::Sender<Vec<ReplyResult>>,
+        want: usize,
+        got: Vec<ReplyResult>,
+    },
+}
+
+impl ReplySlot {
+    /// Takes one reply. `Some` when the slot is complete: what to
+    /// [`ReplySlot::deliver`] (the reply itself, for a single request).
+    fn answer(&mut self, frame: Bytes) -> Option<Bytes> {
+        match self {
+            ReplySlot::One(_) => Some(frame),
+            ReplySlot::Batch { want, got, .. } => {
+                got.push(Ok(frame));
+                (got.len() == *want).then(Bytes::new)
+            }
+        }
+    }
+
+    /// Delivers a complete slot (`last` is a single request's reply).
+    fn deliver(self, last: Bytes) {
+        match self {
+            ReplySlot::One(tx) => {
+                let _ = tx.send(Ok(last));
+            }
+            ReplySlot::Batch { tx, got, .. } => {
+                let _ = tx.send(got);
+            }
+        }
+    }
+
+    /// Fails what has no reply yet (replies already here are kept).
+    fn fail(self, err: &ProxyError) {
+        match self {
+            ReplySlot::One(tx) => {
+                let _ = tx.send(Err(err.clone()));
+            }
+            ReplySlot::Batch { tx, want, mut got } => {
+                got.resize_with(want, || Err(err.clone()));
+                let _ = tx.send(got);
+            }
+        }
+    }
+}
+
+/// One request (or batch) written and waiting for its replies.
 struct InFlight {
     skip: u8,
-    reply: oneshot::Sender<ReplyResult>,
+    reply: ReplySlot,
     sent_at: Instant,
 }
 
@@ -238,22 +292,48 @@ impl Node {
         self.enqueue(lane, both.freeze(), 1).await
     }
 
+    /// Queues `count` requests (`frame` holds them back to back) on
+    /// connection `lane` as one job: written together, and their replies
+    /// come back together, in order (one wake-up instead of `count`).
+    pub async fn send_batch(
+        &self,
+        lane: Lane,
+        frame: Bytes,
+        count: usize,
+    ) -> Result<BatchRx, ProxyError> {
+        let (tx, rx) = oneshot::channel();
+        let reply = ReplySlot::Batch {
+            tx,
+            want: count,
+            got: Vec::with_capacity(count),
+        };
+        self.queue(lane, frame, 0, reply).await?;
+        Ok(rx)
+    }
+
     async fn enqueue(&self, lane: Lane, frame: Bytes, skip: u8) -> Result<ReplyRx, ProxyError> {
         let (tx, rx) = oneshot::channel();
+        self.queue(lane, frame, skip, ReplySlot::One(tx)).await?;
+        Ok(rx)
+    }
+
+    async fn queue(
+        &self,
+        lane: Lane,
+        frame: Bytes,
+        skip: u8,
+        reply: ReplySlot,
+    ) -> Result<(), ProxyError> {
         let n = self.lanes.len() / 2;
         let queue = &self.lanes[lane.index % n + if lane.resp3 { n } else { 0 }];
-        let job = Job {
-            frame,
-            skip,
-            reply: tx,
-        };
+        let job = Job { frame, skip, reply };
         // Waits only while the lane holds `queue_depth` requests.
         if queue.send(job).await.is_err() {
             return Err(ProxyError::BackendUnavailable(
                 "connection task stopped".into(),
             ));
         }
-        Ok(rx)
+        Ok(())
     }
 }
 
@@ -270,6 +350,24 @@ pub fn try_reply(rx: &mut ReplyRx) -> Option<ReplyResult> {
         Ok(outcome) => Some(outcome),
         Err(oneshot::error::TryRecvError::Empty) => None,
         Err(oneshot::error::TryRecvError::Closed) => Some(Err(slot_closed())),
+    }
+}
+
+/// Awaits a batch's reply slot: `count` outcomes, in request order.
+pub async fn recv_batch(rx: &mut BatchRx, count: usize) -> Vec<ReplyResult> {
+    rx.await
+        .unwrap_or_else(|_| (0..count).map(|_| Err(slot_closed())).collect())
+}
+
+/// A batch's outcomes if they are already here, without waiting (see
+/// [`try_reply`]).
+pub fn try_batch(rx: &mut BatchRx, count: usize) -> Option<Vec<ReplyResult>> {
+    match rx.try_recv() {
+        Ok(outcomes) => Some(outcomes),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        Err(oneshot::error::TryRecvError::Closed) => {
+            Some((0..count).map(|_| Err(slot_closed())).collect())
+        }
     }
 }
 
@@ -424,7 +522,7 @@ pub async fn roundtrip(
 }
 
 fn fail(job: Job, err: &ProxyError) {
-    let _ = job.reply.send(Err(err.clone()));
+    job.reply.fail(err);
 }
 
 /// Owns one backend connection: connects lazily, reconnects with
@@ -521,7 +619,7 @@ async fn session(
         let (tx, _) = oneshot::channel();
         let _ = inflight_tx.push_all(&mut vec![InFlight {
             skip: 0,
-            reply: tx,
+            reply: ReplySlot::One(tx),
             sent_at: Instant::now(),
         }]);
         if let Err(e) = crate::tls::write_all(&mut wr, frame).await {
@@ -662,11 +760,15 @@ async fn read_loop(
                         front.skip -= 1;
                         continue;
                     }
-                    let Some(f) = queue.pop_front() else {
+                    let Some(front) = queue.front_mut() else {
                         break ProxyError::BackendProtocol("reply without a request".into());
                     };
                     bytes_in.inc_by(frame.len() as u64);
-                    let _ = f.reply.send(Ok(frame));
+                    if let Some(last) = front.reply.answer(frame) {
+                        if let Some(f) = queue.pop_front() {
+                            f.reply.deliver(last);
+                        }
+                    }
                 }
                 None => break ProxyError::BackendConnectionLost("closed by the node".into()),
                 Some(Err(e)) => break read_failure(e),
@@ -681,7 +783,7 @@ async fn read_loop(
     let reason = failure.to_string();
     let _ = inflight.drain_into(&mut queue);
     for f in queue {
-        let _ = f.reply.send(Err(failure.clone()));
+        f.reply.fail(&failure);
     }
     Some(reason)
 }
@@ -718,6 +820,49 @@ mod tests {
         assert_eq!(Redirect::parse(b"-ERR MOVED\r\n"), None);
         assert_eq!(Redirect::parse(b"+OK\r\n"), None);
         assert_eq!(Redirect::parse(b"-MOVED x y\r\n"), None);
+    }
+
+    #[test]
+    fn a_batch_is_delivered_whole_and_in_order() {
+        let (tx, mut rx) = oneshot::channel();
+        let mut slot = ReplySlot::Batch {
+            tx,
+            want: 3,
+            got: Vec::new(),
+        };
+        assert!(slot.answer(Bytes::from_static(b"+a\r\n")).is_none());
+        assert!(slot.answer(Bytes::from_static(b"+b\r\n")).is_none());
+        assert!(try_batch(&mut rx, 3).is_none());
+        let last = slot.answer(Bytes::from_static(b"+c\r\n")).unwrap();
+        slot.deliver(last);
+        let got = try_batch(&mut rx, 3).unwrap();
+        let got: Vec<Bytes> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, ["+a\r\n", "+b\r\n", "+c\r\n"]);
+    }
+
+    #[test]
+    fn a_failed_batch_keeps_the_replies_it_had() {
+        let (tx, mut rx) = oneshot::channel();
+        let mut slot = ReplySlot::Batch {
+            tx,
+            want: 3,
+            got: Vec::new(),
+        };
+        assert!(slot.answer(Bytes::from_static(b"+OK\r\n")).is_none());
+        slot.fail(&ProxyError::BackendTimeout);
+        let got = try_batch(&mut rx, 3).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_ok());
+        assert!(matches!(got[1], Err(ProxyError::BackendTimeout)));
+        assert!(matches!(got[2], Err(ProxyError::BackendTimeout)));
+        // A slot dropped unanswered reads as a lost connection, per request.
+        let (tx, mut rx) = oneshot::channel::<Vec<ReplyResult>>();
+        drop(tx);
+        let got = try_batch(&mut rx, 2).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got
+            .iter()
+            .all(|r| matches!(r, Err(ProxyError::BackendConnectionLost(_)))));
     }
 
     const LANE0: Lane = Lane {

@@ -33,7 +33,9 @@ use tracing::debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::auth::Authenticator;
-use crate::backend::{recv_reply, try_reply, Lane, Node, Redirect, ReplyResult, ReplyRx};
+use crate::backend::{
+    recv_batch, try_batch, try_reply, BatchRx, Lane, Node, Redirect, ReplyResult, ReplyRx,
+};
 use crate::command::Commands;
 use crate::config::FrontendConfig;
 use crate::dedicated::{Dedicated, DedicatedPool};
@@ -234,39 +236,74 @@ struct FanOutPending {
     command: String,
     write: bool,
     merge: Merge,
-    parts: Vec<Routed>,
+    /// One per part, in part order (what a part's retry re-sends).
+    attempts: Vec<Attempt>,
+    /// The parts, grouped by the node they went to.
+    groups: Vec<Group>,
+}
+
+/// The parts of a fan-out sent to one node, as one batch.
+struct Group {
+    /// The parts' indices, in the order they were written.
+    members: Vec<usize>,
+    sent: Result<BatchRx, ProxyError>,
+}
+
+impl Group {
+    /// Puts each of `got` (the members' outcomes, in order) in its part's
+    /// place.
+    fn place(&self, got: Vec<ReplyResult>, into: &mut [Option<ReplyResult>]) {
+        for (&i, outcome) in self.members.iter().zip(got) {
+            into[i] = Some(outcome);
+        }
+    }
 }
 
 impl FanOutPending {
-    /// The first outcome of every part, where it is already here.
+    /// The first outcome of every part, where it is already here (a
+    /// group's parts all are, or none is).
     fn try_take(&mut self) -> Vec<Option<ReplyResult>> {
-        self.parts.iter_mut().map(Routed::try_take).collect()
+        let mut firsts: Vec<Option<ReplyResult>> = (0..self.attempts.len()).map(|_| None).collect();
+        for g in &mut self.groups {
+            let got = match &mut g.sent {
+                Ok(rx) => try_batch(rx, g.members.len()),
+                Err(e) => Some(g.members.iter().map(|_| Err(e.clone())).collect()),
+            };
+            if let Some(got) = got {
+                g.place(got, &mut firsts);
+            }
+        }
+        firsts
     }
 
     /// Completes every part and merges the replies in part order. `firsts`
     /// are the outcomes [`FanOutPending::try_take`] found.
-    async fn finish(mut self, retrier: &Retrier, firsts: Vec<Option<ReplyResult>>) -> Bytes {
-        // First outcomes in part order: awaiting the late ones one by one
-        // costs one wake-up per late part (they are all in flight already).
-        // A late part is one whose slot `try_take` found still open.
-        let mut outcomes = Vec::with_capacity(self.parts.len());
-        for (part, first) in self.parts.iter_mut().zip(firsts) {
-            outcomes.push(match (first, &mut part.sent) {
-                (Some(outcome), _) => outcome,
-                (None, Ok(slot)) => recv_reply(slot).await,
-                (None, Err(e)) => Err(e.clone()),
-            });
+    async fn finish(mut self, retrier: &Retrier, mut firsts: Vec<Option<ReplyResult>>) -> Bytes {
+        // The groups still out, one wake-up each (they are all in flight).
+        for g in &mut self.groups {
+            if firsts[g.members[0]].is_some() {
+                continue;
+            }
+            if let Ok(rx) = &mut g.sent {
+                let got = recv_batch(rx, g.members.len()).await;
+                g.place(got, &mut firsts);
+            }
         }
+        let outcomes: Vec<ReplyResult> = firsts
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ProxyError::BackendProtocol("no reply".into()))))
+            .collect();
         if outcomes.iter().all(Retrier::is_final) {
             return fanout::merge(&self.command, self.write, &self.merge, &outcomes);
         }
-        // Redirects and retries (rare) run concurrently; merged in part order.
-        let outcomes = futures_util::future::join_all(self.parts.iter().zip(outcomes).map(
-            |(p, outcome)| async move {
+        // Redirects and retries (rare) run concurrently, each part on its
+        // own; merged in part order.
+        let outcomes = futures_util::future::join_all(self.attempts.iter().zip(outcomes).map(
+            |(a, outcome)| async move {
                 if Retrier::is_final(&outcome) {
                     outcome
                 } else {
-                    retrier.finish(&p.attempt, outcome).await
+                    retrier.finish(a, outcome).await
                 }
             },
         ))
@@ -914,26 +951,58 @@ impl Session {
     }
 
     /// Sends every part on this client's lane and returns the pending merge.
+    /// The parts bound for one node go as one batch: one write, one queue
+    /// entry and one wake-up for all of them (their replies come back
+    /// together).
     async fn fan_out(&self, plan: Plan) -> Pending {
-        let mut parts = Vec::with_capacity(plan.parts.len());
         // One slot table for all the parts (redirects are followed per part).
         let table = self.shared.table.load_full();
         let lane = self.lane();
-        for part in plan.parts {
-            let attempt = Attempt {
+        let attempts: Vec<Attempt> = plan
+            .parts
+            .into_iter()
+            .map(|part| Attempt {
                 frame: part.frame,
                 target: part.target,
                 readonly: !plan.write,
                 lane,
+            })
+            .collect();
+        let mut groups = Vec::new();
+        let mut by_node: Vec<(Arc<Node>, Vec<usize>)> = Vec::new();
+        for (i, attempt) in attempts.iter().enumerate() {
+            match self.shared.retrier.resolve(&table, attempt) {
+                Ok(node) => match by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &node)) {
+                    Some((_, members)) => members.push(i),
+                    None => by_node.push((node, vec![i])),
+                },
+                Err(e) => groups.push(Group {
+                    members: vec![i],
+                    sent: Err(e),
+                }),
+            }
+        }
+        for (node, members) in by_node {
+            let frame = match members.as_slice() {
+                [one] => attempts[*one].frame.clone(),
+                _ => {
+                    let len = members.iter().map(|&i| attempts[i].frame.len()).sum();
+                    let mut frame = BytesMut::with_capacity(len);
+                    for &i in &members {
+                        frame.extend_from_slice(&attempts[i].frame);
+                    }
+                    frame.freeze()
+                }
             };
-            let sent = self.shared.retrier.send_on(&table, &attempt).await;
-            parts.push(Routed { attempt, sent });
+            let sent = node.send_batch(lane, frame, members.len()).await;
+            groups.push(Group { members, sent });
         }
         Pending::FanOut(Box::new(FanOutPending {
             command: plan.command,
             write: plan.write,
             merge: plan.merge,
-            parts,
+            attempts,
+            groups,
         }))
     }
 

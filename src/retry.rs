@@ -226,7 +226,8 @@ impl Retrier {
         self.policy.store(Arc::new(policy.clone()));
     }
 
-    /// Sends the first attempt: resolves the target and queues the request.
+    /// Sends an attempt: resolves the target against the current slot table
+    /// and queues the request.
     pub async fn send(&self, a: &Attempt) -> Result<ReplyRx, ProxyError> {
         let node = {
             let table = self.table.load();
@@ -235,14 +236,14 @@ impl Retrier {
         node.send(a.lane, a.frame.clone()).await
     }
 
-    /// Like [`Retrier::send`], resolving against `table` (the parts of a
-    /// fan-out share one table).
+    /// Sends the first attempt: resolves the target against `table` (the
+    /// snapshot the request was routed with) and queues the request.
     pub async fn send_on(&self, table: &SlotTable, a: &Attempt) -> Result<ReplyRx, ProxyError> {
         let node = self.resolve(table, a)?;
         node.send(a.lane, a.frame.clone()).await
     }
 
-    /// Awaits the reply of a [`Retrier::send`] and completes it.
+    /// Awaits the reply of a [`Retrier::send_on`] and completes it.
     pub async fn complete(&self, a: &Attempt, sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
         self.finish(a, outcome_of(sent).await).await
     }

@@ -84,6 +84,29 @@ impl Load {
                                 }
                             }
                         }
+                        // Cross-slot writes: split by slot and batched per
+                        // node; a part may meet MOVED or ASK while the rest
+                        // of its batch does not.
+                        if i % 5 == 2 {
+                            let keys: Vec<String> =
+                                (0..4).map(|k| format!("chaos:{t}:{i}:x{k}")).collect();
+                            let mut mset = redis::cmd("MSET");
+                            for k in &keys {
+                                mset.arg(k).arg(i);
+                            }
+                            match mset.query::<()>(&mut con) {
+                                Ok(()) => seen.acked.extend(keys.into_iter().map(|k| (k, i))),
+                                Err(e) => {
+                                    seen.errors.push((
+                                        Instant::now(),
+                                        format!("MSET {}: {e}", keys.join(" ")),
+                                    ));
+                                    if e.is_io_error() {
+                                        con = connect();
+                                    }
+                                }
+                            }
+                        }
                         // Read back an earlier acknowledged write.
                         if i % 3 == 0 && !seen.acked.is_empty() {
                             let (k, v) = seen.acked[(i as usize * 7919) % seen.acked.len()].clone();

@@ -184,7 +184,7 @@ pub fn limits_of(f: &FrontendConfig) -> Limits {
 /// When a request was read, and its command's metrics.
 struct Timing {
     started: Instant,
-    command: Arc<CommandMetrics>,
+    command: &'static CommandMetrics,
     /// The request, for the slow log.
     frame: Bytes,
     /// The client's name then, for the slow log.
@@ -514,7 +514,7 @@ struct Session {
     keys: Vec<usize>,
     tx: queue::Sender<Item>,
     /// The command of the request being dispatched (for its metrics).
-    command: Option<Arc<CommandMetrics>>,
+    command: Option<&'static CommandMetrics>,
     frames: FramedRead<ReadHalf, GuardedDecoder>,
     /// `frontend.idle_timeout` and `frontend.frame_timeout` at session start.
     idle_timeout: Duration,
@@ -687,10 +687,7 @@ impl Session {
             };
             let timing = Timing {
                 started,
-                command: self
-                    .command
-                    .take()
-                    .unwrap_or_else(|| UNKNOWN_COMMAND.clone()),
+                command: self.command.take().unwrap_or(*UNKNOWN_COMMAND),
                 frame,
                 name: self.client.name.clone(),
             };
@@ -829,7 +826,9 @@ impl Session {
             }
         }
         let commands = self.shared.commands.load();
-        let slots = self.shared.table.load_full();
+        // A guard, not an `Arc`: no reference count on the hot path. Arms
+        // that wait long drop it or turn it into an `Arc`.
+        let slots = self.shared.table.load();
         if req.arg(0).eq_ignore_ascii_case(b"proxy") {
             if let Err(e) = auth.permit_proxy(self.client.user.as_deref()) {
                 return Pending::Ready(e.to_resp());
@@ -849,7 +848,7 @@ impl Session {
             allow_config_write: &|| frontend.load().allow_config_write,
         };
         let (route, spec) = router.route(&req, &mut self.keys);
-        self.command = spec.map(|s| s.metrics.clone());
+        self.command = spec.map(|s| s.metrics);
         if let Some(spec) = spec {
             if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
                 return Pending::Ready(e.to_resp());
@@ -902,7 +901,10 @@ impl Session {
                 return Pending::Ready(local::execute(spec, &req, &mut ctx));
             }
             Route::Reject(e) => return Pending::Ready(e.to_resp()),
-            Route::FanOut(plan) => return Box::pin(self.fan_out(plan)).await,
+            Route::FanOut(plan) => {
+                drop(slots);
+                return Box::pin(self.fan_out(plan)).await;
+            }
             Route::Info(sections) => {
                 let plan = fanout::info(
                     &slots,
@@ -919,6 +921,7 @@ impl Session {
             Route::Transaction(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
+                drop(slots);
                 return Pending::Ready(Box::pin(self.transaction(&name, &req)).await);
             }
             Route::PubSub(spec) => {
@@ -929,6 +932,9 @@ impl Session {
             }
             Route::Wait => {
                 drop(commands);
+                // WAIT takes up to its timeout: hold the table, not a guard
+                // (guards are for short borrows).
+                let slots = arc_swap::Guard::into_inner(slots);
                 return Pending::Ready(Box::pin(self.wait(&slots, &req)).await);
             }
             Route::Dedicated(target) => {
@@ -969,10 +975,10 @@ impl Session {
             })
             .collect();
         let mut groups = Vec::new();
-        let mut by_node: Vec<(Arc<Node>, Vec<usize>)> = Vec::new();
+        let mut by_node: Vec<(&Arc<Node>, Vec<usize>)> = Vec::new();
         for (i, attempt) in attempts.iter().enumerate() {
             match self.shared.retrier.resolve(&table, attempt) {
-                Ok(node) => match by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &node)) {
+                Ok(node) => match by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
                     Some((_, members)) => members.push(i),
                     None => by_node.push((node, vec![i])),
                 },

@@ -6,8 +6,9 @@
 //! from the current slot table, the topology refresher and the retry
 //! counters.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -32,12 +33,22 @@ pub struct CommandMetrics {
 
 impl CommandMetrics {
     /// Handles for `command` (a full name such as `get` or `object|encoding`).
-    pub fn new(command: &str) -> Arc<CommandMetrics> {
-        let m = &*METRICS;
-        Arc::new(CommandMetrics {
-            ok: m.commands.with_label_values(&[command, "ok"]),
-            error: m.commands.with_label_values(&[command, "error"]),
-            latency: m.latency.with_label_values(&[command]),
+    ///
+    /// Interned for the life of the process, like the series they feed
+    /// (the registry keeps every label value it has seen): one per command
+    /// name, however often the command table is rebuilt. A `'static`
+    /// reference costs requests no reference counting.
+    pub fn new(command: &str) -> &'static CommandMetrics {
+        static INTERNED: LazyLock<Mutex<HashMap<String, &'static CommandMetrics>>> =
+            LazyLock::new(Default::default);
+        let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        interned.entry(command.to_string()).or_insert_with(|| {
+            let m = &*METRICS;
+            Box::leak(Box::new(CommandMetrics {
+                ok: m.commands.with_label_values(&[command, "ok"]),
+                error: m.commands.with_label_values(&[command, "error"]),
+                latency: m.latency.with_label_values(&[command]),
+            }))
         })
     }
 }
@@ -79,7 +90,7 @@ pub struct Metrics {
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Handles for requests rejected before a command was known.
-pub static UNKNOWN_COMMAND: LazyLock<Arc<CommandMetrics>> =
+pub static UNKNOWN_COMMAND: LazyLock<&'static CommandMetrics> =
     LazyLock::new(|| CommandMetrics::new("unknown"));
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -167,7 +167,11 @@ impl Retrier {
 
     /// The node a request should go to now, per the current slot table and
     /// the `read_from` policy.
-    pub fn resolve(&self, table: &SlotTable, a: &Attempt) -> Result<Arc<Node>, ProxyError> {
+    pub fn resolve<'t>(
+        &self,
+        table: &'t SlotTable,
+        a: &'t Attempt,
+    ) -> Result<&'t Arc<Node>, ProxyError> {
         self.resolve_target(table, &a.target, a.readonly, a.lane)
     }
 
@@ -175,17 +179,18 @@ impl Retrier {
     /// blocking commands, subscriptions).
     pub fn master_of(&self, target: &Target, lane: Lane) -> Result<Arc<Node>, ProxyError> {
         self.resolve_target(&self.table.load(), target, false, lane)
+            .cloned()
     }
 
-    fn resolve_target(
+    fn resolve_target<'t>(
         &self,
-        table: &SlotTable,
-        target: &Target,
+        table: &'t SlotTable,
+        target: &'t Target,
         readonly: bool,
         lane: Lane,
-    ) -> Result<Arc<Node>, ProxyError> {
+    ) -> Result<&'t Arc<Node>, ProxyError> {
         let shard = match target {
-            Target::Node(n) => return Ok(n.clone()),
+            Target::Node(n) => return Ok(n),
             Target::Slot(s) => table.shard(*s),
             Target::AnyMaster => match table.shards().len() {
                 0 => None,
@@ -202,13 +207,13 @@ impl Retrier {
         if readonly && self.read_from != ReadFrom::Master {
             let up: Vec<&Arc<Node>> = shard.replicas.iter().filter(|r| r.is_reachable()).collect();
             if !up.is_empty() {
-                return Ok(up[lane.index % up.len()].clone());
+                return Ok(up[lane.index % up.len()]);
             }
             if self.read_from == ReadFrom::Replica {
                 return Err(ProxyError::NoReplica);
             }
         }
-        Ok(shard.master.clone())
+        Ok(&shard.master)
     }
 
     /// The topology refresher (for MOVED patches).
@@ -231,7 +236,7 @@ impl Retrier {
     pub async fn send(&self, a: &Attempt) -> Result<ReplyRx, ProxyError> {
         let node = {
             let table = self.table.load();
-            self.resolve(&table, a)?
+            self.resolve(&table, a)?.clone()
         };
         node.send(a.lane, a.frame.clone()).await
     }
@@ -313,7 +318,8 @@ impl Retrier {
                     c.scripts_loaded.fetch_add(1, Ordering::Relaxed);
                     debug!("NOSCRIPT: loading the script on the node and re-sending");
                     retries += 1;
-                    match self.resolve(&self.table.load(), a) {
+                    let table = self.table.load();
+                    match self.resolve(&table, a) {
                         Ok(node) => {
                             let load = encode::command(&[&b"SCRIPT"[..], b"LOAD", &body]);
                             // Same lane: the load runs before the re-sent EVALSHA.

@@ -136,7 +136,7 @@ pub struct CommandSpec {
     /// How the proxy serves it.
     pub policy: Policy,
     /// Its Prometheus handles.
-    pub metrics: Arc<CommandMetrics>,
+    pub metrics: &'static CommandMetrics,
     key_specs: Vec<KeySpec>,
     subcommands: HashMap<Vec<u8>, CommandSpec>,
     raw: Bytes,

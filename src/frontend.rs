@@ -201,6 +201,8 @@ enum Pending {
     Ready(Bytes),
     /// Waiting for a backend.
     Routed(Routed),
+    /// Waiting for a backend, in a batch of this read's requests.
+    Member(Member),
     /// Waiting for several backends, then merged.
     FanOut(Box<FanOutPending>),
     /// Fired once every earlier reply has been written.
@@ -229,6 +231,44 @@ impl Routed {
             Err(e) => Some(Err(e.clone())),
         }
     }
+}
+
+/// What [`Session::dispatch`] made of a request.
+enum Dispatched {
+    /// Its reply slot, to queue now.
+    Now(Pending),
+    /// A plain forward: staged, and sent with the rest of its read.
+    Forward(Attempt),
+}
+
+/// At most this many forwarded requests of one read are staged before they
+/// are sent (a bound on what is read ahead of the reply queue).
+const MAX_STAGED: usize = 64;
+
+/// How a staged request was sent.
+enum Slot {
+    /// Alone (or not at all).
+    One(Result<ReplyRx, ProxyError>),
+    /// As request `index` of `count` in a batch to one node.
+    Member {
+        batch: u32,
+        index: usize,
+        count: usize,
+        rx: Option<BatchRx>,
+    },
+}
+
+/// A request sent in a batch with others of its read (to the same node).
+struct Member {
+    attempt: Attempt,
+    /// The session's number for the batch.
+    batch: u32,
+    /// Its place in the batch, and the batch's size.
+    index: usize,
+    count: usize,
+    /// The batch's reply slot, carried by its first request: the writer
+    /// meets that one first and keeps the other replies for the rest.
+    rx: Option<BatchRx>,
 }
 
 /// The parts of a fanned-out request in flight.
@@ -370,6 +410,8 @@ pub fn serve<G: Send + 'static>(
         pubsub: None,
         command: None,
         last_request: Instant::now(),
+        staged: Vec::new(),
+        next_batch: 0,
     };
     drop(settings);
     let mut writer = Writer {
@@ -378,6 +420,7 @@ pub fn serve<G: Send + 'static>(
         out: BytesMut::new(),
         pushes: None,
         peer: peer_addr,
+        batches: Vec::new(),
     };
     async move {
         // Held (not moved) by this future, so dropped when it ends.
@@ -532,6 +575,11 @@ struct Session {
     pubsub: Option<pubsub::Handle>,
     /// When the last request was read.
     last_request: Instant,
+    /// Forwarded requests of the current read, not sent yet (see
+    /// [`Session::flush_staged`]).
+    staged: Vec<(Attempt, Timing)>,
+    /// The number of the next batch (replies are matched to it).
+    next_batch: u32,
 }
 
 impl Session {
@@ -552,6 +600,12 @@ impl Session {
     /// closed; tells the writer which, through the reply queue.
     async fn run(&mut self, shutdown: &CancellationToken) -> End {
         let end = self.read_loop(shutdown).await;
+        // What the last read staged is sent and answered before the end.
+        self.flush_staged().await;
+        if end == End::Idle {
+            // An idle client keeps no staging storage.
+            self.staged = Vec::new();
+        }
         let marker = match end {
             End::Idle => Pending::Pause,
             End::Closed => Pending::Close,
@@ -584,6 +638,11 @@ impl Session {
                 None => match self.frames.next().now_or_never() {
                     Some(item) => item,
                     None => {
+                        // The buffered input is used up: send what this read
+                        // staged before waiting for more.
+                        if !self.flush_staged().await {
+                            return End::Closed;
+                        }
                         let last_request = self.last_request;
                         let now = Instant::now();
                         let release_at = if last_request + IDLE_RELEASE > now {
@@ -665,7 +724,7 @@ impl Session {
             // pipelined in one read share it (one clock read per read).
             let started = self.frames.decoder().last_progress;
             self.last_request = started;
-            let (pending, frame) = match item {
+            let (dispatched, frame) = match item {
                 None => return End::Closed,
                 Some(Ok(req)) => {
                     bytes_in.inc_by(req.frame().len() as u64);
@@ -678,6 +737,7 @@ impl Session {
                 }
                 Some(Err(e)) => {
                     debug!(client = id, error = %e, "protocol error; closing the connection");
+                    self.flush_staged().await;
                     let _ = self
                         .tx
                         .send((Pending::Ready(ProxyError::from(e).to_resp()), None))
@@ -692,10 +752,113 @@ impl Session {
                 name: self.client.name.clone(),
             };
             self.outstanding.fetch_add(1, Ordering::Relaxed);
-            if self.tx.send((pending, Some(timing))).await.is_err() || self.client.closing {
+            let sent = match dispatched {
+                Dispatched::Forward(attempt) => {
+                    self.staged.push((attempt, timing));
+                    self.staged.len() < MAX_STAGED || self.flush_staged().await
+                }
+                Dispatched::Now(pending) => {
+                    self.flush_staged().await && self.tx.send((pending, Some(timing))).await.is_ok()
+                }
+            };
+            if !sent || self.client.closing {
                 return End::Closed;
             }
         }
+    }
+
+    /// Sends the forwarded requests this read staged, then queues their
+    /// reply slots (in request order). The requests bound for one node go
+    /// as one batch: one lane entry, one reply slot and one wake-up for all
+    /// of them, where each alone would cost a channel of its own. False if
+    /// the writer is gone.
+    async fn flush_staged(&mut self) -> bool {
+        if self.staged.is_empty() {
+            return true;
+        }
+        // Taken, then put back empty: its storage serves the next read.
+        let mut staged = std::mem::take(&mut self.staged);
+        let lane = self.lane();
+        // How each request was sent, by its index in `staged`.
+        let mut sent: Vec<Option<Slot>> = Vec::with_capacity(staged.len());
+        {
+            let table = self.shared.table.load();
+            let mut by_node: Vec<(&Arc<Node>, Vec<usize>)> = Vec::new();
+            for (i, (attempt, _)) in staged.iter().enumerate() {
+                match self.shared.retrier.resolve(&table, attempt) {
+                    Ok(node) => {
+                        sent.push(None);
+                        match by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
+                            Some((_, members)) => members.push(i),
+                            None => by_node.push((node, vec![i])),
+                        }
+                    }
+                    Err(e) => sent.push(Some(Slot::One(Err(e)))),
+                }
+            }
+            for (node, members) in by_node {
+                if let [one] = members.as_slice() {
+                    let frame = staged[*one].0.frame.clone();
+                    sent[*one] = Some(Slot::One(node.send(lane, frame).await));
+                    continue;
+                }
+                let len = members.iter().map(|&i| staged[i].0.frame.len()).sum();
+                let mut frame = BytesMut::with_capacity(len);
+                for &i in &members {
+                    frame.extend_from_slice(&staged[i].0.frame);
+                }
+                let count = members.len();
+                let batch = self.next_batch;
+                self.next_batch = self.next_batch.wrapping_add(1);
+                match node.send_batch(lane, frame.freeze(), count).await {
+                    Ok(rx) => {
+                        let mut rx = Some(rx);
+                        for (index, &i) in members.iter().enumerate() {
+                            sent[i] = Some(Slot::Member {
+                                batch,
+                                index,
+                                count,
+                                // The batch's first request (in reply order)
+                                // carries the slot.
+                                rx: rx.take(),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        for &i in &members {
+                            sent[i] = Some(Slot::One(Err(e.clone())));
+                        }
+                    }
+                }
+            }
+        }
+        let mut open = true;
+        for ((attempt, timing), slot) in staged.drain(..).zip(sent) {
+            let pending = match slot {
+                Some(Slot::One(sent)) => Pending::Routed(Routed { attempt, sent }),
+                Some(Slot::Member {
+                    batch,
+                    index,
+                    count,
+                    rx,
+                }) => Pending::Member(Member {
+                    attempt,
+                    batch,
+                    index,
+                    count,
+                    rx,
+                }),
+                None => {
+                    Pending::Ready(ProxyError::BackendProtocol("request not sent".into()).to_resp())
+                }
+            };
+            if open && self.tx.send((pending, Some(timing))).await.is_err() {
+                // The writer is gone: what is left is dropped.
+                open = false;
+            }
+        }
+        self.staged = staged;
+        open
     }
 
     /// PROXY CONFIG RELOAD: one line per changed key.
@@ -810,7 +973,10 @@ impl Session {
         self.tx.send((Pending::Barrier(done), None)).await.is_ok() && wait.await.is_ok()
     }
 
-    async fn dispatch(&mut self, req: Request) -> Pending {
+    /// Routes and runs one request. A plain forward is handed back to be
+    /// staged (see [`Session::flush_staged`]); everything else has its reply
+    /// slot already.
+    async fn dispatch(&mut self, req: Request) -> Dispatched {
         self.shared
             .proxy
             .total_commands
@@ -822,7 +988,7 @@ impl Session {
                 || name.eq_ignore_ascii_case(b"hello")
                 || name.eq_ignore_ascii_case(b"quit"))
             {
-                return Pending::Ready(ProxyError::NoAuth.to_resp());
+                return Dispatched::Now(Pending::Ready(ProxyError::NoAuth.to_resp()));
             }
         }
         let commands = self.shared.commands.load();
@@ -831,15 +997,15 @@ impl Session {
         let slots = self.shared.table.load();
         if req.arg(0).eq_ignore_ascii_case(b"proxy") {
             if let Err(e) = auth.permit_proxy(self.client.user.as_deref()) {
-                return Pending::Ready(e.to_resp());
+                return Dispatched::Now(Pending::Ready(e.to_resp()));
             }
             if req.argc() == 3
                 && req.arg(1).eq_ignore_ascii_case(b"config")
                 && req.arg(2).eq_ignore_ascii_case(b"reload")
             {
-                return Pending::Ready(self.reload());
+                return Dispatched::Now(Pending::Ready(self.reload()));
             }
-            return Pending::Ready(local::proxy_command(&req, &slots));
+            return Dispatched::Now(Pending::Ready(local::proxy_command(&req, &slots)));
         }
         let frontend = &self.shared.frontend;
         let router = Router {
@@ -851,12 +1017,18 @@ impl Session {
         self.command = spec.map(|s| s.metrics);
         if let Some(spec) = spec {
             if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
-                return Pending::Ready(e.to_resp());
+                return Dispatched::Now(Pending::Ready(e.to_resp()));
             }
         }
         self.remember_script(&req);
+        if !matches!(route, Route::Forward { .. }) {
+            // What is not a plain forward may wait for earlier replies (a
+            // barrier) or send on its own: this read's staged requests go
+            // first, so nothing overtakes them.
+            self.flush_staged().await;
+        }
         if self.txn.is_some() {
-            return Pending::Ready(Box::pin(self.queue(route, req)).await);
+            return Dispatched::Now(Pending::Ready(Box::pin(self.queue(route, req)).await));
         }
         let subscribed = self.pubsub.as_ref().is_some_and(|p| p.active() > 0);
         if subscribed && !self.client.resp3 {
@@ -870,22 +1042,22 @@ impl Session {
                     encode::array_header(2, &mut out);
                     encode::bulk_into(b"pong", &mut out);
                     encode::bulk_into(if req.argc() > 1 { req.arg(1) } else { b"" }, &mut out);
-                    return Pending::Ready(out.freeze());
+                    return Dispatched::Now(Pending::Ready(out.freeze()));
                 }
                 _ => {
-                    return Pending::Ready(
+                    return Dispatched::Now(Pending::Ready(
                         ProxyError::Syntax(format!(
                             "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
                         ))
                         .to_resp(),
-                    )
+                    ))
                 }
             }
         }
         let (target, readonly) = match route {
             Route::Local(spec) => {
                 if matches!(spec.name.as_str(), "hello" | "reset") && !self.barrier().await {
-                    return Pending::Ready(ProxyError::ShuttingDown.to_resp());
+                    return Dispatched::Now(Pending::Ready(ProxyError::ShuttingDown.to_resp()));
                 }
                 if spec.name == "reset" {
                     Box::pin(self.reset()).await;
@@ -898,12 +1070,12 @@ impl Session {
                     retries: &self.shared.retrier.counters,
                     auth: &self.shared.auth,
                 };
-                return Pending::Ready(local::execute(spec, &req, &mut ctx));
+                return Dispatched::Now(Pending::Ready(local::execute(spec, &req, &mut ctx)));
             }
-            Route::Reject(e) => return Pending::Ready(e.to_resp()),
+            Route::Reject(e) => return Dispatched::Now(Pending::Ready(e.to_resp())),
             Route::FanOut(plan) => {
                 drop(slots);
-                return Box::pin(self.fan_out(plan)).await;
+                return Dispatched::Now(Box::pin(self.fan_out(plan)).await);
             }
             Route::Info(sections) => {
                 let plan = fanout::info(
@@ -916,31 +1088,33 @@ impl Session {
                     ),
                     self.shared.proxy.clients_section(),
                 );
-                return Box::pin(self.fan_out(plan)).await;
+                return Dispatched::Now(Box::pin(self.fan_out(plan)).await);
             }
             Route::Transaction(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
                 drop(slots);
-                return Pending::Ready(Box::pin(self.transaction(&name, &req)).await);
+                return Dispatched::Now(Pending::Ready(
+                    Box::pin(self.transaction(&name, &req)).await,
+                ));
             }
             Route::PubSub(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
                 drop(slots);
-                return Box::pin(self.subscription(&name, &req)).await;
+                return Dispatched::Now(Box::pin(self.subscription(&name, &req)).await);
             }
             Route::Wait => {
                 drop(commands);
                 // WAIT takes up to its timeout: hold the table, not a guard
                 // (guards are for short borrows).
                 let slots = arc_swap::Guard::into_inner(slots);
-                return Pending::Ready(Box::pin(self.wait(&slots, &req)).await);
+                return Dispatched::Now(Pending::Ready(Box::pin(self.wait(&slots, &req)).await));
             }
             Route::Dedicated(target) => {
                 drop(commands);
                 drop(slots);
-                return Pending::Ready(Box::pin(self.blocking(target, req)).await);
+                return Dispatched::Now(Pending::Ready(Box::pin(self.blocking(target, req)).await));
             }
             Route::Forward { target, readonly } => (target, readonly),
         };
@@ -951,9 +1125,7 @@ impl Session {
             readonly,
             lane: self.lane(),
         };
-        // Routed and sent with the same table (one load per request).
-        let sent = self.shared.retrier.send_on(&slots, &attempt).await;
-        Pending::Routed(Routed { attempt, sent })
+        Dispatched::Forward(attempt)
     }
 
     /// Sends every part on this client's lane and returns the pending merge.
@@ -1426,6 +1598,32 @@ struct Writer {
     /// Pub/sub messages, once the client has subscribed.
     pushes: Option<mpsc::Receiver<Bytes>>,
     peer: Option<SocketAddr>,
+    /// Batches whose replies are here and not all written yet.
+    batches: Vec<Replies>,
+}
+
+/// A batch's replies, kept for its requests still to be written.
+struct Replies {
+    batch: u32,
+    outcomes: Vec<ReplyResult>,
+    left: usize,
+}
+
+impl Writer {
+    /// Takes the reply of request `index` of `batch` (its first request
+    /// stored them).
+    fn take_member(&mut self, batch: u32, index: usize) -> ReplyResult {
+        let Some(at) = self.batches.iter().position(|r| r.batch == batch) else {
+            return Err(ProxyError::BackendProtocol("batch reply missing".into()));
+        };
+        let r = &mut self.batches[at];
+        let outcome = std::mem::replace(&mut r.outcomes[index], Ok(Bytes::new()));
+        r.left -= 1;
+        if r.left == 0 {
+            self.batches.swap_remove(at);
+        }
+        outcome
+    }
 }
 
 impl Writer {
@@ -1532,6 +1730,43 @@ impl Writer {
                     };
                     reply_bytes(outcome)
                 }
+                Pending::Member(m) => {
+                    let Member {
+                        attempt,
+                        batch,
+                        index,
+                        count,
+                        rx,
+                    } = m;
+                    if let Some(mut rx) = rx {
+                        let outcomes = match try_batch(&mut rx, count) {
+                            Some(outcomes) => outcomes,
+                            None => {
+                                now = None;
+                                if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
+                                    return false;
+                                }
+                                recv_batch(&mut rx, count).await
+                            }
+                        };
+                        self.batches.push(Replies {
+                            batch,
+                            outcomes,
+                            left: count,
+                        });
+                    }
+                    let outcome = self.take_member(batch, index);
+                    let outcome = if Retrier::is_final(&outcome) {
+                        outcome
+                    } else {
+                        now = None;
+                        if flush(&mut self.wr, &mut self.out).await.is_err() {
+                            return false;
+                        }
+                        Box::pin(retrier.finish(&attempt, outcome)).await
+                    };
+                    reply_bytes(outcome)
+                }
                 Pending::FanOut(mut f) => {
                     // Write what is ready first unless every part's reply is
                     // here and final (then the merge needs no wait).
@@ -1561,6 +1796,7 @@ impl Writer {
                     self.rx.release();
                     let flushed = flush(&mut self.wr, &mut self.out).await.is_ok();
                     self.out = BytesMut::new();
+                    self.batches = Vec::new();
                     return flushed;
                 }
                 Pending::Close => break,

@@ -241,14 +241,7 @@ impl Retrier {
         node.send(a.lane, a.frame.clone()).await
     }
 
-    /// Sends the first attempt: resolves the target against `table` (the
-    /// snapshot the request was routed with) and queues the request.
-    pub async fn send_on(&self, table: &SlotTable, a: &Attempt) -> Result<ReplyRx, ProxyError> {
-        let node = self.resolve(table, a)?;
-        node.send(a.lane, a.frame.clone()).await
-    }
-
-    /// Awaits the reply of a [`Retrier::send_on`] and completes it.
+    /// Awaits the reply of a request sent for `a` and completes it.
     pub async fn complete(&self, a: &Attempt, sent: Result<ReplyRx, ProxyError>) -> ReplyResult {
         self.finish(a, outcome_of(sent).await).await
     }

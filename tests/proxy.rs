@@ -217,6 +217,51 @@ fn ten_thousand_command_pipeline_keeps_order() {
 }
 
 #[test]
+fn one_write_mixing_every_kind_of_command_keeps_order_and_effects() {
+    // Forwards of one read are grouped per node and sent together; fan-outs,
+    // local commands, transactions and blocking commands in the same read
+    // must still see every earlier write.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..30 {
+        pipe.cmd("SET").arg(format!("mix:{i}")).arg(i);
+    }
+    pipe.cmd("INCR").arg("mix:0");
+    pipe.cmd("MGET").arg("mix:0").arg("mix:1").arg("mix:none");
+    pipe.cmd("PING");
+    pipe.cmd("RPUSH").arg("mix:list").arg("v");
+    pipe.cmd("BLPOP").arg("mix:list").arg(1);
+    pipe.cmd("SET").arg("{mix}t").arg(1);
+    pipe.cmd("MULTI");
+    pipe.cmd("INCR").arg("{mix}t");
+    pipe.cmd("EXEC");
+    pipe.cmd("DEL").arg("mix:1").arg("mix:2").arg("mix:29");
+    pipe.cmd("EXISTS").arg("mix:1").arg("mix:3");
+    pipe.cmd("GET").arg("{mix}t");
+    let replies: Vec<Value> = pipe.query(&mut c).expect("pipeline");
+    let ok = || Value::Okay;
+    let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+    let mut want: Vec<Value> = (0..30).map(|_| ok()).collect();
+    want.extend([
+        Value::Int(1),
+        Value::Array(vec![bulk("1"), bulk("1"), Value::Nil]),
+        Value::SimpleString("PONG".into()),
+        Value::Int(1),
+        Value::Array(vec![bulk("mix:list"), bulk("v")]),
+        ok(),
+        ok(),
+        Value::SimpleString("QUEUED".into()),
+        Value::Array(vec![Value::Int(2)]),
+        Value::Int(3),
+        Value::Int(1),
+        bulk("2"),
+    ]);
+    assert_eq!(replies, want);
+}
+
+#[test]
 fn many_concurrent_clients() {
     let cluster = Cluster::start(3, 0);
     let proxy = Proxy::start(cluster.seeds());

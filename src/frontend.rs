@@ -928,8 +928,12 @@ impl Session {
     }
 
     /// `None`: not yet; `Some(None)`: close silently (idle); `Some(Some(e))`:
-    /// reply `e` and close (a stalled partial request).
-    fn timed_out(&self, last_request: Instant) -> Option<Option<Bytes>> {
+    /// reply `e` and close (a stalled partial request). A client that has
+    /// been quiet for `idle_timeout` but is busy (requests in flight,
+    /// subscribed, in WATCH or MULTI) is not idle: its idle clock restarts,
+    /// so the next deadline is not in the past (which made the session spin
+    /// on a timer that had fired).
+    fn timed_out(&mut self, last_request: Instant) -> Option<Option<Bytes>> {
         let now = Instant::now();
         if !self.frames.read_buffer().is_empty() {
             let stalled = !self.frame_timeout.is_zero()
@@ -944,6 +948,9 @@ impl Session {
             || self.watch.is_some()
             || self.txn.is_some();
         let idle = !self.idle_timeout.is_zero() && now >= last_request + self.idle_timeout;
+        if idle && busy {
+            self.last_request = now;
+        }
         (idle && !busy).then(|| {
             debug!(client = self.client.id, "idle client closed");
             None

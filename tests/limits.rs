@@ -61,7 +61,15 @@ fn idle_clients_are_closed_busy_ones_are_not() {
     let mut sub = proxy.raw();
     let (out, _) = exchange(&mut sub, b"SUBSCRIBE news\r\n", 10);
     assert!(String::from_utf8_lossy(&out).contains("subscribe"));
+    let cpu = proxy.cpu_time();
     std::thread::sleep(Duration::from_millis(1200));
+    // Past its idle timeout, a busy client's session waits; it once spun on
+    // the fired timer (a core's worth of CPU per such client).
+    let used = proxy.cpu_time() - cpu;
+    assert!(
+        used < Duration::from_millis(300),
+        "{used:?} of CPU while waiting"
+    );
     let mut c = proxy.conn();
     let _: i64 = q(&mut c, &["PUBLISH", "news", "still-here"]);
     let (out, _) = exchange(&mut sub, b"", 20);

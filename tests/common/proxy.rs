@@ -14,6 +14,8 @@ pub struct Proxy {
     pub admin: Option<SocketAddr>,
     runtime: Option<tokio::runtime::Runtime>,
     server: Option<Server>,
+    /// The name of the runtime's threads (for [`Proxy::cpu_time`]).
+    threads: String,
 }
 
 impl Proxy {
@@ -34,8 +36,15 @@ impl Proxy {
 
     /// Runs a server on a runtime of its own.
     fn launch(config: &Config, source: slotproxy::server::ReloadSource) -> Proxy {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // At most 15 characters: the kernel's limit for a thread name.
+        let threads = format!(
+            "sp-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_name(threads.clone())
             .enable_all()
             .build()
             .expect("tokio runtime");
@@ -47,7 +56,30 @@ impl Proxy {
             admin: server.admin_addr(),
             runtime: Some(runtime),
             server: Some(server),
+            threads,
         }
+    }
+
+    /// CPU time (user and system) the proxy's threads have used so far.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let mut ticks = 0u64;
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+            let dir = task.expect("task entry").path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim_end() != self.threads {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name: state is field 3, utime
+            // and stime are fields 14 and 15.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            for i in [11, 12] {
+                ticks += fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
+            }
+        }
+        // USER_HZ is 100 on Linux.
+        std::time::Duration::from_millis(ticks * 10)
     }
 
     /// Starts a proxy after `tweak` adjusts the configuration.

@@ -376,7 +376,8 @@ pub fn serve<G: Send + 'static>(
     let peer_addr = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
     let settings = shared.frontend.load();
-    let (tx, rx) = queue::queue(settings.max_pipeline);
+    // The reader and the writer run in one task, the reader polled first.
+    let (tx, rx) = queue::in_turn(settings.max_pipeline);
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut session = Session {
         shared: shared.clone(),
@@ -435,10 +436,19 @@ pub fn serve<G: Send + 'static>(
                 // The reader and writer futures exist only while the client
                 // is active (boxed: an idle client keeps just the state above).
                 let phase = Box::pin(async {
-                    tokio::join!(
+                    in_turn(
                         session.run(&shutdown),
-                        writer.run(&shared.retrier, &shared.proxy.slowlog, &outstanding)
+                        // Outside tokio's cooperative budget: the writer goes
+                        // second, and a reader that used the budget up must
+                        // not starve it. Its work per pass is bounded by the
+                        // reply queue.
+                        tokio::task::unconstrained(writer.run(
+                            &shared.retrier,
+                            &shared.proxy.slowlog,
+                            &outstanding,
+                        )),
                     )
+                    .await
                 });
                 match phase.await {
                     (End::Idle, true) => {}
@@ -457,6 +467,43 @@ pub fn serve<G: Send + 'static>(
             }
         }
     }
+}
+
+/// Runs the reader and the writer of a session's active phase to their
+/// ends, polling both on every wake-up, the reader first: what the reader
+/// queues, the writer takes in the same pass, so the reply queue never
+/// needs to wake the task (see [`queue::in_turn`]). (`tokio::join!`
+/// rotates which future goes first.)
+async fn in_turn<R, W>(reader: R, writer: W) -> (R::Output, W::Output)
+where
+    R: Future,
+    W: Future,
+{
+    let mut reader = std::pin::pin!(reader);
+    let mut writer = std::pin::pin!(writer);
+    let mut read = None;
+    let mut written = None;
+    std::future::poll_fn(|cx| {
+        if read.is_none() {
+            if let Poll::Ready(r) = reader.as_mut().poll(cx) {
+                read = Some(r);
+            }
+        }
+        if written.is_none() {
+            if let Poll::Ready(w) = writer.as_mut().poll(cx) {
+                written = Some(w);
+            }
+        }
+        match (read.take(), written.take()) {
+            (Some(r), Some(w)) => Poll::Ready((r, w)),
+            (r, w) => {
+                read = r;
+                written = w;
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// An idle session's wait: for input (readable), shutdown, or
@@ -1684,7 +1731,7 @@ impl Writer {
                     }
                     let next = match self.pushes.as_mut() {
                         Some(p) => tokio::select! {
-                            item = self.rx.recv() => item,
+                            item = std::future::poll_fn(|_| self.rx.poll_in_turn()) => item,
                             msg = p.recv() => {
                                 match msg {
                                     Some(msg) => self.out.extend_from_slice(&msg),
@@ -1693,7 +1740,7 @@ impl Writer {
                                 continue;
                             }
                         },
-                        None => self.rx.recv().await,
+                        None => std::future::poll_fn(|_| self.rx.poll_in_turn()).await,
                     };
                     match next {
                         Some(item) => item,

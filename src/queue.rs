@@ -32,6 +32,8 @@ struct Shared<T> {
     /// Signalled when a slot frees up or the receiver is gone.
     writable: Notify,
     capacity: usize,
+    /// Whether a push wakes a waiting receiver (not for [`in_turn`]).
+    wake_receiver: bool,
 }
 
 /// The sending end (one per queue; concurrent senders share it by
@@ -51,6 +53,20 @@ impl<T> std::fmt::Debug for Sender<T> {
 
 /// A queue of at most `capacity` items.
 pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    build(capacity, true)
+}
+
+/// A queue of at most `capacity` items whose receiver is polled in turn
+/// after its sender, in the same task (a frontend session's reader, then
+/// its writer): a push wakes nobody, and the receiver takes items with
+/// [`Receiver::poll_in_turn`]. A wake-up here would only poll the task a
+/// second time: once per request for a client that waits for each reply.
+/// (The sender still waits, and is woken, when the queue is full.)
+pub fn in_turn<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    build(capacity, false)
+}
+
+fn build<T>(capacity: usize, wake_receiver: bool) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -60,6 +76,7 @@ pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         readable: Notify::new(),
         writable: Notify::new(),
         capacity: capacity.max(1),
+        wake_receiver,
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -108,7 +125,7 @@ impl<T> Sender<T> {
         s.items.push_back(item);
         drop(s);
         // The receiver waits only after finding the queue empty.
-        if was_empty {
+        if was_empty && self.0.wake_receiver {
             self.0.readable.notify_one();
         }
         Ok(Ok(()))
@@ -128,7 +145,7 @@ impl<T> Sender<T> {
         let was_empty = s.items.is_empty();
         s.items.extend(items.drain(..));
         drop(s);
-        if was_empty {
+        if was_empty && self.0.wake_receiver {
             self.0.readable.notify_one();
         }
         true
@@ -171,6 +188,18 @@ impl<T> Receiver<T> {
                     Err(TryRecvError::Empty)
                 }
             }
+        }
+    }
+
+    /// The next item, or `Pending` without registering a waker: for an
+    /// [`in_turn`] queue, whose sender's task polls this after the sender
+    /// (so an item pushed is seen in the same pass). `Ready(None)` once the
+    /// sender is gone and the queue is drained.
+    pub fn poll_in_turn(&self) -> std::task::Poll<Option<T>> {
+        match self.try_recv() {
+            Ok(item) => std::task::Poll::Ready(Some(item)),
+            Err(TryRecvError::Disconnected) => std::task::Poll::Ready(None),
+            Err(TryRecvError::Empty) => std::task::Poll::Pending,
         }
     }
 

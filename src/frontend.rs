@@ -438,15 +438,7 @@ pub fn serve<G: Send + 'static>(
                 let phase = Box::pin(async {
                     in_turn(
                         session.run(&shutdown),
-                        // Outside tokio's cooperative budget: the writer goes
-                        // second, and a reader that used the budget up must
-                        // not starve it. Its work per pass is bounded by the
-                        // reply queue.
-                        tokio::task::unconstrained(writer.run(
-                            &shared.retrier,
-                            &shared.proxy.slowlog,
-                            &outstanding,
-                        )),
+                        writer.run(&shared.retrier, &shared.proxy.slowlog, &outstanding),
                     )
                     .await
                 });
@@ -470,10 +462,12 @@ pub fn serve<G: Send + 'static>(
 }
 
 /// Runs the reader and the writer of a session's active phase to their
-/// ends, polling both on every wake-up, the reader first: what the reader
-/// queues, the writer takes in the same pass, so the reply queue never
-/// needs to wake the task (see [`queue::in_turn`]). (`tokio::join!`
-/// rotates which future goes first.)
+/// ends. Every wake-up polls the writer, then the reader, then the writer
+/// again: what the reader queues, the writer takes in the same pass, so the
+/// reply queue never needs to wake the task (see [`queue::in_turn`]). The
+/// writer also goes first, so a reader that uses tokio's cooperative budget
+/// up cannot starve it: the writer's next pass starts with a fresh one.
+/// (`tokio::join!` rotates which future goes first, and needs the wake.)
 async fn in_turn<R, W>(reader: R, writer: W) -> (R::Output, W::Output)
 where
     R: Future,
@@ -484,14 +478,14 @@ where
     let mut read = None;
     let mut written = None;
     std::future::poll_fn(|cx| {
-        if read.is_none() {
-            if let Poll::Ready(r) = reader.as_mut().poll(cx) {
-                read = Some(r);
-            }
-        }
         if written.is_none() {
-            if let Poll::Ready(w) = writer.as_mut().poll(cx) {
-                written = Some(w);
+            written = poll_ready(writer.as_mut(), cx);
+        }
+        if read.is_none() {
+            read = poll_ready(reader.as_mut(), cx);
+            // What the reader just queued.
+            if written.is_none() {
+                written = poll_ready(writer.as_mut(), cx);
             }
         }
         match (read.take(), written.take()) {
@@ -504,6 +498,17 @@ where
         }
     })
     .await
+}
+
+/// Polls `f` once: its output if it is done.
+fn poll_ready<F: Future>(
+    f: std::pin::Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> Option<F::Output> {
+    match f.poll(cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
 }
 
 /// An idle session's wait: for input (readable), shutdown, or

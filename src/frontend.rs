@@ -860,15 +860,11 @@ impl Session {
                     sent[*one] = Some(Slot::One(node.send(lane, frame).await));
                     continue;
                 }
-                let len = members.iter().map(|&i| staged[i].0.frame.len()).sum();
-                let mut frame = BytesMut::with_capacity(len);
-                for &i in &members {
-                    frame.extend_from_slice(&staged[i].0.frame);
-                }
+                let frames = members.iter().map(|&i| staged[i].0.frame.clone()).collect();
                 let count = members.len();
                 let batch = self.next_batch;
                 self.next_batch = self.next_batch.wrapping_add(1);
-                match node.send_batch(lane, frame.freeze(), count).await {
+                match node.send_batch(lane, frames).await {
                     Ok(rx) => {
                         let mut rx = Some(rx);
                         for (index, &i) in members.iter().enumerate() {
@@ -1226,18 +1222,8 @@ impl Session {
             }
         }
         for (node, members) in by_node {
-            let frame = match members.as_slice() {
-                [one] => attempts[*one].frame.clone(),
-                _ => {
-                    let len = members.iter().map(|&i| attempts[i].frame.len()).sum();
-                    let mut frame = BytesMut::with_capacity(len);
-                    for &i in &members {
-                        frame.extend_from_slice(&attempts[i].frame);
-                    }
-                    frame.freeze()
-                }
-            };
-            let sent = node.send_batch(lane, frame, members.len()).await;
+            let frames = members.iter().map(|&i| attempts[i].frame.clone()).collect();
+            let sent = node.send_batch(lane, frames).await;
             groups.push(Group { members, sent });
         }
         Pending::FanOut(Box::new(FanOutPending {

@@ -436,11 +436,14 @@ pub fn serve<G: Send + 'static>(
                 // The reader and writer futures exist only while the client
                 // is active (boxed: an idle client keeps just the state above).
                 let phase = Box::pin(async {
-                    in_turn(
-                        session.run(&shutdown),
-                        writer.run(&shared.retrier, &shared.proxy.slowlog, &outstanding),
-                    )
-                    .await
+                    // Pinned here, so the phase holds each future once.
+                    let reader = std::pin::pin!(session.run(&shutdown));
+                    let writer = std::pin::pin!(writer.run(
+                        &shared.retrier,
+                        &shared.proxy.slowlog,
+                        &outstanding
+                    ));
+                    in_turn(reader, writer).await
                 });
                 match phase.await {
                     (End::Idle, true) => {}
@@ -468,13 +471,17 @@ pub fn serve<G: Send + 'static>(
 /// writer also goes first, so a reader that uses tokio's cooperative budget
 /// up cannot starve it: the writer's next pass starts with a fresh one.
 /// (`tokio::join!` rotates which future goes first, and needs the wake.)
-async fn in_turn<R, W>(reader: R, writer: W) -> (R::Output, W::Output)
+/// (It takes the futures pinned by the caller: an `async fn` keeps its
+/// arguments for its whole life, and moving them into locals pinned here
+/// would hold both futures twice, 4.7 KB more per active client.)
+async fn in_turn<R, W>(
+    mut reader: std::pin::Pin<&mut R>,
+    mut writer: std::pin::Pin<&mut W>,
+) -> (R::Output, W::Output)
 where
     R: Future,
     W: Future,
 {
-    let mut reader = std::pin::pin!(reader);
-    let mut writer = std::pin::pin!(writer);
     let mut read = None;
     let mut written = None;
     std::future::poll_fn(|cx| {

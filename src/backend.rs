@@ -83,7 +83,7 @@ pub struct BackendSettings {
     pub backoff_min: Tunable,
     /// Largest reconnect delay.
     pub backoff_max: Tunable,
-    /// Queue depth per connection.
+    /// Queue depth per connection, in entries (a request or a batch).
     pub queue_depth: usize,
     /// Signalled when a node looks unhealthy or a redirect shows the slot
     /// table is stale; the topology refresher listens.

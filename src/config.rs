@@ -268,7 +268,8 @@ pub struct BackendConfig {
     /// Upper bound of the exponential reconnect delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
-    /// Requests that may wait to be written on one backend connection.
+    /// Entries (a request, or a batch of one read's requests for the node)
+    /// that may wait to be written on one backend connection.
     pub queue_depth: usize,
     /// Dedicated connections (transactions, blocking commands) open at once,
     /// over all nodes.

@@ -331,7 +331,13 @@ impl FanOutPending {
         }
         let outcomes: Vec<ReplyResult> = firsts
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(ProxyError::BackendProtocol("no reply".into()))))
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(ProxyError::BackendProtocol(
+                        "fan-out part without a reply".into(),
+                    ))
+                })
+            })
             .collect();
         if outcomes.iter().all(Retrier::is_final) {
             return fanout::merge(&self.command, self.write, &self.merge, &outcomes);
@@ -376,7 +382,7 @@ pub fn serve<G: Send + 'static>(
     let peer_addr = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
     let settings = shared.frontend.load();
-    // The reader and the writer run in one task, the reader polled first.
+    // The reader and the writer run in one task, polled in turn (`in_turn`).
     let (tx, rx) = queue::in_turn(settings.max_pipeline);
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut session = Session {
@@ -471,9 +477,10 @@ pub fn serve<G: Send + 'static>(
 /// writer also goes first, so a reader that uses tokio's cooperative budget
 /// up cannot starve it: the writer's next pass starts with a fresh one.
 /// (`tokio::join!` rotates which future goes first, and needs the wake.)
-/// (It takes the futures pinned by the caller: an `async fn` keeps its
-/// arguments for its whole life, and moving them into locals pinned here
-/// would hold both futures twice, 4.7 KB more per active client.)
+///
+/// The futures come pinned by the caller: an `async fn` keeps its arguments
+/// for its whole life, so pinning them again in here would hold both
+/// twice, 4.7 KB more per active client.
 async fn in_turn<R, W>(
     mut reader: std::pin::Pin<&mut R>,
     mut writer: std::pin::Pin<&mut W>,

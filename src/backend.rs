@@ -852,14 +852,20 @@ mod tests {
         assert_eq!(Redirect::parse(b"-MOVED x y\r\n"), None);
     }
 
-    #[test]
-    fn a_batch_is_delivered_whole_and_in_order() {
-        let (tx, mut rx) = oneshot::channel();
-        let mut slot = ReplySlot::Batch {
+    /// A batch slot for `want` replies, and its receiving end.
+    fn batch_slot(want: usize) -> (ReplySlot, BatchRx) {
+        let (tx, rx) = oneshot::channel();
+        let slot = ReplySlot::Batch {
             tx,
-            want: 3,
+            want,
             got: Vec::new(),
         };
+        (slot, rx)
+    }
+
+    #[test]
+    fn a_batch_is_delivered_whole_and_in_order() {
+        let (mut slot, mut rx) = batch_slot(3);
         assert!(slot.answer(Bytes::from_static(b"+a\r\n")).is_none());
         assert!(slot.answer(Bytes::from_static(b"+b\r\n")).is_none());
         assert!(try_batch(&mut rx, 3).is_none());
@@ -872,12 +878,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_keeps_the_replies_it_had() {
-        let (tx, mut rx) = oneshot::channel();
-        let mut slot = ReplySlot::Batch {
-            tx,
-            want: 3,
-            got: Vec::new(),
-        };
+        let (mut slot, mut rx) = batch_slot(3);
         assert!(slot.answer(Bytes::from_static(b"+OK\r\n")).is_none());
         slot.fail(&ProxyError::BackendTimeout);
         let got = try_batch(&mut rx, 3).unwrap();

@@ -852,21 +852,15 @@ impl Session {
         let mut staged = std::mem::take(&mut self.staged);
         let lane = self.lane();
         // How each request was sent, by its index in `staged`.
-        let mut sent: Vec<Option<Slot>> = Vec::with_capacity(staged.len());
+        let mut sent: Vec<Option<Slot>> = (0..staged.len()).map(|_| None).collect();
         {
             let table = self.shared.table.load();
-            let mut by_node: Vec<(&Arc<Node>, Vec<usize>)> = Vec::new();
-            for (i, (attempt, _)) in staged.iter().enumerate() {
-                match self.shared.retrier.resolve(&table, attempt) {
-                    Ok(node) => {
-                        sent.push(None);
-                        match by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
-                            Some((_, members)) => members.push(i),
-                            None => by_node.push((node, vec![i])),
-                        }
-                    }
-                    Err(e) => sent.push(Some(Slot::One(Err(e)))),
-                }
+            let (by_node, unroutable) = self
+                .shared
+                .retrier
+                .group_by_node(&table, staged.iter().map(|(a, _)| a));
+            for (i, e) in unroutable {
+                sent[i] = Some(Slot::One(Err(e)));
             }
             for (node, members) in by_node {
                 if let [one] = members.as_slice() {
@@ -1221,20 +1215,14 @@ impl Session {
                 lane,
             })
             .collect();
-        let mut groups = Vec::new();
-        let mut by_node: Vec<(&Arc<Node>, Vec<usize>)> = Vec::new();
-        for (i, attempt) in attempts.iter().enumerate() {
-            match self.shared.retrier.resolve(&table, attempt) {
-                Ok(node) => match by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
-                    Some((_, members)) => members.push(i),
-                    None => by_node.push((node, vec![i])),
-                },
-                Err(e) => groups.push(Group {
-                    members: vec![i],
-                    sent: Err(e),
-                }),
-            }
-        }
+        let (by_node, unroutable) = self.shared.retrier.group_by_node(&table, attempts.iter());
+        let mut groups: Vec<Group> = unroutable
+            .into_iter()
+            .map(|(i, e)| Group {
+                members: vec![i],
+                sent: Err(e),
+            })
+            .collect();
         for (node, members) in by_node {
             let frames = members.iter().map(|&i| attempts[i].frame.clone()).collect();
             let sent = node.send_batch(lane, frames).await;

@@ -49,6 +49,10 @@ pub enum Target {
     Node(Arc<Node>),
 }
 
+/// A node and the indices of the attempts that go to it
+/// ([`Retrier::group_by_node`]).
+pub type NodeGroup<'t> = (&'t Arc<Node>, Vec<usize>);
+
 /// Counters of what the retry layer did, for INFO and metrics.
 #[derive(Debug, Default)]
 pub struct RetryCounters {
@@ -173,6 +177,28 @@ impl Retrier {
         a: &'t Attempt,
     ) -> Result<&'t Arc<Node>, ProxyError> {
         self.resolve_target(table, &a.target, a.readonly, a.lane)
+    }
+
+    /// The attempts grouped by the node each should go to now (nodes in
+    /// order of first appearance, each group's indices in order), and those
+    /// that cannot go anywhere: what is sent to one node as one batch.
+    pub fn group_by_node<'t>(
+        &self,
+        table: &'t SlotTable,
+        attempts: impl Iterator<Item = &'t Attempt>,
+    ) -> (Vec<NodeGroup<'t>>, Vec<(usize, ProxyError)>) {
+        let mut groups: Vec<NodeGroup<'t>> = Vec::new();
+        let mut unroutable = Vec::new();
+        for (i, attempt) in attempts.enumerate() {
+            match self.resolve(table, attempt) {
+                Ok(node) => match groups.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((node, vec![i])),
+                },
+                Err(e) => unroutable.push((i, e)),
+            }
+        }
+        (groups, unroutable)
     }
 
     /// The master serving `target` now (dedicated connections: transactions,

@@ -55,6 +55,12 @@ impl Default for RuntimeConfig {
 pub struct FrontendConfig {
     /// Address to listen on, `host:port`.
     pub listen: String,
+    /// A Unix domain socket to accept clients on as well (plain RESP, even
+    /// when `tls` is set). A stale socket file is replaced; the file is
+    /// removed when the proxy stops.
+    pub unix_socket: Option<std::path::PathBuf>,
+    /// Permissions of the `unix_socket` file (TOML octal, e.g. `0o660`).
+    pub unix_socket_mode: u32,
     /// Maximum number of concurrently connected clients.
     pub max_clients: usize,
     /// Maximum requests in flight per client before the proxy stops reading
@@ -148,6 +154,8 @@ impl Default for FrontendConfig {
     fn default() -> Self {
         FrontendConfig {
             listen: "127.0.0.1:6379".to_string(),
+            unix_socket: None,
+            unix_socket_mode: 0o660,
             max_clients: 10_000,
             max_pipeline: 4096,
             max_bulk_len: 512 * 1024 * 1024,
@@ -511,6 +519,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "backend.password_env",
     "backend.password_file",
     "frontend.listen",
+    "frontend.unix_socket",
+    "frontend.unix_socket_mode",
     "admin.listen",
     "backend.connections_per_node",
     "backend.queue_depth",
@@ -610,6 +620,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), Problems> {
         let mut p = Vec::new();
         check_addr(&mut p, "frontend.listen", &self.frontend.listen);
+        if let Some(path) = &self.frontend.unix_socket {
+            // sun_path holds 108 bytes with its terminating NUL.
+            let len = path.as_os_str().len();
+            if len == 0 || len > 107 {
+                p.push(format!(
+                    "frontend.unix_socket: {path:?} must be 1 to 107 bytes long (it is {len})"
+                ));
+            }
+        }
+        if self.frontend.unix_socket_mode > 0o777 {
+            p.push(format!(
+                "frontend.unix_socket_mode: {:#o} is not a permission mode (at most 0o777)",
+                self.frontend.unix_socket_mode
+            ));
+        }
         positive(&mut p, "frontend.max_clients", self.frontend.max_clients);
         positive(&mut p, "frontend.max_pipeline", self.frontend.max_pipeline);
         positive(&mut p, "frontend.max_bulk_len", self.frontend.max_bulk_len);
@@ -848,6 +873,27 @@ mod tests {
         ] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
+    }
+
+    #[test]
+    fn unix_socket_is_read_and_checked() {
+        let c = Config::from_toml(
+            "[frontend]\nunix_socket = \"/run/sp/sp.sock\"\nunix_socket_mode = 0o600\n[cluster]\nseeds=[\"a:1\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.frontend.unix_socket, Some("/run/sp/sp.sock".into()));
+        assert_eq!(c.frontend.unix_socket_mode, 0o600);
+        assert!(c.validate().is_ok());
+        let mut c = valid();
+        c.frontend.unix_socket = Some("/tmp/".repeat(30).into());
+        c.frontend.unix_socket_mode = 0o1777;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("frontend.unix_socket:") && e.contains("1 to 107 bytes"),
+            "{e}"
+        );
+        assert!(e.contains("frontend.unix_socket_mode: 0o1777"), "{e}");
     }
 
     #[test]

@@ -376,7 +376,14 @@ pub fn serve<G: Send + 'static>(
     if let Stream::Tcp(s) = &stream {
         let _ = s.set_nodelay(true);
     }
-    let local_addr = stream.local_addr();
+    // A client of the Unix socket has no address; CLUSTER SLOTS announces
+    // the TCP listener's to it.
+    let unix = matches!(stream, Stream::Unix(_));
+    let local_addr = if unix {
+        Ok(shared.proxy.listen)
+    } else {
+        stream.local_addr()
+    };
     let usable = local_addr.is_ok();
     let local_addr = local_addr.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let peer_addr = stream.peer_addr().ok();
@@ -389,6 +396,7 @@ pub fn serve<G: Send + 'static>(
         shared: shared.clone(),
         client: ClientState {
             peer_addr,
+            unix,
             ..ClientState::new(id, local_addr)
         },
         keys: Vec::new(),
@@ -434,9 +442,10 @@ pub fn serve<G: Send + 'static>(
         if !usable {
             return;
         }
-        // A plain-TCP client starts idle: nothing but its state is allocated
-        // until it sends something (clients speak first in RESP).
-        let mut idle = matches!(session.frames.get_ref(), ReadHalf::Tcp(_));
+        // A plain (TCP or Unix socket) client starts idle: nothing but its
+        // state is allocated until it sends something (clients speak first
+        // in RESP).
+        let mut idle = session.frames.get_ref().is_plain();
         loop {
             if !idle {
                 // The reader and writer futures exist only while the client
@@ -537,9 +546,10 @@ async fn idle_wait(session: &mut Session, shutdown: &CancellationToken) -> Wake 
     });
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let ReadHalf::Tcp(socket) = session.frames.get_mut() else {
+    let socket = session.frames.get_mut();
+    if !socket.is_plain() {
         return Wake::Input(None);
-    };
+    }
     std::future::poll_fn(|cx| {
         if cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Wake::Shutdown);
@@ -550,24 +560,9 @@ async fn idle_wait(session: &mut Session, shutdown: &CancellationToken) -> Wake 
             }
         }
         // An error surfaces on the read that follows.
-        poll_input(socket, cx).map(|()| Wake::Readable)
+        socket.poll_input(cx).map(|()| Wake::Readable)
     })
     .await
-}
-
-/// Ready when the client's socket has input (or is closed or failed),
-/// without a read buffer. A one-byte peek, not `readable()`: tokio reports a
-/// newly registered socket readable before anything arrives, which made
-/// every new client start its active phase (and allocate its buffers) at
-/// once. The peek confirms it (and clears that readiness if not). It costs
-/// a system call, so only idle sessions use it.
-fn poll_input(
-    socket: &mut tokio::net::tcp::OwnedReadHalf,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<()> {
-    let mut byte = [0u8; 1];
-    let mut buf = tokio::io::ReadBuf::new(&mut byte);
-    socket.poll_peek(cx, &mut buf).map(|_| ())
 }
 
 /// How a session's active phase ended.
@@ -655,7 +650,7 @@ impl Session {
     /// client with nothing buffered, in flight, subscribed or in a
     /// transaction.
     fn releasable(&self) -> bool {
-        matches!(self.frames.get_ref(), ReadHalf::Tcp(_))
+        self.frames.get_ref().is_plain()
             && self.frames.read_buffer().is_empty()
             && self.backlog.is_none()
             && self.outstanding.load(Ordering::Relaxed) == 0
@@ -722,8 +717,9 @@ impl Session {
                         } else {
                             now + IDLE_RELEASE
                         };
-                        // Only plain-TCP sessions are released when idle.
-                        let tcp = matches!(self.frames.get_ref(), ReadHalf::Tcp(_));
+                        // Only plain (TCP or Unix socket) sessions are
+                        // released when idle.
+                        let tcp = self.frames.get_ref().is_plain();
                         let deadline = self.read_deadline(last_request);
                         let deadline = if tcp {
                             Some(deadline.map_or(release_at, |d| d.min(release_at)))
@@ -749,9 +745,7 @@ impl Session {
                         let idle = tcp && self.frames.read_buffer().is_empty();
                         let woke = if idle {
                             *self.frames.read_buffer_mut() = BytesMut::new();
-                            let ReadHalf::Tcp(socket) = self.frames.get_ref() else {
-                                unreachable!("checked above")
-                            };
+                            let socket = self.frames.get_ref();
                             tokio::select! {
                                 // An error surfaces on the read that follows.
                                 // (Readiness is accurate here: the last read
@@ -1929,34 +1923,63 @@ mod tests {
         assert!(kept <= 680, "idle session state grew to {kept} bytes");
     }
 
-    #[tokio::test]
-    async fn a_new_client_is_not_taken_for_one_with_input() {
+    /// The peek under `ReadHalf::poll_input`: a fresh socket is not
+    /// taken for one with input, and the input stays for the read.
+    async fn check_poll_input(
+        mut rd: ReadHalf,
+        client: &mut (impl tokio::io::AsyncWrite + Unpin),
+        try_read: impl Fn(&ReadHalf, &mut [u8]) -> std::io::Result<usize>,
+    ) {
         use tokio::io::AsyncWriteExt;
         use tokio::time::{timeout, Duration};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        let (mut rd, _wr) = socket.into_split();
         // tokio 1.54 calls a fresh socket readable at once; the peek waits
         // for real input...
         let waited = timeout(
             Duration::from_millis(100),
-            std::future::poll_fn(|cx| poll_input(&mut rd, cx)),
+            std::future::poll_fn(|cx| rd.poll_input(cx)),
         )
         .await;
         assert!(waited.is_err());
         client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
         timeout(
             Duration::from_secs(5),
-            std::future::poll_fn(|cx| poll_input(&mut rd, cx)),
+            std::future::poll_fn(|cx| rd.poll_input(cx)),
         )
         .await
         .unwrap();
         // ...and leaves it for the read that follows.
         let mut buf = [0u8; 64];
-        let n = rd.as_ref().try_read(&mut buf).unwrap();
+        let n = try_read(&rd, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"*1\r\n$4\r\nPING\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_new_client_is_not_taken_for_one_with_input() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = socket.into_split();
+        check_poll_input(ReadHalf::Tcp(rd), &mut client, |rd, buf| match rd {
+            ReadHalf::Tcp(s) => s.as_ref().try_read(buf),
+            _ => unreachable!(),
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_new_unix_client_is_not_taken_for_one_with_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let mut client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = socket.into_split();
+        check_poll_input(ReadHalf::Unix(rd), &mut client, |rd, buf| match rd {
+            ReadHalf::Unix(s) => s.as_ref().try_read(buf),
+            _ => unreachable!(),
+        })
+        .await;
     }
 }

@@ -26,10 +26,13 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct ClientState {
     /// Connection id (CLIENT ID), unique for the process lifetime.
     pub id: u64,
-    /// The proxy address this client connected to (announced by CLUSTER SLOTS).
+    /// The proxy address this client connected to (announced by CLUSTER
+    /// SLOTS). For a client of the Unix socket, the TCP listener's.
     pub local_addr: SocketAddr,
-    /// The client's address.
+    /// The client's address (none for a client of the Unix socket).
     pub peer_addr: Option<SocketAddr>,
+    /// Connected through `frontend.unix_socket`.
+    pub unix: bool,
     /// When the client connected.
     pub connected: Instant,
     /// CLIENT SETINFO LIB-NAME / LIB-VER.
@@ -51,6 +54,7 @@ impl ClientState {
             id,
             local_addr,
             peer_addr: None,
+            unix: false,
             connected: Instant::now(),
             lib: (None, None),
             name: None,
@@ -76,8 +80,15 @@ pub struct ProxyInfo {
     pub total_connections: AtomicU64,
     /// Requests received since start.
     pub total_commands: AtomicU64,
+    /// The next CLIENT ID (shared by the TCP and Unix socket listeners).
+    pub next_client_id: AtomicU64,
     /// SLOWLOG.
     pub slowlog: SlowLog,
+    /// The frontend TCP listener's address (what CLUSTER SLOTS announces to
+    /// clients of the Unix socket).
+    pub listen: SocketAddr,
+    /// `frontend.unix_socket`, as its clients are listed (`addr=PATH:0`).
+    pub unix_socket: Option<String>,
 }
 
 impl ProxyInfo {
@@ -94,7 +105,10 @@ impl ProxyInfo {
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
             total_commands: AtomicU64::new(0),
+            next_client_id: AtomicU64::new(1),
             slowlog,
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            unix_socket: None,
         }
     }
 
@@ -265,7 +279,9 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             Bytes::from_static(encode::OK)
         }
         // This proxy connection only: other clients' sessions are not shared.
-        "client|info" | "client|list" => encode::bulk(client_line(client).as_bytes()),
+        "client|info" | "client|list" => {
+            encode::bulk(client_line(client, ctx.proxy.unix_socket.as_deref()).as_bytes())
+        }
         "client|no-evict" | "client|no-touch" => match req.arg(2).to_ascii_lowercase().as_slice() {
             b"on" | b"off" => Bytes::from_static(encode::OK),
             _ => return Err(ProxyError::Syntax("syntax error".into())),
@@ -302,20 +318,29 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
     })
 }
 
-/// A CLIENT INFO line for this connection, in Redis's format.
-fn client_line(c: &ClientState) -> String {
+/// A CLIENT INFO line for this connection, in Redis's format (a client of
+/// the Unix socket at `unix` is listed as Redis lists one: `addr=PATH:0
+/// laddr=PATH:0 flags=U`).
+fn client_line(c: &ClientState, unix: Option<&str>) -> String {
+    // Redis's flag for a Unix socket client is U.
+    let (addr, laddr, flags) = match (c.unix, unix) {
+        (true, Some(path)) => (format!("{path}:0"), format!("{path}:0"), "U"),
+        _ => (
+            c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+            c.local_addr.to_string(),
+            "N",
+        ),
+    };
     let name = c
         .name
         .as_ref()
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
     format!(
-        "id={} addr={} laddr={} fd=-1 name={name} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 \
+        "id={} addr={addr} laddr={laddr} fd=-1 name={name} age={} idle=0 flags={flags} db=0 sub=0 psub=0 ssub=0 \
          multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
          cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
         c.id,
-        c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
-        c.local_addr,
         c.connected.elapsed().as_secs(),
         if c.resp3 { 3 } else { 2 },
         c.lib.0.as_deref().unwrap_or(""),

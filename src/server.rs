@@ -1,14 +1,17 @@
-//! The server: binds the frontend listener, starts the topology refresher,
-//! runs the accept loop and stops everything on shutdown.
+//! The server: binds the frontend listeners (TCP, and a Unix socket when
+//! configured), starts the topology refresher, runs the accept loops and
+//! stops everything on shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,7 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     accept: JoinHandle<()>,
+    unix_accept: Option<JoinHandle<()>>,
     refresher: JoinHandle<()>,
     sessions: TaskTracker,
     draining: Arc<AtomicBool>,
@@ -62,6 +66,10 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(&config.frontend.listen).await?;
         let local_addr = listener.local_addr()?;
+        let unix_listener = match &config.frontend.unix_socket {
+            Some(path) => Some(bind_unix(path, config.frontend.unix_socket_mode)?),
+            None => None,
+        };
         let admin = match &config.admin.listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
@@ -106,13 +114,21 @@ impl Server {
             table: table.clone(),
             commands,
             frontend: ArcSwap::from_pointee(config.frontend.clone()),
-            proxy: Arc::new(ProxyInfo::new(
-                config.frontend.max_clients,
-                SlowLog::new(
-                    config.frontend.slowlog_threshold,
-                    config.frontend.slowlog_max_len,
-                ),
-            )),
+            proxy: Arc::new(ProxyInfo {
+                listen: local_addr,
+                unix_socket: config
+                    .frontend
+                    .unix_socket
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                ..ProxyInfo::new(
+                    config.frontend.max_clients,
+                    SlowLog::new(
+                        config.frontend.slowlog_threshold,
+                        config.frontend.slowlog_max_len,
+                    ),
+                )
+            }),
             retrier,
             dedicated: Arc::new(DedicatedPool::new(
                 config.backend.max_dedicated_connections,
@@ -151,9 +167,17 @@ impl Server {
             tokio::spawn(admin::serve(l, state, shutdown.clone()));
         }
         let sessions = TaskTracker::new();
+        let unix_accept = unix_listener.map(|l| {
+            tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                client_slots.clone(),
+                shutdown.clone(),
+                sessions.clone(),
+            ))
+        });
         let accept = tokio::spawn(accept_loop(
-            listener,
-            tls,
+            Listener::Tcp(listener, tls),
             shared,
             client_slots,
             shutdown.clone(),
@@ -161,6 +185,7 @@ impl Server {
         ));
         info!(
             listen = %local_addr,
+            unix_socket = ?config.frontend.unix_socket,
             tls = config.frontend.tls.is_some(),
             backend_tls = config.backend.tls.enabled,
             admin = ?admin_addr,
@@ -171,6 +196,7 @@ impl Server {
             admin_addr,
             shutdown,
             accept,
+            unix_accept,
             refresher,
             sessions,
             draining,
@@ -219,6 +245,9 @@ impl Server {
         self.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
         let _ = self.accept.await;
+        if let Some(unix) = self.unix_accept {
+            let _ = unix.await;
+        }
         self.sessions.close();
         let open = self.sessions.len();
         if open > 0 {
@@ -380,6 +409,8 @@ impl Reloader {
         // Restart-only keys keep their running values.
         let mut next = new;
         next.frontend.listen = current.frontend.listen.clone();
+        next.frontend.unix_socket = current.frontend.unix_socket.clone();
+        next.frontend.unix_socket_mode = current.frontend.unix_socket_mode;
         next.admin.listen = current.admin.listen.clone();
         next.backend.connections_per_node = current.backend.connections_per_node;
         next.backend.queue_depth = current.backend.queue_depth;
@@ -407,21 +438,121 @@ impl Reloader {
     }
 }
 
+/// A frontend listener.
+enum Listener {
+    /// TCP, speaking TLS when an acceptor is given.
+    Tcp(TcpListener, Option<Arc<TlsAcceptor>>),
+    /// `frontend.unix_socket` (plain RESP): the file goes with it.
+    Unix(UnixListener, SocketFile),
+}
+
+/// A connection the accept loop took.
+enum Accepted {
+    /// Ready to serve.
+    Plain(Stream),
+    /// Needs the TLS handshake first.
+    Tls(TcpStream, Arc<TlsAcceptor>),
+}
+
+impl Listener {
+    /// The next connection, and who it is from (for logs).
+    async fn accept(&self) -> std::io::Result<(Accepted, String)> {
+        match self {
+            Listener::Tcp(l, tls) => {
+                let (stream, peer) = l.accept().await?;
+                let accepted = match tls {
+                    Some(acceptor) => Accepted::Tls(stream, acceptor.clone()),
+                    None => Accepted::Plain(Stream::Tcp(stream)),
+                };
+                Ok((accepted, peer.to_string()))
+            }
+            Listener::Unix(l, file) => {
+                let (stream, _) = l.accept().await?;
+                let from = format!("{}:0", file.path.display());
+                Ok((Accepted::Plain(Stream::Unix(stream)), from))
+            }
+        }
+    }
+}
+
+/// A Unix socket file this proxy created: removed when dropped, unless
+/// another file has taken its place since.
+struct SocketFile {
+    path: PathBuf,
+    /// Device and inode, to tell the file from a later one.
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if (m.dev(), m.ino()) == self.id {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Binds `frontend.unix_socket` with permissions `mode`. A socket file left
+/// by a proxy that is gone is replaced; one that still accepts connections,
+/// or a path that is not a socket, is an error (nothing is removed).
+fn bind_unix(path: &Path, mode: u32) -> std::io::Result<Listener> {
+    use std::io::{Error, ErrorKind};
+    let named = |e: Error| {
+        Error::new(
+            e.kind(),
+            format!("frontend.unix_socket {}: {e}", path.display()),
+        )
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "frontend.unix_socket {}: exists and is not a socket (not replacing it)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::new(
+                    ErrorKind::AddrInUse,
+                    format!(
+                        "frontend.unix_socket {}: another process accepts connections on it",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path).map_err(named)?;
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(named(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(named)?;
+    let meta = std::fs::symlink_metadata(path).map_err(named)?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(named)?;
+    Ok(Listener::Unix(listener, file))
+}
+
 async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<Arc<TlsAcceptor>>,
+    listener: Listener,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 ) {
-    let next_id = AtomicU64::new(1);
+    let next_id = &shared.proxy.next_client_id;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let (mut stream, peer) = match accepted {
+        let (accepted, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
@@ -433,7 +564,7 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "refusing client: max_clients reached");
             // A TLS client could not read a plain-text error: it is closed.
-            if tls.is_none() {
+            if let Accepted::Plain(mut stream) = accepted {
                 tokio::spawn(async move {
                     let _ = stream.write_all(&ProxyError::MaxClients.to_resp()).await;
                     let _ = stream.shutdown().await;
@@ -457,16 +588,14 @@ async fn accept_loop(
             _permit: permit,
         };
         let shutdown = shutdown.clone();
-        match &tls {
-            // Plain TCP: the session future is built here, so the task holds
-            // it and the guard, nothing twice (see `frontend::serve`).
-            None => {
-                let session =
-                    frontend::serve(Stream::Tcp(stream), id, shared.clone(), shutdown, guard);
+        match accepted {
+            // Plain: the session future is built here, so the task holds it
+            // and the guard, nothing twice (see `frontend::serve`).
+            Accepted::Plain(stream) => {
+                let session = frontend::serve(stream, id, shared.clone(), shutdown, guard);
                 sessions.spawn(session);
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Accepted::Tls(stream, acceptor) => {
                 let shared = shared.clone();
                 sessions.spawn(async move {
                     // The handshake runs in the session's task, so a slow

@@ -7,9 +7,10 @@
 //! new configurations in; connections already established keep the one
 //! they started with.
 //!
-//! [`Stream`] is what the data path reads and writes: plain TCP or TLS. Its
-//! halves ([`ReadHalf`], [`WriteHalf`]) use TCP's own zero-cost split for
-//! plain connections, so plain traffic pays nothing for TLS support.
+//! [`Stream`] is what the data path reads and writes: plain TCP, TLS, or a
+//! Unix socket (frontend only). Its halves ([`ReadHalf`], [`WriteHalf`])
+//! use the socket's own zero-cost split for plain connections, so plain
+//! traffic pays nothing for TLS support.
 
 use std::io;
 use std::path::Path;
@@ -27,7 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{unix, TcpStream, UnixStream};
 
 use crate::config::{parse_host_port, BackendTlsConfig, FrontendTlsConfig};
 
@@ -278,12 +279,15 @@ impl TlsConnector {
     }
 }
 
-/// A connection: plain TCP or TLS over TCP.
+/// A connection: plain TCP, TLS over TCP, or a Unix socket (a client of
+/// `frontend.unix_socket`).
 pub enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS, client or server side.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// A Unix domain socket.
+    Unix(UnixStream),
 }
 
 impl Stream {
@@ -294,6 +298,10 @@ impl Stream {
             Stream::Tcp(s) => {
                 let (r, w) = s.into_split();
                 (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            Stream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
             tls => {
                 let (r, w) = tokio::io::split(tls);
@@ -307,21 +315,25 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> io::Result<&TcpStream> {
         match self {
-            Stream::Tcp(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
+            Stream::Tcp(s) => Ok(s),
+            Stream::Tls(s) => Ok(s.get_ref().0),
+            Stream::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a Unix socket has no IP address",
+            )),
         }
     }
 
-    /// The peer's address.
+    /// The peer's address (an error for a Unix socket).
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().peer_addr()
+        self.tcp()?.peer_addr()
     }
 
-    /// The local address.
+    /// The local address (an error for a Unix socket).
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().local_addr()
+        self.tcp()?.local_addr()
     }
 }
 
@@ -333,6 +345,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -346,6 +359,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -357,6 +371,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -364,6 +379,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -371,6 +387,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -378,6 +395,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
@@ -387,6 +405,8 @@ impl AsyncWrite for Stream {
 pub enum ReadHalf {
     /// Plain TCP.
     Tcp(OwnedReadHalf),
+    /// A Unix socket.
+    Unix(unix::OwnedReadHalf),
     /// TLS.
     Tls(tokio::io::ReadHalf<Stream>),
 }
@@ -395,8 +415,65 @@ pub enum ReadHalf {
 pub enum WriteHalf {
     /// Plain TCP.
     Tcp(OwnedWriteHalf),
+    /// A Unix socket.
+    Unix(unix::OwnedWriteHalf),
     /// TLS.
     Tls(tokio::io::WriteHalf<Stream>),
+}
+
+impl ReadHalf {
+    /// Whether this is a plain socket (TCP or Unix): one an idle session can
+    /// wait on without a read buffer.
+    pub fn is_plain(&self) -> bool {
+        !matches!(self, ReadHalf::Tls(_))
+    }
+
+    /// Waits until the socket is readable (never, for TLS).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(s) => s.readable().await,
+            ReadHalf::Unix(s) => s.readable().await,
+            ReadHalf::Tls(_) => std::future::pending().await,
+        }
+    }
+
+    /// Ready when input has arrived (or the peer closed, or the socket
+    /// failed), without a read buffer and consuming nothing. A one-byte
+    /// peek, not [`ReadHalf::readable`]: tokio reports a newly registered
+    /// socket readable before anything arrives, which made every new client
+    /// start its active phase (and allocate its buffers) at once. The peek
+    /// confirms the readiness (and clears it if there is nothing). It costs
+    /// a system call, so only idle sessions use it. Never ready for TLS.
+    pub fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            ReadHalf::Tcp(s) => {
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                s.poll_peek(cx, &mut buf).map(|_| ())
+            }
+            ReadHalf::Unix(s) => {
+                let stream: &UnixStream = s.as_ref();
+                loop {
+                    match stream.poll_read_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+                        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+                        socket2::SockRef::from(stream).peek(&mut byte)
+                    });
+                    match peeked {
+                        // Readiness was stale (now cleared): wait again.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        // Input, end of input, or an error for the read.
+                        _ => return Poll::Ready(()),
+                    }
+                }
+            }
+            ReadHalf::Tls(_) => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for ReadHalf {
@@ -407,6 +484,7 @@ impl AsyncRead for ReadHalf {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -420,6 +498,7 @@ impl AsyncWrite for WriteHalf {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Unix(s) => Pin::new(s).poll_write(cx, buf),
             WriteHalf::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -431,6 +510,7 @@ impl AsyncWrite for WriteHalf {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            WriteHalf::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             WriteHalf::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
@@ -438,6 +518,7 @@ impl AsyncWrite for WriteHalf {
     fn is_write_vectored(&self) -> bool {
         match self {
             WriteHalf::Tcp(s) => s.is_write_vectored(),
+            WriteHalf::Unix(s) => s.is_write_vectored(),
             WriteHalf::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -445,6 +526,7 @@ impl AsyncWrite for WriteHalf {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteHalf::Tcp(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Unix(s) => Pin::new(s).poll_flush(cx),
             WriteHalf::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -452,6 +534,7 @@ impl AsyncWrite for WriteHalf {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteHalf::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Unix(s) => Pin::new(s).poll_shutdown(cx),
             WriteHalf::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }

@@ -502,3 +502,95 @@ fn idle_clients_keep_their_state() {
     // No WATCH any more, so this session was released meanwhile too.
     assert_eq!(q::<String>(&mut con, &["CLIENT", "GETNAME"]), "sleeper");
 }
+
+#[test]
+fn unix_socket_clients_are_served_like_tcp_ones() {
+    let cluster = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slotproxy.sock");
+    // A socket file left behind by a proxy that is gone is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let sock = path.clone();
+    let proxy = Proxy::start_with(cluster.seeds(), move |c| {
+        c.frontend.unix_socket = Some(sock);
+        c.frontend.unix_socket_mode = 0o600;
+    });
+    {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let mut con = redis::Client::open(format!("redis+unix://{}", path.display()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Routed, fanned out and merged in order, pipelined: as over TCP.
+    let keys: Vec<String> = (0..20).map(|i| format!("unix:{i}")).collect();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("SET").arg(k).arg(format!("v-{k}")).ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+    let got: Vec<String> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+    let want: Vec<String> = keys.iter().map(|k| format!("v-{k}")).collect();
+    assert_eq!(got, want);
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("GET").arg(k);
+    }
+    let got: Vec<String> = pipe.query(&mut con).unwrap();
+    assert_eq!(got, want);
+    // Listed as Redis lists a Unix socket client; CLUSTER SLOTS announces
+    // the TCP listener, the one address a cluster client could use.
+    let info: String = q(&mut con, &["CLIENT", "INFO"]);
+    assert!(
+        info.contains(&format!("addr={}:0 ", path.display())),
+        "{info}"
+    );
+    assert!(info.contains("flags=U "), "{info}");
+    let slots: Value = q(&mut con, &["CLUSTER", "SLOTS"]);
+    assert!(
+        format!("{slots:?}").contains(&format!("int({})", proxy.port())),
+        "{slots:?}"
+    );
+    // A real client.
+    let out = Command::new("redis-cli")
+        .args(["-s", path.to_str().unwrap(), "GET", "unix:3"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v-unix:3");
+
+    // A second proxy may not take a socket that is in use, nor replace a
+    // file that is not a socket.
+    let regular = dir.path().join("not-a-socket");
+    std::fs::write(&regular, "keep me").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (at, why) in [
+        (&path, "another process accepts connections on it"),
+        (&regular, "is not a socket"),
+    ] {
+        let mut config = slotproxy::config::Config::default();
+        config.frontend.listen = "127.0.0.1:0".into();
+        config.frontend.unix_socket = Some(at.clone());
+        config.cluster.seeds = cluster.seeds();
+        let e = rt
+            .block_on(slotproxy::server::Server::start(&config))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "keep me");
+    let got: String = q(&mut con, &["GET", "unix:0"]);
+    assert_eq!(got, "v-unix:0", "the running proxy still serves");
+
+    // The proxy removes its socket file when it stops.
+    drop(con);
+    drop(proxy);
+    assert!(!path.exists());
+}

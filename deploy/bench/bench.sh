@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: direct Redis Cluster access and slotproxy, measured case by
 # case in one run (direct, then through the proxy, for every case), on a local
-# 6-node cluster. Prints a table of ratios against the targets of issue #8 and
+# 6-node cluster. The 3-byte SET/GET, latency and 10-key MSET cases also run
+# through the proxy's Unix socket (mode proxy_unix; information, the targets
+# are checked over TCP). Prints a table of ratios against the targets of issue #8 and
 # writes docs/benchmarks.md (between its generated-section markers), the chart
 # docs/bench-throughput.png, and the raw figures docs/bench-results.csv and
 # docs/bench-memory.csv.
@@ -43,6 +45,9 @@ work="target/bench"
 results="docs/bench-results.csv"
 memory="docs/bench-memory.csv"
 mkdir -p "$work" docs
+# The proxy's Unix socket (a short path: sun_path holds 107 bytes).
+sockdir="$(mktemp -d /tmp/slotproxy-bench.XXXXXX)"
+sock="$sockdir/slotproxy.sock"
 
 "$here/ensure-bench-deps.sh"
 
@@ -65,6 +70,7 @@ config="$work/slotproxy.toml"
 cat >"$config" <<EOF
 [frontend]
 listen = "127.0.0.1:$proxy_port"
+unix_socket = "$sock"
 max_clients = $((idle_clients + 1000))
 
 [cluster]
@@ -80,6 +86,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     SLOTPROXY_CLUSTER_BASE_PORT="$base" deploy/local/cluster.sh stop >/dev/null 2>&1 || true
+    rm -rf "$sockdir"
 }
 trap cleanup EXIT
 
@@ -200,6 +207,9 @@ throughput_block() { # SIZE
         for t in set get incr lpush; do
             if [ "$t" = incr ] && [ "$size" != 3 ]; then continue; fi
             pair "${t^^} P=$P ${size}B" "${t^^}" "$P" "$size" -- -c "$c" -n "$n" -P "$P" -r "$keyspace" -d "$size" -t "$t"
+            if [ "$size" = 3 ] && { [ "$t" = set ] || [ "$t" = get ]; }; then
+                measure "${t^^} P=$P ${size}B" proxy_unix "${t^^}" "$P" "$size" -- -s "$sock" -c "$c" -n "$n" -P "$P" -r "$keyspace" -d "$size" -t "$t"
+            fi
             if [ "$t" = lpush ]; then drop_lists; fi
         done
     done
@@ -222,6 +232,7 @@ latency_block() {
     local t
     for t in set get; do
         pair "latency ${t^^}" "${t^^}" 1 3 -- -c 1 -n "$nlat" -P 1 -r "$keyspace" -d 3 -t "$t"
+        measure "latency ${t^^}" proxy_unix "${t^^}" 1 3 -- -s "$sock" -c 1 -n "$nlat" -P 1 -r "$keyspace" -d 3 -t "$t"
     done
 }
 
@@ -249,6 +260,9 @@ multikey_case() { # CASE CMD N -- cross-args -- tagged-args
     measure "$case" direct "$cmd" 1 3 -- -p "$owner" -c "$c" -n "$n" "${tagged[@]}"
     measure "$case" proxy "$cmd" 1 3 -- -p "$proxy_port" -c "$c" -n "$n" "${cross[@]}"
     measure "$case" proxy_oneslot "$cmd" 1 3 -- -p "$proxy_port" -c "$c" -n "$n" "${tagged[@]}"
+    if [ "$cmd" = MSET ]; then
+        measure "$case" proxy_unix "$cmd" 1 3 -- -s "$sock" -c "$c" -n "$n" "${cross[@]}"
+    fi
 }
 
 multikey_block() {

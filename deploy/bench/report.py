@@ -206,6 +206,38 @@ def build(results, memory, meta):
         )
         md.append("")
 
+    # --- Unix socket -----------------------------------------------------
+    rows = []
+    cases = [f"{cmd} P={P} 3B" for P in (1, 16) for cmd in ("SET", "GET")] + ["MSET 10 keys"]
+    for case in cases:
+        d, p, u = r(case, "direct"), r(case, "proxy"), r(case, "proxy_unix")
+        if not d or not p or not u:
+            continue
+        label = case.replace(" 3B", ", 3 B") + (" (direct: one slot)" if case.startswith("MSET") else "")
+        target = MSET_TARGET if case.startswith("MSET") else THROUGHPUT_TARGET
+        rows.append([label, fmt_rps(d["rps"]), fmt_rps(p["rps"]), ratio_text(p, d)[1],
+                     fmt_rps(u["rps"]), ratio_text(u, d)[1], f"≥ {target}"])
+    lat = []
+    for cmd in ("GET", "SET"):
+        d, p, u = r(f"latency {cmd}", "direct"), r(f"latency {cmd}", "proxy"), r(f"latency {cmd}", "proxy_unix")
+        if d and p and u:
+            lat.append(f"{cmd} p50 at 1 client: direct {d['p50_ms'] * 1000:.0f} µs, through the proxy over TCP "
+                       f"{p['p50_ms'] * 1000:.0f} µs, over the Unix socket {u['p50_ms'] * 1000:.0f} µs.")
+    if rows:
+        md.append("### Through the proxy's Unix socket (information)")
+        md.append("")
+        md.append("The same redis-benchmark runs through `frontend.unix_socket` (`redis-benchmark -s`),")
+        md.append("right after the TCP run of each case: what a client on the proxy's host (a sidecar's")
+        md.append("application) gets. Direct access to the cluster is over TCP either way. The targets")
+        md.append("above are checked over TCP; the target column repeats them for comparison.")
+        md.append("")
+        md += table(["case", "direct (TCP)", "slotproxy, TCP", "ratio", "slotproxy, Unix socket", "ratio", "target"], rows)
+        md.append("")
+        for line in lat:
+            md.append(f"- {line}")
+        if lat:
+            md.append("")
+
     # --- memory -----------------------------------------------------------
     if memory:
         n = int(memory.get("clients", "0"))

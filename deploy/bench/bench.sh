@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: direct Redis Cluster access and slotproxy, measured case by
 # case in one run (direct, then through the proxy, for every case), on a local
-# 6-node cluster. The 3-byte SET/GET, latency and 10-key MSET cases also run
+# 6-node cluster. The SET/GET, latency and 10-key MSET cases also run
 # through the proxy's Unix socket (mode proxy_unix; information, the targets
 # are checked over TCP). Prints a table of ratios against the targets of issue #8 and
 # writes docs/benchmarks.md (between its generated-section markers), the chart
@@ -207,7 +207,7 @@ throughput_block() { # SIZE
         for t in set get incr lpush; do
             if [ "$t" = incr ] && [ "$size" != 3 ]; then continue; fi
             pair "${t^^} P=$P ${size}B" "${t^^}" "$P" "$size" -- -c "$c" -n "$n" -P "$P" -r "$keyspace" -d "$size" -t "$t"
-            if [ "$size" = 3 ] && { [ "$t" = set ] || [ "$t" = get ]; }; then
+            if [ "$t" = set ] || [ "$t" = get ]; then
                 measure "${t^^} P=$P ${size}B" proxy_unix "${t^^}" "$P" "$size" -- -s "$sock" -c "$c" -n "$n" -P "$P" -r "$keyspace" -d "$size" -t "$t"
             fi
             if [ "$t" = lpush ]; then drop_lists; fi

@@ -208,12 +208,14 @@ def build(results, memory, meta):
 
     # --- Unix socket -----------------------------------------------------
     rows = []
-    cases = [f"{cmd} P={P} 3B" for P in (1, 16) for cmd in ("SET", "GET")] + ["MSET 10 keys"]
+    cases = [f"{cmd} P={P} {size}B" for size in (3, 4096) for P in (1, 16) for cmd in ("SET", "GET")]
+    cases.append("MSET 10 keys")
     for case in cases:
         d, p, u = r(case, "direct"), r(case, "proxy"), r(case, "proxy_unix")
         if not d or not p or not u:
             continue
-        label = case.replace(" 3B", ", 3 B") + (" (direct: one slot)" if case.startswith("MSET") else "")
+        label = case.replace(" 3B", ", 3 B").replace(" 4096B", ", 4 KiB")
+        label += " (direct: one slot)" if case.startswith("MSET") else ""
         target = MSET_TARGET if case.startswith("MSET") else THROUGHPUT_TARGET
         rows.append([label, fmt_rps(d["rps"]), fmt_rps(p["rps"]), ratio_text(p, d)[1],
                      fmt_rps(u["rps"]), ratio_text(u, d)[1], f"≥ {target}"])

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, Notify};
@@ -761,6 +761,8 @@ async fn read_loop(
     // only when this runs out (one lock per batch written).
     let mut queue: VecDeque<InFlight> = VecDeque::new();
     let bytes_in = METRICS.backend_bytes.with_label_values(&["in"]);
+    // Reply bytes not yet added to `bytes_in` (added before each wait).
+    let mut received = 0u64;
     // One coarse timer per connection instead of one per request.
     let tick =
         (s.request_timeout.get() / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
@@ -768,6 +770,10 @@ async fn read_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
         if queue.is_empty() && inflight.drain_into(&mut queue).is_err() {
+            if received > 0 {
+                bytes_in.inc_by(received);
+                received = 0;
+            }
             tokio::select! {
                 biased;
                 f = inflight.recv() => match f {
@@ -782,34 +788,49 @@ async fn read_loop(
             }
             continue;
         }
-        tokio::select! {
-            frame = framed.next() => match frame {
-                Some(Ok(frame)) => {
-                    if let Some(front) = queue.front_mut().filter(|f| f.skip > 0) {
-                        // The ASKING reply before the real one.
-                        front.skip -= 1;
+        // Replies already buffered are taken without the timer; it is
+        // polled only when the reader must wait (a request can time out only
+        // while no reply comes).
+        let frame = match framed.next().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                if received > 0 {
+                    bytes_in.inc_by(received);
+                    received = 0;
+                }
+                tokio::select! {
+                    frame = framed.next() => frame,
+                    _ = ticker.tick() => {
+                        if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout.get()) {
+                            break ProxyError::BackendTimeout;
+                        }
                         continue;
                     }
-                    let Some(front) = queue.front_mut() else {
-                        break ProxyError::BackendProtocol("reply without a request".into());
-                    };
-                    bytes_in.inc_by(frame.len() as u64);
-                    if let Some(last) = front.reply.answer(frame) {
-                        if let Some(f) = queue.pop_front() {
-                            f.reply.deliver(last);
-                        }
-                    }
-                }
-                None => break ProxyError::BackendConnectionLost("closed by the node".into()),
-                Some(Err(e)) => break read_failure(e),
-            },
-            _ = ticker.tick() => {
-                if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout.get()) {
-                    break ProxyError::BackendTimeout;
                 }
             }
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Some(front) = queue.front_mut().filter(|f| f.skip > 0) {
+                    // The ASKING reply before the real one.
+                    front.skip -= 1;
+                    continue;
+                }
+                let Some(front) = queue.front_mut() else {
+                    break ProxyError::BackendProtocol("reply without a request".into());
+                };
+                received += frame.len() as u64;
+                if let Some(last) = front.reply.answer(frame) {
+                    if let Some(f) = queue.pop_front() {
+                        f.reply.deliver(last);
+                    }
+                }
+            }
+            None => break ProxyError::BackendConnectionLost("closed by the node".into()),
+            Some(Err(e)) => break read_failure(e),
         }
     };
+    bytes_in.inc_by(received);
     let reason = failure.to_string();
     let _ = inflight.drain_into(&mut queue);
     for f in queue {

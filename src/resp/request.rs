@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio_util::codec::Decoder;
 
 use super::{encode, parse_i64, ProtocolError};
@@ -17,6 +18,10 @@ use super::{encode, parse_i64, ProtocolError};
 const MAX_HEADER_LEN: usize = 64 * 1024;
 /// Cap on argument slots preallocated from a declared multibulk count.
 const MAX_PREALLOC_ARGS: usize = 1024;
+
+/// The decoder keeps the storage of up to this many argument offsets
+/// between requests (1 KiB); a longer request's is given back.
+const KEPT_ARGS: usize = 64;
 
 /// Decoder limits; defaults as in Redis.
 #[derive(Debug, Clone, Copy)]
@@ -39,12 +44,19 @@ impl Default for Limits {
     }
 }
 
+/// Argument offsets of a request: up to [`INLINE_ARGS`] without a heap
+/// allocation (GET, SET, HSET, ... are that short).
+type Args = SmallVec<[Range<usize>; INLINE_ARGS]>;
+
+/// Arguments a request holds without a heap allocation.
+const INLINE_ARGS: usize = 4;
+
 /// One client request: the RESP multibulk bytes to forward plus argument
 /// offsets into them (zero-copy).
 #[derive(Debug, Clone)]
 pub struct Request {
     frame: Bytes,
-    args: Vec<Range<usize>>,
+    args: Args,
     inline: bool,
 }
 
@@ -122,7 +134,7 @@ impl Request {
         let payload: usize = args.iter().map(|a| a.as_ref().len() + 25).sum();
         let mut out = BytesMut::with_capacity(payload + 23);
         encode::array_header(args.len(), &mut out);
-        let mut ranges = Vec::with_capacity(args.len());
+        let mut ranges = Args::with_capacity(args.len());
         for a in args {
             let a = a.as_ref();
             encode::bulk_into(a, &mut out);
@@ -237,13 +249,21 @@ impl RequestDecoder {
         } else {
             let n = n as usize;
             self.remaining = n;
-            self.args = Vec::with_capacity(n.min(MAX_PREALLOC_ARGS));
+            // Kept between requests (cleared), so short requests allocate
+            // nothing here; see `decode_args` for what is given back.
+            self.args.reserve(n.min(MAX_PREALLOC_ARGS));
             self.pos = cr + 2;
             self.scan = self.pos;
             self.bulk = None;
             self.state = State::Args;
         }
         Ok(Some(()))
+    }
+
+    /// Gives back the storage kept between requests (for a client gone
+    /// idle). Call only between requests.
+    pub fn release(&mut self) {
+        self.args = Vec::new();
     }
 
     fn decode_args(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
@@ -288,7 +308,12 @@ impl RequestDecoder {
             }
         }
         let frame = src.split_to(self.pos).freeze();
-        let args = std::mem::take(&mut self.args);
+        let args: Args = self.args.iter().cloned().collect();
+        self.args.clear();
+        if self.args.capacity() > KEPT_ARGS {
+            // A long request's offsets are not kept for the next one.
+            self.args = Vec::new();
+        }
         self.state = State::Idle;
         Ok(Some(Request {
             frame,

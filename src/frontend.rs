@@ -241,6 +241,10 @@ impl<'a> Tally<'a> {
             None => {
                 if self.commands.len() == Self::COMMANDS {
                     self.commands.remove(0).flush();
+                } else {
+                    // One more at a time: most clients use one or two
+                    // commands (this is per active client).
+                    self.commands.reserve_exact(1);
                 }
                 self.commands.push(CommandTally {
                     metrics: command,
@@ -1224,11 +1228,13 @@ impl Session {
             }
         }
         self.remember_script(&req);
-        if !matches!(route, Route::Forward { .. }) {
+        if !matches!(route, Route::Forward { .. }) && !self.staged.is_empty() {
             // What is not a plain forward may wait for earlier replies (a
             // barrier) or send on its own: this read's staged requests go
-            // first, so nothing overtakes them.
-            self.flush_staged().await;
+            // first, so nothing overtakes them. Boxed: the flush's state
+            // would otherwise sit in every dispatch's future, so in every
+            // active client's (1.2 KB).
+            Box::pin(self.flush_staged()).await;
         }
         if self.txn.is_some() {
             return Dispatched::Now(Pending::Ready(Box::pin(self.queue(route, req)).await));

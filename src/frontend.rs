@@ -196,7 +196,7 @@ struct Timing {
 /// stops, instead of several atomic operations per reply (a pipelined
 /// request costs well under a microsecond in all).
 struct Tally<'a> {
-    /// The commands seen in this phase (a few, most recent last).
+    /// The first few commands seen in this phase, in that order.
     commands: Vec<CommandTally>,
     /// Reply bytes.
     bytes_out: u64,
@@ -216,7 +216,8 @@ struct CommandTally {
 }
 
 impl<'a> Tally<'a> {
-    /// Commands a tally keeps apart; one more pushes the oldest out.
+    /// Commands a tally counts locally; replies to others go to the shared
+    /// metrics at once.
     const COMMANDS: usize = 4;
 
     fn new(outstanding: &'a AtomicUsize) -> Tally<'a> {
@@ -235,17 +236,24 @@ impl<'a> Tally<'a> {
         let i = match self
             .commands
             .iter()
-            .rposition(|c| std::ptr::eq(c.metrics, command))
+            .position(|c| std::ptr::eq(c.metrics, command))
         {
             Some(i) => i,
-            None => {
-                if self.commands.len() == Self::COMMANDS {
-                    self.commands.remove(0).flush();
+            None if self.commands.len() == Self::COMMANDS => {
+                // A client cycling through many commands: no local
+                // histogram per reply.
+                command.latency.observe(took.as_secs_f64());
+                if error {
+                    command.error.inc();
                 } else {
-                    // One more at a time: most clients use one or two
-                    // commands (this is per active client).
-                    self.commands.reserve_exact(1);
+                    command.ok.inc();
                 }
+                return;
+            }
+            None => {
+                // One more at a time: most clients use one or two commands
+                // (this is per active client).
+                self.commands.reserve_exact(1);
                 self.commands.push(CommandTally {
                     metrics: command,
                     latency: command.latency.local(),
@@ -2064,6 +2072,37 @@ async fn flush(wr: &mut WriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_adds_up_to_what_it_counted() {
+        let names = ["tally-a", "tally-b", "tally-c", "tally-d", "tally-e"];
+        let metrics: Vec<&'static CommandMetrics> =
+            names.iter().map(|n| CommandMetrics::new(n)).collect();
+        let outstanding = AtomicUsize::new(100);
+        let took = Duration::from_micros(300);
+        {
+            let mut tally = Tally::new(&outstanding);
+            // Five commands: the fifth is counted directly, not locally.
+            for round in 0..3 {
+                for (i, m) in metrics.iter().enumerate() {
+                    tally.reply(m, took, i == 1 && round == 0);
+                }
+            }
+            assert_eq!(metrics[0].ok.get(), 0, "held until the flush");
+            assert_eq!(metrics[4].ok.get(), 3, "a fifth command goes through");
+            tally.flush();
+            assert_eq!(outstanding.load(Ordering::Relaxed), 85);
+            assert_eq!(metrics[0].ok.get(), 3);
+            assert_eq!((metrics[1].ok.get(), metrics[1].error.get()), (2, 1));
+            assert_eq!(metrics[2].latency.get_sample_count(), 3);
+            tally.reply(metrics[3], took, false);
+        }
+        // Dropped: flushed.
+        assert_eq!(outstanding.load(Ordering::Relaxed), 84);
+        assert_eq!(metrics[3].ok.get(), 4);
+        assert_eq!(metrics[3].latency.get_sample_count(), 4);
+        assert!((metrics[3].latency.get_sample_sum() - 0.0012).abs() < 1e-9);
+    }
 
     #[test]
     fn idle_session_state_stays_small() {

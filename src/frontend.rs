@@ -598,11 +598,17 @@ pub fn serve<G: Send + 'static>(
                 // is active (boxed: an idle client keeps just the state above).
                 let phase = Box::pin(async {
                     // Pinned here, so the phase holds each future once.
+                    let unix = session
+                        .client
+                        .unix
+                        .then(|| shared.proxy.unix_socket.as_deref())
+                        .flatten();
                     let reader = std::pin::pin!(session.run(&shutdown));
                     let writer = std::pin::pin!(writer.run(
                         &shared.retrier,
                         &shared.proxy.slowlog,
-                        &outstanding
+                        &outstanding,
+                        unix
                     ));
                     in_turn(reader, writer).await
                 });
@@ -1826,13 +1832,18 @@ fn take_member(batches: &mut Vec<Replies>, batch: u32, index: usize) -> ReplyRes
 impl Writer {
     /// Writes replies in request order, batching those already available,
     /// until the reader pauses (true) or the connection is done (false).
+    /// `unix`: the Unix socket's path, for a client of it (the slow log's
+    /// name for the client).
     async fn run(
         &mut self,
         retrier: &Retrier,
         slowlog: &SlowLog,
         outstanding: &AtomicUsize,
+        unix: Option<&str>,
     ) -> bool {
-        let open = self.write_replies(retrier, slowlog, outstanding).await;
+        let open = self
+            .write_replies(retrier, slowlog, outstanding, unix)
+            .await;
         if !open {
             // The reader learns it on its next send.
             self.rx.close();
@@ -1845,6 +1856,7 @@ impl Writer {
         retrier: &Retrier,
         slowlog: &SlowLog,
         outstanding: &AtomicUsize,
+        unix: Option<&str>,
     ) -> bool {
         // Counted per reply here, added to the shared metrics before every
         // wait (and when the writer stops).
@@ -2020,7 +2032,13 @@ impl Writer {
                 let took = now
                     .get_or_insert_with(Instant::now)
                     .saturating_duration_since(t.started);
-                slowlog.record(took, &t.frame, self.peer, t.name.as_ref());
+                let (peer, unix) = (self.peer, unix);
+                let client = move || match unix {
+                    // As Redis shows a Unix socket client.
+                    Some(path) => format!("{path}:0"),
+                    None => peer.map(|a| a.to_string()).unwrap_or_default(),
+                };
+                slowlog.record(took, &t.frame, client, t.name.as_ref());
                 let error = reply.first() == Some(&b'-');
                 if error {
                     METRICS

@@ -4,7 +4,6 @@
 //! retries: what the client waited.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,12 +62,14 @@ impl SlowLog {
         Duration::from_nanos(self.threshold.load(Ordering::Relaxed))
     }
 
-    /// Records a request that took `took`, if it is slow enough.
+    /// Records a request that took `took`, if it is slow enough. `client`
+    /// gives the client's address as SLOWLOG GET shows it (asked only for
+    /// a request that is recorded).
     pub fn record(
         &self,
         took: Duration,
         frame: &Bytes,
-        client: Option<SocketAddr>,
+        client: impl FnOnce() -> String,
         name: Option<&Bytes>,
     ) {
         if took < self.threshold() {
@@ -86,7 +87,7 @@ impl SlowLog {
                 .map_or(0, |d| d.as_secs()),
             micros: took.as_micros() as u64,
             args,
-            client: client.map(|a| a.to_string()).unwrap_or_default(),
+            client: client(),
             name: name.cloned().unwrap_or_default(),
         };
         let mut e = self.entries.lock().expect("slowlog lock");
@@ -181,11 +182,11 @@ mod tests {
     fn records_only_slow_requests_newest_first() {
         let log = SlowLog::new(Duration::from_millis(10), 2);
         let f = |s: &str| encode::command(&s.split(' ').collect::<Vec<_>>());
-        log.record(Duration::from_millis(1), &f("GET fast"), None, None);
+        log.record(Duration::from_millis(1), &f("GET fast"), String::new, None);
         assert!(log.is_empty());
-        log.record(Duration::from_millis(20), &f("GET a"), None, None);
-        log.record(Duration::from_millis(30), &f("GET b"), None, None);
-        log.record(Duration::from_millis(40), &f("GET c"), None, None);
+        log.record(Duration::from_millis(20), &f("GET a"), String::new, None);
+        log.record(Duration::from_millis(30), &f("GET b"), String::new, None);
+        log.record(Duration::from_millis(40), &f("GET c"), String::new, None);
         assert_eq!(log.len(), 2);
         let v = crate::resp::Value::parse(&log.get(-1)).unwrap();
         let first = &v.as_array().unwrap()[0];

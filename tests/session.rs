@@ -515,6 +515,8 @@ fn unix_socket_clients_are_served_like_tcp_ones() {
     let proxy = Proxy::start_with(cluster.seeds(), move |c| {
         c.frontend.unix_socket = Some(sock);
         c.frontend.unix_socket_mode = 0o600;
+        // Every request goes to the slow log (checked below).
+        c.frontend.slowlog_threshold = Duration::ZERO;
     });
     {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -556,6 +558,10 @@ fn unix_socket_clients_are_served_like_tcp_ones() {
         format!("{slots:?}").contains(&format!("int({})", proxy.port())),
         "{slots:?}"
     );
+    // The slow log names the client as Redis would.
+    let slow: Value = q(&mut con, &["SLOWLOG", "GET", "3"]);
+    let want = format!("{}:0", path.display());
+    assert!(format!("{slow:?}").contains(&want), "{slow:?}");
     // A real client.
     let out = Command::new("redis-cli")
         .args(["-s", path.to_str().unwrap(), "GET", "unix:3"])

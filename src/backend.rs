@@ -368,34 +368,37 @@ pub async fn recv_reply(rx: &mut ReplyRx) -> ReplyResult {
 /// The reply if it is already in its slot, without waiting; a dropped slot
 /// is "connection lost" (and must not be awaited again).
 pub fn try_reply(rx: &mut ReplyRx) -> Option<ReplyResult> {
-    match rx.try_recv() {
-        Ok(outcome) => Some(outcome),
-        Err(oneshot::error::TryRecvError::Empty) => None,
-        Err(oneshot::error::TryRecvError::Closed) => Some(Err(slot_closed())),
-    }
+    try_slot(rx, || Err(slot_closed()))
 }
 
 /// Awaits a batch's reply slot: `count` outcomes, in request order.
 pub async fn recv_batch(rx: &mut BatchRx, count: usize) -> Vec<ReplyResult> {
-    rx.await
-        .unwrap_or_else(|_| (0..count).map(|_| Err(slot_closed())).collect())
+    rx.await.unwrap_or_else(|_| batch_closed(count))
 }
 
 /// A batch's outcomes if they are already here, without waiting (see
 /// [`try_reply`]).
 pub fn try_batch(rx: &mut BatchRx, count: usize) -> Option<Vec<ReplyResult>> {
+    try_slot(rx, || batch_closed(count))
+}
+
+/// A slot's content if it is here; `closed()` if its connection dropped it.
+fn try_slot<T>(rx: &mut oneshot::Receiver<T>, closed: impl FnOnce() -> T) -> Option<T> {
     match rx.try_recv() {
-        Ok(outcomes) => Some(outcomes),
+        Ok(content) => Some(content),
         Err(oneshot::error::TryRecvError::Empty) => None,
-        Err(oneshot::error::TryRecvError::Closed) => {
-            Some((0..count).map(|_| Err(slot_closed())).collect())
-        }
+        Err(oneshot::error::TryRecvError::Closed) => Some(closed()),
     }
 }
 
 /// What a reply slot dropped by its connection means.
 fn slot_closed() -> ProxyError {
     ProxyError::BackendConnectionLost("connection closed".into())
+}
+
+/// A dropped batch slot: every one of its `count` requests lost.
+fn batch_closed(count: usize) -> Vec<ReplyResult> {
+    (0..count).map(|_| Err(slot_closed())).collect()
 }
 
 /// A redirect reply: a value, not an error.
@@ -543,10 +546,6 @@ pub async fn roundtrip(
         .map_err(|_| format!("request to {addr} timed out"))?
 }
 
-fn fail(job: Job, err: &ProxyError) {
-    job.reply.fail(err);
-}
-
 /// Owns one backend connection: connects lazily, reconnects with
 /// exponential backoff, and exits when the node is dropped.
 async fn connection_task(
@@ -590,7 +589,7 @@ async fn connection_task(
                 s.refresh.notify_one();
                 let err = ProxyError::BackendUnavailable(reason);
                 for job in unwritten.drain(..) {
-                    fail(job, &err);
+                    job.reply.fail(&err);
                 }
                 // Until the next attempt, the node is unreachable: fail fast.
                 let sleep = tokio::time::sleep(backoff);
@@ -599,7 +598,7 @@ async fn connection_task(
                     tokio::select! {
                         _ = &mut sleep => break,
                         job = rx.recv() => match job {
-                            Some(job) => fail(job, &err),
+                            Some(job) => job.reply.fail(&err),
                             None => return,
                         },
                     }
@@ -770,10 +769,7 @@ async fn read_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
         if queue.is_empty() && inflight.drain_into(&mut queue).is_err() {
-            if received > 0 {
-                bytes_in.inc_by(received);
-                received = 0;
-            }
+            report(&bytes_in, &mut received);
             tokio::select! {
                 biased;
                 f = inflight.recv() => match f {
@@ -794,10 +790,7 @@ async fn read_loop(
         let frame = match framed.next().now_or_never() {
             Some(frame) => frame,
             None => {
-                if received > 0 {
-                    bytes_in.inc_by(received);
-                    received = 0;
-                }
+                report(&bytes_in, &mut received);
                 tokio::select! {
                     frame = framed.next() => frame,
                     _ = ticker.tick() => {
@@ -830,13 +823,20 @@ async fn read_loop(
             Some(Err(e)) => break read_failure(e),
         }
     };
-    bytes_in.inc_by(received);
+    report(&bytes_in, &mut received);
     let reason = failure.to_string();
     let _ = inflight.drain_into(&mut queue);
     for f in queue {
         f.reply.fail(&failure);
     }
     Some(reason)
+}
+
+/// Adds the reply bytes counted since the last wait to `counter`.
+fn report(counter: &prometheus::IntCounter, received: &mut u64) {
+    if *received > 0 {
+        counter.inc_by(std::mem::take(received));
+    }
 }
 
 /// A failed read: a socket error loses the connection; anything else is

@@ -25,6 +25,17 @@ struct State<T> {
     receiver_gone: bool,
 }
 
+impl<T> State<T> {
+    /// Why nothing could be taken from an empty queue.
+    fn nothing(&self) -> TryRecvError {
+        if self.sender_gone {
+            TryRecvError::Disconnected
+        } else {
+            TryRecvError::Empty
+        }
+    }
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
     /// Signalled when an item is queued or the sender is gone.
@@ -86,17 +97,24 @@ impl<T> Shared<T> {
         // Nothing panics while holding the lock; recover the state anyway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// After a push (lock released): wakes the receiver, which waits only
+    /// after finding the queue empty (never for an [`in_turn`] queue).
+    fn pushed(&self, was_empty: bool) {
+        if was_empty && self.wake_receiver {
+            self.readable.notify_one();
+        }
+    }
 }
 
 impl<T> Sender<T> {
     /// Queues `item`, waiting while the queue is full. Gives the item back
     /// if the receiver is gone.
     pub async fn send(&self, item: T) -> Result<(), T> {
-        let item = match self.try_push(item) {
+        let mut item = match self.try_push(item) {
             Ok(done) => return done,
             Err(item) => item,
         };
-        let mut item = item;
         loop {
             // Registered before looking again: room made between the look
             // and the wait is not missed, whatever the number of senders.
@@ -124,10 +142,7 @@ impl<T> Sender<T> {
         let was_empty = s.items.is_empty();
         s.items.push_back(item);
         drop(s);
-        // The receiver waits only after finding the queue empty.
-        if was_empty && self.0.wake_receiver {
-            self.0.readable.notify_one();
-        }
+        self.0.pushed(was_empty);
         Ok(Ok(()))
     }
 
@@ -145,9 +160,7 @@ impl<T> Sender<T> {
         let was_empty = s.items.is_empty();
         s.items.extend(items.drain(..));
         drop(s);
-        if was_empty && self.0.wake_receiver {
-            self.0.readable.notify_one();
-        }
+        self.0.pushed(was_empty);
         true
     }
 }
@@ -181,13 +194,7 @@ impl<T> Receiver<T> {
                 }
                 Ok(item)
             }
-            None => {
-                if s.sender_gone {
-                    Err(TryRecvError::Disconnected)
-                } else {
-                    Err(TryRecvError::Empty)
-                }
-            }
+            None => Err(s.nothing()),
         }
     }
 
@@ -209,11 +216,7 @@ impl<T> Receiver<T> {
     pub fn drain_into(&self, out: &mut VecDeque<T>) -> Result<(), TryRecvError> {
         let mut s = self.0.lock();
         if s.items.is_empty() {
-            return Err(if s.sender_gone {
-                TryRecvError::Disconnected
-            } else {
-                TryRecvError::Empty
-            });
+            return Err(s.nothing());
         }
         let was_full = s.items.len() >= self.0.capacity;
         if out.is_empty() {
@@ -266,12 +269,8 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
-        s.receiver_gone = true;
         // Queued items (reply slots) are dropped now, not with the sender.
-        s.items = VecDeque::new();
-        drop(s);
-        self.0.writable.notify_waiters();
+        self.close();
     }
 }
 

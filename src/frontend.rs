@@ -194,8 +194,11 @@ struct Timing {
 /// The writer's metrics of the replies it wrote since it last waited:
 /// counted here and added to the shared ones before every wait and when it
 /// stops, instead of several atomic operations per reply (a pipelined
-/// request costs well under a microsecond in all).
+/// request costs well under a microsecond in all). It also keeps the clock
+/// for that run of replies, read once.
 struct Tally<'a> {
+    /// The time, read at the first reply since the writer last waited.
+    now: Option<Instant>,
     /// The first few commands seen in this phase, in that order.
     commands: Vec<CommandTally>,
     /// Reply bytes.
@@ -222,6 +225,7 @@ impl<'a> Tally<'a> {
 
     fn new(outstanding: &'a AtomicUsize) -> Tally<'a> {
         Tally {
+            now: None,
             commands: Vec::new(),
             bytes_out: 0,
             answered: 0,
@@ -272,8 +276,15 @@ impl<'a> Tally<'a> {
         }
     }
 
-    /// Adds what was counted to the shared metrics.
+    /// The time for this run of replies (read at its first).
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
+    /// Adds what was counted to the shared metrics and forgets the clock
+    /// reading: call before every wait.
     fn flush(&mut self) {
+        self.now = None;
         for c in &mut self.commands {
             c.flush();
         }
@@ -315,7 +326,7 @@ struct Intake {
     /// Requests (INFO's `total_commands_processed`).
     requests: u64,
     bytes_in: prometheus::IntCounter,
-    proxy: Arc<crate::local::ProxyInfo>,
+    proxy: Arc<ProxyInfo>,
 }
 
 impl Intake {
@@ -395,18 +406,12 @@ const MAX_STAGED: usize = 64;
 enum Slot {
     /// Alone (or not at all).
     One(Result<ReplyRx, ProxyError>),
-    /// As request `index` of `count` in a batch to one node.
-    Member {
-        batch: u32,
-        index: usize,
-        count: usize,
-        rx: Option<BatchRx>,
-    },
+    /// In a batch to one node.
+    Member(Place),
 }
 
-/// A request sent in a batch with others of its read (to the same node).
-struct Member {
-    attempt: Attempt,
+/// A request's place in a batch sent to one node.
+struct Place {
     /// The session's number for the batch.
     batch: u32,
     /// Its place in the batch, and the batch's size.
@@ -415,6 +420,12 @@ struct Member {
     /// The batch's reply slot, carried by its first request: the writer
     /// meets that one first and keeps the other replies for the rest.
     rx: Option<BatchRx>,
+}
+
+/// A request sent in a batch with others of its read (to the same node).
+struct Member {
+    attempt: Attempt,
+    place: Place,
 }
 
 /// The parts of a fanned-out request in flight.
@@ -1032,14 +1043,14 @@ impl Session {
                     Ok(rx) => {
                         let mut rx = Some(rx);
                         for (index, &i) in members.iter().enumerate() {
-                            sent[i] = Some(Slot::Member {
+                            sent[i] = Some(Slot::Member(Place {
                                 batch,
                                 index,
                                 count,
                                 // The batch's first request (in reply order)
                                 // carries the slot.
                                 rx: rx.take(),
-                            });
+                            }));
                         }
                     }
                     Err(e) => {
@@ -1054,18 +1065,7 @@ impl Session {
         for ((attempt, timing), slot) in staged.drain(..).zip(sent) {
             let pending = match slot {
                 Some(Slot::One(sent)) => Pending::Routed(Routed { attempt, sent }),
-                Some(Slot::Member {
-                    batch,
-                    index,
-                    count,
-                    rx,
-                }) => Pending::Member(Member {
-                    attempt,
-                    batch,
-                    index,
-                    count,
-                    rx,
-                }),
+                Some(Slot::Member(place)) => Pending::Member(Member { attempt, place }),
                 None => {
                     Pending::Ready(ProxyError::BackendProtocol("request not sent".into()).to_resp())
                 }
@@ -1859,10 +1859,9 @@ impl Writer {
         unix: Option<&str>,
     ) -> bool {
         // Counted per reply here, added to the shared metrics before every
-        // wait (and when the writer stops).
+        // wait (and when the writer stops), with the clock read once per run
+        // of replies written without waiting.
         let mut tally = Tally::new(outstanding);
-        // The clock, read once per run of replies written without waiting.
-        let mut now: Option<Instant> = None;
         // The read whose requests the last reply in `out` answered (its
         // time): replies to the requests of one read are written together,
         // as Redis writes them, instead of one write per node that answers.
@@ -1880,7 +1879,6 @@ impl Writer {
                 Ok(item) => item,
                 Err(queue::TryRecvError::Disconnected) => break,
                 Err(queue::TryRecvError::Empty) => {
-                    now = None;
                     tally.flush();
                     if flush(&mut self.wr, &mut self.out).await.is_err() {
                         return false;
@@ -1927,7 +1925,6 @@ impl Writer {
                     let outcome = match routed.try_take() {
                         Some(outcome) if Retrier::is_final(&outcome) => outcome,
                         Some(outcome) => {
-                            now = None;
                             tally.flush();
                             if flush(&mut self.wr, &mut self.out).await.is_err() {
                                 return false;
@@ -1935,7 +1932,6 @@ impl Writer {
                             Box::pin(retrier.finish(&routed.attempt, outcome)).await
                         }
                         None => {
-                            now = None;
                             tally.flush();
                             if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
                                 return false;
@@ -1950,16 +1946,18 @@ impl Writer {
                 Pending::Member(m) => {
                     let Member {
                         attempt,
-                        batch,
-                        index,
-                        count,
-                        rx,
+                        place:
+                            Place {
+                                batch,
+                                index,
+                                count,
+                                rx,
+                            },
                     } = m;
                     if let Some(mut rx) = rx {
                         let outcomes = match try_batch(&mut rx, count) {
                             Some(outcomes) => outcomes,
                             None => {
-                                now = None;
                                 tally.flush();
                                 if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
                                     return false;
@@ -1977,7 +1975,6 @@ impl Writer {
                     let outcome = if Retrier::is_final(&outcome) {
                         outcome
                     } else {
-                        now = None;
                         tally.flush();
                         if flush(&mut self.wr, &mut self.out).await.is_err() {
                             return false;
@@ -1994,7 +1991,6 @@ impl Writer {
                         .iter()
                         .all(|o| o.as_ref().is_some_and(Retrier::is_final));
                     if !ready {
-                        now = None;
                         tally.flush();
                         if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
                             return false;
@@ -2003,7 +1999,6 @@ impl Writer {
                     Box::pin(f.finish(retrier, firsts)).await
                 }
                 Pending::Barrier(done) => {
-                    now = None;
                     tally.flush();
                     if flush(&mut self.wr, &mut self.out).await.is_err() {
                         return false;
@@ -2029,9 +2024,7 @@ impl Writer {
             };
             out_batch = timing.as_ref().map(|t| t.started);
             if let Some(t) = timing {
-                let took = now
-                    .get_or_insert_with(Instant::now)
-                    .saturating_duration_since(t.started);
+                let took = tally.now().saturating_duration_since(t.started);
                 let (peer, unix) = (self.peer, unix);
                 let client = move || match unix {
                     // As Redis shows a Unix socket client.
@@ -2050,7 +2043,6 @@ impl Writer {
             }
             tally.bytes_out += reply.len() as u64;
             if reply.len() >= LARGE_REPLY {
-                now = None;
                 tally.flush();
                 if flush(&mut self.wr, &mut self.out).await.is_err()
                     || crate::tls::write_all(&mut self.wr, &reply).await.is_err()
@@ -2060,7 +2052,6 @@ impl Writer {
             } else {
                 self.out.extend_from_slice(&reply);
                 if self.out.len() >= MAX_OUT {
-                    now = None;
                     tally.flush();
                     if flush(&mut self.wr, &mut self.out).await.is_err() {
                         return false;
@@ -2136,12 +2127,8 @@ mod tests {
 
     /// The peek under `ReadHalf::poll_input`: a fresh socket is not
     /// taken for one with input, and the input stays for the read.
-    async fn check_poll_input(
-        mut rd: ReadHalf,
-        client: &mut (impl tokio::io::AsyncWrite + Unpin),
-        try_read: impl Fn(&ReadHalf, &mut [u8]) -> std::io::Result<usize>,
-    ) {
-        use tokio::io::AsyncWriteExt;
+    async fn check_poll_input(mut rd: ReadHalf, client: &mut (impl tokio::io::AsyncWrite + Unpin)) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio::time::{timeout, Duration};
         // tokio 1.54 calls a fresh socket readable at once; the peek waits
         // for real input...
@@ -2160,7 +2147,10 @@ mod tests {
         .unwrap();
         // ...and leaves it for the read that follows.
         let mut buf = [0u8; 64];
-        let n = try_read(&rd, &mut buf).unwrap();
+        let n = timeout(Duration::from_secs(5), rd.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buf[..n], b"*1\r\n$4\r\nPING\r\n");
     }
 
@@ -2172,11 +2162,7 @@ mod tests {
             .unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let (rd, _wr) = socket.into_split();
-        check_poll_input(ReadHalf::Tcp(rd), &mut client, |rd, buf| match rd {
-            ReadHalf::Tcp(s) => s.as_ref().try_read(buf),
-            _ => unreachable!(),
-        })
-        .await;
+        check_poll_input(ReadHalf::Tcp(rd), &mut client).await;
     }
 
     #[tokio::test]
@@ -2187,10 +2173,6 @@ mod tests {
         let mut client = tokio::net::UnixStream::connect(&path).await.unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let (rd, _wr) = socket.into_split();
-        check_poll_input(ReadHalf::Unix(rd), &mut client, |rd, buf| match rd {
-            ReadHalf::Unix(s) => s.as_ref().try_read(buf),
-            _ => unreachable!(),
-        })
-        .await;
+        check_poll_input(ReadHalf::Unix(rd), &mut client).await;
     }
 }

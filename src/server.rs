@@ -498,30 +498,26 @@ impl Drop for SocketFile {
 /// or a path that is not a socket, is an error (nothing is removed).
 fn bind_unix(path: &Path, mode: u32) -> std::io::Result<Listener> {
     use std::io::{Error, ErrorKind};
-    let named = |e: Error| {
+    // Every error names the key and the path.
+    let error = |kind: ErrorKind, what: &dyn std::fmt::Display| {
         Error::new(
-            e.kind(),
-            format!("frontend.unix_socket {}: {e}", path.display()),
+            kind,
+            format!("frontend.unix_socket {}: {what}", path.display()),
         )
     };
+    let named = |e: Error| error(e.kind(), &e);
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
-            return Err(Error::new(
+            return Err(error(
                 ErrorKind::AlreadyExists,
-                format!(
-                    "frontend.unix_socket {}: exists and is not a socket (not replacing it)",
-                    path.display()
-                ),
+                &"exists and is not a socket (not replacing it)",
             ));
         }
         Ok(_) => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(Error::new(
+                return Err(error(
                     ErrorKind::AddrInUse,
-                    format!(
-                        "frontend.unix_socket {}: another process accepts connections on it",
-                        path.display()
-                    ),
+                    &"another process accepts connections on it",
                 ));
             }
             std::fs::remove_file(path).map_err(named)?;

@@ -23,6 +23,40 @@ struct Seen {
     ops: u64,
 }
 
+impl Seen {
+    /// Records a failed command; after an I/O error the client reconnects.
+    fn failed(
+        &mut self,
+        what: String,
+        e: &redis::RedisError,
+        con: &mut redis::Connection,
+        connect: impl Fn() -> redis::Connection,
+    ) {
+        self.errors.push((Instant::now(), format!("{what}: {e}")));
+        if e.is_io_error() {
+            *con = connect();
+        }
+    }
+
+    /// MSET of `keys` to `value`, acknowledged or recorded as failed.
+    fn mset(
+        &mut self,
+        keys: Vec<String>,
+        value: u64,
+        con: &mut redis::Connection,
+        connect: impl Fn() -> redis::Connection,
+    ) {
+        let mut mset = redis::cmd("MSET");
+        for k in &keys {
+            mset.arg(k).arg(value);
+        }
+        match mset.query::<()>(con) {
+            Ok(()) => self.acked.extend(keys.into_iter().map(|k| (k, value))),
+            Err(e) => self.failed(format!("MSET {}", keys.join(" ")), &e, con, connect),
+        }
+    }
+}
+
 /// 8 clients writing distinct keys and reading earlier ones back.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -52,60 +86,20 @@ impl Load {
                         let key = format!("chaos:{t}:{i}");
                         match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut con) {
                             Ok(()) => seen.acked.push((key, i)),
-                            Err(e) => {
-                                seen.errors
-                                    .push((Instant::now(), format!("SET {key}: {e}")));
-                                if e.is_io_error() {
-                                    con = connect();
-                                }
-                            }
+                            Err(e) => seen.failed(format!("SET {key}"), &e, &mut con, connect),
                         }
                         // Same-slot multi-key writes meet ASK and TRYAGAIN mid-migration.
                         if i % 5 == 0 {
-                            let (a, b) =
-                                (format!("{{chaos:{t}:{i}}}a"), format!("{{chaos:{t}:{i}}}b"));
-                            match redis::cmd("MSET")
-                                .arg(&a)
-                                .arg(i)
-                                .arg(&b)
-                                .arg(i)
-                                .query::<()>(&mut con)
-                            {
-                                Ok(()) => {
-                                    seen.acked.push((a, i));
-                                    seen.acked.push((b, i));
-                                }
-                                Err(e) => {
-                                    seen.errors
-                                        .push((Instant::now(), format!("MSET {a} {b}: {e}")));
-                                    if e.is_io_error() {
-                                        con = connect();
-                                    }
-                                }
-                            }
+                            let keys =
+                                vec![format!("{{chaos:{t}:{i}}}a"), format!("{{chaos:{t}:{i}}}b")];
+                            seen.mset(keys, i, &mut con, connect);
                         }
                         // Cross-slot writes: split by slot and batched per
                         // node; a part may meet MOVED or ASK while the rest
                         // of its batch does not.
                         if i % 5 == 2 {
-                            let keys: Vec<String> =
-                                (0..4).map(|k| format!("chaos:{t}:{i}:x{k}")).collect();
-                            let mut mset = redis::cmd("MSET");
-                            for k in &keys {
-                                mset.arg(k).arg(i);
-                            }
-                            match mset.query::<()>(&mut con) {
-                                Ok(()) => seen.acked.extend(keys.into_iter().map(|k| (k, i))),
-                                Err(e) => {
-                                    seen.errors.push((
-                                        Instant::now(),
-                                        format!("MSET {}: {e}", keys.join(" ")),
-                                    ));
-                                    if e.is_io_error() {
-                                        con = connect();
-                                    }
-                                }
-                            }
+                            let keys = (0..4).map(|k| format!("chaos:{t}:{i}:x{k}")).collect();
+                            seen.mset(keys, i, &mut con, connect);
                         }
                         // Read back an earlier acknowledged write.
                         if i % 3 == 0 && !seen.acked.is_empty() {
@@ -116,12 +110,7 @@ impl Load {
                                     Instant::now(),
                                     format!("GET {k}: {other:?}, want {v}"),
                                 )),
-                                Err(e) => {
-                                    seen.errors.push((Instant::now(), format!("GET {k}: {e}")));
-                                    if e.is_io_error() {
-                                        con = connect();
-                                    }
-                                }
+                                Err(e) => seen.failed(format!("GET {k}"), &e, &mut con, connect),
                             }
                         }
                         seen.ops += 1;

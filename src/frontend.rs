@@ -612,7 +612,7 @@ pub fn serve<G: Send + 'static>(
                     let unix = session
                         .client
                         .unix
-                        .then(|| shared.proxy.unix_socket.as_deref())
+                        .then(|| shared.proxy.unix_client.as_deref())
                         .flatten();
                     let reader = std::pin::pin!(session.run(&shutdown));
                     let writer = std::pin::pin!(writer.run(
@@ -1832,8 +1832,8 @@ fn take_member(batches: &mut Vec<Replies>, batch: u32, index: usize) -> ReplyRes
 impl Writer {
     /// Writes replies in request order, batching those already available,
     /// until the reader pauses (true) or the connection is done (false).
-    /// `unix`: the Unix socket's path, for a client of it (the slow log's
-    /// name for the client).
+    /// `unix`: for a client of the Unix socket, its name in the slow log
+    /// (`ProxyInfo::unix_client`).
     async fn run(
         &mut self,
         retrier: &Retrier,
@@ -2027,8 +2027,7 @@ impl Writer {
                 let took = tally.now().saturating_duration_since(t.started);
                 let (peer, unix) = (self.peer, unix);
                 let client = move || match unix {
-                    // As Redis shows a Unix socket client.
-                    Some(path) => format!("{path}:0"),
+                    Some(name) => name.to_string(),
                     None => peer.map(|a| a.to_string()).unwrap_or_default(),
                 };
                 slowlog.record(took, &t.frame, client, t.name.as_ref());

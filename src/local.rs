@@ -87,8 +87,9 @@ pub struct ProxyInfo {
     /// The frontend TCP listener's address (what CLUSTER SLOTS announces to
     /// clients of the Unix socket).
     pub listen: SocketAddr,
-    /// `frontend.unix_socket`, as its clients are listed (`addr=PATH:0`).
-    pub unix_socket: Option<String>,
+    /// How a client of `frontend.unix_socket` is named (`PATH:0`, as Redis
+    /// names one) in CLIENT LIST and the slow log.
+    pub unix_client: Option<String>,
 }
 
 impl ProxyInfo {
@@ -108,7 +109,7 @@ impl ProxyInfo {
             next_client_id: AtomicU64::new(1),
             slowlog,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
-            unix_socket: None,
+            unix_client: None,
         }
     }
 
@@ -280,7 +281,7 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         }
         // This proxy connection only: other clients' sessions are not shared.
         "client|info" | "client|list" => {
-            encode::bulk(client_line(client, ctx.proxy.unix_socket.as_deref()).as_bytes())
+            encode::bulk(client_line(client, ctx.proxy.unix_client.as_deref()).as_bytes())
         }
         "client|no-evict" | "client|no-touch" => match req.arg(2).to_ascii_lowercase().as_slice() {
             b"on" | b"off" => Bytes::from_static(encode::OK),
@@ -319,12 +320,12 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
 }
 
 /// A CLIENT INFO line for this connection, in Redis's format (a client of
-/// the Unix socket at `unix` is listed as Redis lists one: `addr=PATH:0
+/// the Unix socket, named `unix`, is listed as Redis lists one: `addr=PATH:0
 /// laddr=PATH:0 flags=U`).
 fn client_line(c: &ClientState, unix: Option<&str>) -> String {
     // Redis's flag for a Unix socket client is U.
     let (addr, laddr, flags) = match (c.unix, unix) {
-        (true, Some(path)) => (format!("{path}:0"), format!("{path}:0"), "U"),
+        (true, Some(name)) => (name.to_string(), name.to_string(), "U"),
         _ => (
             c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
             c.local_addr.to_string(),

@@ -116,11 +116,11 @@ impl Server {
             frontend: ArcSwap::from_pointee(config.frontend.clone()),
             proxy: Arc::new(ProxyInfo {
                 listen: local_addr,
-                unix_socket: config
+                unix_client: config
                     .frontend
                     .unix_socket
                     .as_ref()
-                    .map(|p| p.display().to_string()),
+                    .map(|p| format!("{}:0", p.display())),
                 ..ProxyInfo::new(
                     config.frontend.max_clients,
                     SlowLog::new(
@@ -442,8 +442,12 @@ impl Reloader {
 enum Listener {
     /// TCP, speaking TLS when an acceptor is given.
     Tcp(TcpListener, Option<Arc<TlsAcceptor>>),
-    /// `frontend.unix_socket` (plain RESP): the file goes with it.
-    Unix(UnixListener, SocketFile),
+    /// `frontend.unix_socket` (plain RESP).
+    Unix {
+        listener: UnixListener,
+        /// Held for its drop: the file goes with the listener.
+        _file: SocketFile,
+    },
 }
 
 /// A connection the accept loop took.
@@ -456,7 +460,7 @@ enum Accepted {
 
 impl Listener {
     /// The next connection, and who it is from (for logs).
-    async fn accept(&self) -> std::io::Result<(Accepted, String)> {
+    async fn accept(&self, proxy: &ProxyInfo) -> std::io::Result<(Accepted, String)> {
         match self {
             Listener::Tcp(l, tls) => {
                 let (stream, peer) = l.accept().await?;
@@ -466,9 +470,9 @@ impl Listener {
                 };
                 Ok((accepted, peer.to_string()))
             }
-            Listener::Unix(l, file) => {
-                let (stream, _) = l.accept().await?;
-                let from = format!("{}:0", file.path.display());
+            Listener::Unix { listener, .. } => {
+                let (stream, _) = listener.accept().await?;
+                let from = proxy.unix_client.clone().unwrap_or_default();
                 Ok((Accepted::Plain(Stream::Unix(stream)), from))
             }
         }
@@ -532,7 +536,10 @@ fn bind_unix(path: &Path, mode: u32) -> std::io::Result<Listener> {
         id: (meta.dev(), meta.ino()),
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(named)?;
-    Ok(Listener::Unix(listener, file))
+    Ok(Listener::Unix {
+        listener,
+        _file: file,
+    })
 }
 
 async fn accept_loop(
@@ -546,7 +553,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+            a = listener.accept(&shared.proxy) => a,
         };
         let (accepted, peer) = match accepted {
             Ok(a) => a,

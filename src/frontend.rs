@@ -150,7 +150,12 @@ impl tokio_util::codec::Decoder for GuardedDecoder {
         self.account(src.len())?;
         let out = self.inner.decode(src);
         self.last_len = src.len();
-        self.account(src.len())?;
+        // Growth was counted above, at once (the cap checks it); what the
+        // decoded requests freed is given back when the buffered input is
+        // used up: one atomic operation per read instead of per request.
+        if !matches!(out, Ok(Some(_))) {
+            self.account(src.len())?;
+        }
         // The buffer starts empty and is given back while the client idles;
         // make room for a good-sized read whenever more input is needed.
         if matches!(out, Ok(None)) && src.capacity() - src.len() < MIN_READ {
@@ -185,8 +190,9 @@ pub fn limits_of(f: &FrontendConfig) -> Limits {
 struct Timing {
     started: Instant,
     command: &'static CommandMetrics,
-    /// The request, for the slow log.
-    frame: Bytes,
+    /// The request, for the slow log, unless its reply slot holds it (a
+    /// forward's attempt does: one reference count less per request).
+    frame: Option<Bytes>,
     /// The client's name then, for the slow log.
     name: Option<Bytes>,
 }
@@ -395,7 +401,7 @@ enum Dispatched {
     /// Its reply slot, to queue now.
     Now(Pending),
     /// A plain forward: staged, and sent with the rest of its read.
-    Forward(Attempt),
+    Forward { target: Target, readonly: bool },
 }
 
 /// At most this many forwarded requests of one read are staged before they
@@ -962,13 +968,12 @@ impl Session {
             // pipelined in one read share it (one clock read per read).
             let started = self.frames.decoder().last_progress;
             self.last_request = started;
-            let (dispatched, frame) = match item {
+            let (dispatched, req) = match item {
                 None => return End::Closed,
                 Some(Ok(req)) => {
                     intake.bytes += req.frame().len() as u64;
                     intake.requests += 1;
-                    let frame = req.frame().clone();
-                    (self.dispatch(req).await, frame)
+                    (self.dispatch(&req).await, req)
                 }
                 Some(Err(ProtocolError::Io(e))) => {
                     debug!(client = id, error = %e, "client read failed");
@@ -984,19 +989,26 @@ impl Session {
                     return End::Closed;
                 }
             };
-            let timing = Timing {
+            let mut timing = Timing {
                 started,
                 command: self.command.take().unwrap_or(*UNKNOWN_COMMAND),
-                frame,
+                frame: None,
                 name: self.client.name.clone(),
             };
             self.outstanding.fetch_add(1, Ordering::Relaxed);
             let sent = match dispatched {
-                Dispatched::Forward(attempt) => {
+                Dispatched::Forward { target, readonly } => {
+                    let attempt = Attempt {
+                        frame: req.into_frame(),
+                        target,
+                        readonly,
+                        lane: self.lane(),
+                    };
                     self.staged.push((attempt, timing));
                     self.staged.len() < MAX_STAGED || self.flush_staged().await
                 }
                 Dispatched::Now(pending) => {
+                    timing.frame = Some(req.into_frame());
                     self.flush_staged().await && self.tx.send((pending, Some(timing))).await.is_ok()
                 }
             };
@@ -1201,7 +1213,7 @@ impl Session {
     /// Routes and runs one request. A plain forward is handed back to be
     /// staged (see [`Session::flush_staged`]); everything else has its reply
     /// slot already.
-    async fn dispatch(&mut self, req: Request) -> Dispatched {
+    async fn dispatch(&mut self, req: &Request) -> Dispatched {
         let auth = &self.shared.auth;
         if auth.enabled() && self.client.user.is_none() {
             let name = req.arg(0);
@@ -1226,7 +1238,7 @@ impl Session {
             {
                 return Dispatched::Now(Pending::Ready(self.reload()));
             }
-            return Dispatched::Now(Pending::Ready(local::proxy_command(&req, &slots)));
+            return Dispatched::Now(Pending::Ready(local::proxy_command(req, &slots)));
         }
         let frontend = &self.shared.frontend;
         let router = Router {
@@ -1234,14 +1246,14 @@ impl Session {
             slots: &slots,
             allow_config_write: &|| frontend.load().allow_config_write,
         };
-        let (route, spec) = router.route(&req, &mut self.keys);
+        let (route, spec) = router.route(req, &mut self.keys);
         self.command = spec.map(|s| s.metrics);
         if let Some(spec) = spec {
             if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
                 return Dispatched::Now(Pending::Ready(e.to_resp()));
             }
         }
-        self.remember_script(&req);
+        self.remember_script(req);
         if !matches!(route, Route::Forward { .. }) && !self.staged.is_empty() {
             // What is not a plain forward may wait for earlier replies (a
             // barrier) or send on its own: this read's staged requests go
@@ -1277,7 +1289,7 @@ impl Session {
                 }
             }
         }
-        let (target, readonly) = match route {
+        match route {
             Route::Local(spec) => {
                 if matches!(spec.name.as_str(), "hello" | "reset") && !self.barrier().await {
                     return Dispatched::Now(Pending::Ready(ProxyError::ShuttingDown.to_resp()));
@@ -1293,12 +1305,12 @@ impl Session {
                     retries: &self.shared.retrier.counters,
                     auth: &self.shared.auth,
                 };
-                return Dispatched::Now(Pending::Ready(local::execute(spec, &req, &mut ctx)));
+                Dispatched::Now(Pending::Ready(local::execute(spec, req, &mut ctx)))
             }
-            Route::Reject(e) => return Dispatched::Now(Pending::Ready(e.to_resp())),
+            Route::Reject(e) => Dispatched::Now(Pending::Ready(e.to_resp())),
             Route::FanOut(plan) => {
                 drop(slots);
-                return Dispatched::Now(Box::pin(self.fan_out(plan)).await);
+                Dispatched::Now(Box::pin(self.fan_out(plan)).await)
             }
             Route::Info(sections) => {
                 let plan = fanout::info(
@@ -1311,44 +1323,34 @@ impl Session {
                     ),
                     self.shared.proxy.clients_section(),
                 );
-                return Dispatched::Now(Box::pin(self.fan_out(plan)).await);
+                Dispatched::Now(Box::pin(self.fan_out(plan)).await)
             }
             Route::Transaction(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
                 drop(slots);
-                return Dispatched::Now(Pending::Ready(
-                    Box::pin(self.transaction(&name, &req)).await,
-                ));
+                Dispatched::Now(Pending::Ready(Box::pin(self.transaction(&name, req)).await))
             }
             Route::PubSub(spec) => {
                 let name = spec.name.clone();
                 drop(commands);
                 drop(slots);
-                return Dispatched::Now(Box::pin(self.subscription(&name, &req)).await);
+                Dispatched::Now(Box::pin(self.subscription(&name, req)).await)
             }
             Route::Wait => {
                 drop(commands);
                 // WAIT takes up to its timeout: hold the table, not a guard
                 // (guards are for short borrows).
                 let slots = arc_swap::Guard::into_inner(slots);
-                return Dispatched::Now(Pending::Ready(Box::pin(self.wait(&slots, &req)).await));
+                Dispatched::Now(Pending::Ready(Box::pin(self.wait(&slots, req)).await))
             }
             Route::Dedicated(target) => {
                 drop(commands);
                 drop(slots);
-                return Dispatched::Now(Pending::Ready(Box::pin(self.blocking(target, req)).await));
+                Dispatched::Now(Pending::Ready(Box::pin(self.blocking(target, req)).await))
             }
-            Route::Forward { target, readonly } => (target, readonly),
-        };
-        drop(commands);
-        let attempt = Attempt {
-            frame: req.into_frame(),
-            target,
-            readonly,
-            lane: self.lane(),
-        };
-        Dispatched::Forward(attempt)
+            Route::Forward { target, readonly } => Dispatched::Forward { target, readonly },
+        }
     }
 
     /// Sends every part on this client's lane and returns the pending merge.
@@ -1410,7 +1412,7 @@ impl Session {
     /// earlier reply, following redirects. Client input that arrives
     /// meanwhile is kept for later; if the client goes away, the connection
     /// is closed, which unblocks the node.
-    async fn blocking(&mut self, target: Target, req: Request) -> Bytes {
+    async fn blocking(&mut self, target: Target, req: &Request) -> Bytes {
         if !self.barrier().await {
             return ProxyError::ShuttingDown.to_resp();
         }
@@ -1684,7 +1686,7 @@ impl Session {
 
     /// A command inside MULTI: queued (with its slot checked) or, for EXEC,
     /// DISCARD and nested MULTI/WATCH, handled.
-    async fn queue(&mut self, route: Route<'_>, req: Request) -> Bytes {
+    async fn queue(&mut self, route: Route<'_>, req: &Request) -> Bytes {
         let Some(txn) = self.txn.as_mut() else {
             return ProxyError::Syntax("EXEC without MULTI".into()).to_resp();
         };
@@ -1730,7 +1732,7 @@ impl Session {
             },
             Target::AnyMaster | Target::Node(_) => {}
         }
-        txn.queued.push(req.into_frame());
+        txn.queued.push(req.frame().clone());
         encode::simple("QUEUED")
     }
 
@@ -1910,6 +1912,8 @@ impl Writer {
                     .as_ref()
                     .map(|t| t.started)
                     .is_some_and(|t| out_batch == Some(t));
+            // A forward's request, from its attempt (for the slow log).
+            let mut forwarded = None;
             let reply = match item {
                 Pending::Ready(b) => b,
                 Pending::Subscribed(p) => {
@@ -1941,6 +1945,7 @@ impl Writer {
                             retrier.complete(&routed.attempt, routed.sent).await
                         }
                     };
+                    forwarded = Some(routed.attempt.frame);
                     reply_bytes(outcome)
                 }
                 Pending::Member(m) => {
@@ -1981,6 +1986,7 @@ impl Writer {
                         }
                         Box::pin(retrier.finish(&attempt, outcome)).await
                     };
+                    forwarded = Some(attempt.frame);
                     reply_bytes(outcome)
                 }
                 Pending::FanOut(mut f) => {
@@ -2030,7 +2036,8 @@ impl Writer {
                     Some(name) => name.to_string(),
                     None => peer.map(|a| a.to_string()).unwrap_or_default(),
                 };
-                slowlog.record(took, &t.frame, client, t.name.as_ref());
+                let frame = t.frame.or(forwarded).unwrap_or_default();
+                slowlog.record(took, &frame, client, t.name.as_ref());
                 let error = reply.first() == Some(&b'-');
                 if error {
                     METRICS

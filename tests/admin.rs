@@ -315,6 +315,74 @@ fn slowlog_records_slow_requests() {
             .unwrap(),
         0
     );
+    drop(proxy);
+
+    // Logging everything: each kind of request is logged with its own
+    // arguments, whether its reply slot or the proxy kept the request
+    // (forwards alone and in a batch, a fan-out, a local command).
+    let proxy = Proxy::start_with(cluster.seeds(), |c| {
+        c.frontend.slowlog_threshold = Duration::ZERO
+    });
+    let mut c = proxy.conn();
+    let (a, b) = ("{a}k", "{b}k");
+    assert_ne!(key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(a)
+        .arg("one")
+        .ignore()
+        .cmd("GET")
+        .arg(a)
+        .ignore()
+        .cmd("GET")
+        .arg(b)
+        .ignore()
+        .cmd("MGET")
+        .arg(a)
+        .arg(b)
+        .ignore()
+        .cmd("PING")
+        .arg("pong-arg")
+        .ignore()
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg(b).arg("alone").query(&mut c).unwrap();
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    // Newest first: the lone SET, then the pipeline backwards.
+    let args: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let redis::Value::Array(e) = e else {
+                panic!("{e:?}")
+            };
+            let redis::Value::Array(args) = &e[3] else {
+                panic!("{e:?}")
+            };
+            args.iter()
+                .map(|a| match a {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        args[..6],
+        [
+            "SET {b}k alone",
+            "PING pong-arg",
+            "MGET {a}k {b}k",
+            "GET {b}k",
+            "GET {a}k",
+            "SET {a}k one",
+        ],
+        "{args:?}"
+    );
 }
 
 #[test]

@@ -36,7 +36,7 @@ use crate::auth::Authenticator;
 use crate::backend::{
     recv_batch, try_batch, try_reply, BatchRx, Lane, Node, Redirect, ReplyResult, ReplyRx,
 };
-use crate::command::Commands;
+use crate::command::{CommandTable, Commands};
 use crate::config::FrontendConfig;
 use crate::dedicated::{Dedicated, DedicatedPool};
 use crate::error::ProxyError;
@@ -329,10 +329,15 @@ impl CommandTally {
 struct Intake {
     /// Request bytes.
     bytes: u64,
-    /// Requests (INFO's `total_commands_processed`).
+    /// Requests (INFO's `total_commands_processed`, and requests in
+    /// flight).
     requests: u64,
     bytes_in: prometheus::IntCounter,
     proxy: Arc<ProxyInfo>,
+    /// The session's requests in flight. Raised here, once per read; the
+    /// writer lowers it. Between the two it may read low (wrapping below
+    /// zero), but only the reader looks at it, and only after a flush.
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Intake {
@@ -342,6 +347,8 @@ impl Intake {
             self.proxy
                 .total_commands
                 .fetch_add(self.requests, Ordering::Relaxed);
+            self.outstanding
+                .fetch_add(self.requests as usize, Ordering::Relaxed);
             self.bytes = 0;
             self.requests = 0;
         }
@@ -857,7 +864,14 @@ impl Session {
             requests: 0,
             bytes_in: METRICS.frontend_bytes.with_label_values(&["in"]),
             proxy: self.shared.proxy.clone(),
+            outstanding: self.outstanding.clone(),
         };
+        // The slot and command tables, kept for the phase: a request checks
+        // each is still current with one load, where loading it through a
+        // guard costs two read-modify-writes. (A swapped-out table stays
+        // alive until this session's next request, or its phase's end.)
+        let mut slot_table = arc_swap::Cache::new(self.shared.table.clone());
+        let mut command_table = self.shared.commands.cache();
         // Registered once per active phase rather than once per wait (a
         // registration takes a lock and a list insert, and its drop another).
         let mut cancelled = Box::pin(shutdown.clone().cancelled_owned());
@@ -973,7 +987,8 @@ impl Session {
                 Some(Ok(req)) => {
                     intake.bytes += req.frame().len() as u64;
                     intake.requests += 1;
-                    (self.dispatch(&req).await, req)
+                    let (slots, commands) = (slot_table.load(), command_table.load());
+                    (self.dispatch(&req, slots, commands).await, req)
                 }
                 Some(Err(ProtocolError::Io(e))) => {
                     debug!(client = id, error = %e, "client read failed");
@@ -995,7 +1010,6 @@ impl Session {
                 frame: None,
                 name: self.client.name.clone(),
             };
-            self.outstanding.fetch_add(1, Ordering::Relaxed);
             let sent = match dispatched {
                 Dispatched::Forward { target, readonly } => {
                     let attempt = Attempt {
@@ -1213,7 +1227,12 @@ impl Session {
     /// Routes and runs one request. A plain forward is handed back to be
     /// staged (see [`Session::flush_staged`]); everything else has its reply
     /// slot already.
-    async fn dispatch(&mut self, req: &Request) -> Dispatched {
+    async fn dispatch(
+        &mut self,
+        req: &Request,
+        slots: &Arc<SlotTable>,
+        commands: &CommandTable,
+    ) -> Dispatched {
         let auth = &self.shared.auth;
         if auth.enabled() && self.client.user.is_none() {
             let name = req.arg(0);
@@ -1224,10 +1243,6 @@ impl Session {
                 return Dispatched::Now(Pending::Ready(ProxyError::NoAuth.to_resp()));
             }
         }
-        let commands = self.shared.commands.load();
-        // A guard, not an `Arc`: no reference count on the hot path. Arms
-        // that wait long drop it or turn it into an `Arc`.
-        let slots = self.shared.table.load();
         if req.arg(0).eq_ignore_ascii_case(b"proxy") {
             if let Err(e) = auth.permit_proxy(self.client.user.as_deref()) {
                 return Dispatched::Now(Pending::Ready(e.to_resp()));
@@ -1238,12 +1253,12 @@ impl Session {
             {
                 return Dispatched::Now(Pending::Ready(self.reload()));
             }
-            return Dispatched::Now(Pending::Ready(local::proxy_command(req, &slots)));
+            return Dispatched::Now(Pending::Ready(local::proxy_command(req, slots)));
         }
         let frontend = &self.shared.frontend;
         let router = Router {
-            commands: &commands,
-            slots: &slots,
+            commands,
+            slots,
             allow_config_write: &|| frontend.load().allow_config_write,
         };
         let (route, spec) = router.route(req, &mut self.keys);
@@ -1298,8 +1313,8 @@ impl Session {
                     Box::pin(self.reset()).await;
                 }
                 let mut ctx = Ctx {
-                    commands: &commands,
-                    slots: &slots,
+                    commands,
+                    slots,
                     client: &mut self.client,
                     proxy: &self.shared.proxy,
                     retries: &self.shared.retrier.counters,
@@ -1308,45 +1323,26 @@ impl Session {
                 Dispatched::Now(Pending::Ready(local::execute(spec, req, &mut ctx)))
             }
             Route::Reject(e) => Dispatched::Now(Pending::Ready(e.to_resp())),
-            Route::FanOut(plan) => {
-                drop(slots);
-                Dispatched::Now(Box::pin(self.fan_out(plan)).await)
-            }
+            Route::FanOut(plan) => Dispatched::Now(Box::pin(self.fan_out(plan)).await),
             Route::Info(sections) => {
                 let plan = fanout::info(
-                    &slots,
+                    slots,
                     sections,
-                    self.shared.proxy.proxy_section(
-                        &slots,
-                        &commands,
-                        &self.shared.retrier.counters,
-                    ),
+                    self.shared
+                        .proxy
+                        .proxy_section(slots, commands, &self.shared.retrier.counters),
                     self.shared.proxy.clients_section(),
                 );
                 Dispatched::Now(Box::pin(self.fan_out(plan)).await)
             }
-            Route::Transaction(spec) => {
-                let name = spec.name.clone();
-                drop(commands);
-                drop(slots);
-                Dispatched::Now(Pending::Ready(Box::pin(self.transaction(&name, req)).await))
-            }
+            Route::Transaction(spec) => Dispatched::Now(Pending::Ready(
+                Box::pin(self.transaction(&spec.name, req)).await,
+            )),
             Route::PubSub(spec) => {
-                let name = spec.name.clone();
-                drop(commands);
-                drop(slots);
-                Dispatched::Now(Box::pin(self.subscription(&name, req)).await)
+                Dispatched::Now(Box::pin(self.subscription(&spec.name, req)).await)
             }
-            Route::Wait => {
-                drop(commands);
-                // WAIT takes up to its timeout: hold the table, not a guard
-                // (guards are for short borrows).
-                let slots = arc_swap::Guard::into_inner(slots);
-                Dispatched::Now(Pending::Ready(Box::pin(self.wait(&slots, req)).await))
-            }
+            Route::Wait => Dispatched::Now(Pending::Ready(Box::pin(self.wait(slots, req)).await)),
             Route::Dedicated(target) => {
-                drop(commands);
-                drop(slots);
                 Dispatched::Now(Pending::Ready(Box::pin(self.blocking(target, req)).await))
             }
             Route::Forward { target, readonly } => Dispatched::Forward { target, readonly },

@@ -454,6 +454,12 @@ impl Commands {
         self.0.load()
     }
 
+    /// A cache of the current table: a load checks that the table is still
+    /// current (one atomic load) instead of taking a guard.
+    pub fn cache(&self) -> arc_swap::Cache<Arc<ArcSwap<CommandTable>>, Arc<CommandTable>> {
+        arc_swap::Cache::new(self.0.clone())
+    }
+
     /// Replaces the table with one built from the cluster's `COMMAND` reply
     /// (merged with the built-in table). Returns the new command count.
     pub fn refresh_from_reply(&self, frame: &Bytes, source: &str) -> Result<usize, String> {

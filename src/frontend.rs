@@ -1087,8 +1087,9 @@ impl Session {
                 }
             }
         }
-        let mut open = true;
-        for ((attempt, timing), slot) in staged.drain(..).zip(sent) {
+        // Queued under one lock while the queue has room. If the writer is
+        // gone, what is left is dropped.
+        let items = staged.drain(..).zip(sent).map(|((attempt, timing), slot)| {
             let pending = match slot {
                 Some(Slot::One(sent)) => Pending::Routed(Routed { attempt, sent }),
                 Some(Slot::Member(place)) => Pending::Member(Member { attempt, place }),
@@ -1096,11 +1097,9 @@ impl Session {
                     Pending::Ready(ProxyError::BackendProtocol("request not sent".into()).to_resp())
                 }
             };
-            if open && self.tx.send((pending, Some(timing))).await.is_err() {
-                // The writer is gone: what is left is dropped.
-                open = false;
-            }
-        }
+            (pending, Some(timing))
+        });
+        let open = self.tx.send_all(items).await;
         self.staged = staged;
         open
     }

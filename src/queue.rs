@@ -129,6 +129,53 @@ impl<T> Sender<T> {
         }
     }
 
+    /// Queues every item of `items`, in order, as many as there is room for
+    /// under each lock (one lock for all of them while the queue has room),
+    /// waiting while it is full. False if the receiver is gone; the items
+    /// not queued are then dropped with the iterator.
+    pub async fn send_all(&self, items: impl Iterator<Item = T>) -> bool {
+        let mut items = items.peekable();
+        if let Some(done) = self.try_push_all(&mut items) {
+            return done;
+        }
+        loop {
+            // Registered before looking again, as in `send`.
+            let notified = self.0.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(done) = self.try_push_all(&mut items) {
+                return done;
+            }
+            notified.await;
+        }
+    }
+
+    /// Pushes from `items` while there is room. `Some(true)` once all are
+    /// queued, `Some(false)` if the receiver is gone, `None` if the queue
+    /// filled up first.
+    fn try_push_all<I: Iterator<Item = T>>(
+        &self,
+        items: &mut std::iter::Peekable<I>,
+    ) -> Option<bool> {
+        let mut s = self.0.lock();
+        if s.receiver_gone {
+            return Some(false);
+        }
+        let was_empty = s.items.is_empty();
+        while s.items.len() < self.0.capacity {
+            match items.next() {
+                Some(item) => s.items.push_back(item),
+                None => break,
+            }
+        }
+        let pushed = !s.items.is_empty();
+        drop(s);
+        if pushed {
+            self.0.pushed(was_empty);
+        }
+        items.peek().is_none().then_some(true)
+    }
+
     /// `Ok` with the outcome if the queue had room or the receiver is gone;
     /// `Err(item)` if it is full.
     fn try_push(&self, item: T) -> Result<Result<(), T>, T> {
@@ -299,6 +346,34 @@ mod tests {
         drop(tx);
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
         assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn send_all_queues_in_order_and_waits_for_room() {
+        let (tx, rx) = queue::<u32>(3);
+        tx.send(0).await.unwrap();
+        assert!(tx.send_all(1..3).await);
+        // Two more than there is room for: the rest waits for the receiver.
+        let sending = tokio::spawn(async move {
+            let done = tx.send_all(3..6).await;
+            (tx, done)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!sending.is_finished());
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            got.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+        let (tx, done) = sending.await.unwrap();
+        assert!(done);
+        assert!(tx.send_all(std::iter::empty()).await);
+        // A receiver gone mid-way: false, and nothing waits forever.
+        tx.send_all(0..3).await;
+        let blocked = tokio::spawn(async move { tx.send_all(3..5).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        assert!(!blocked.await.unwrap());
     }
 
     #[tokio::test]

@@ -755,7 +755,7 @@ async fn read_loop(
     inflight: queue::Receiver<InFlight>,
     s: &BackendSettings,
 ) -> Option<String> {
-    let mut framed = FramedRead::new(rd, ReplyDecoder::new());
+    let mut framed = FramedRead::new(rd, RoomyDecoder::default());
     // The reader's own copy, in write order: the shared queue is looked at
     // only when this runs out (one lock per batch written).
     let mut queue: VecDeque<InFlight> = VecDeque::new();
@@ -832,6 +832,34 @@ async fn read_loop(
     Some(reason)
 }
 
+/// The reply decoder of a shared connection: when it needs more input, it
+/// makes room for a good-sized read first. Left to `FramedRead`, the buffer
+/// is replaced by one just big enough for what is left plus its first
+/// 8 KiB, so with 4 KiB replies every read returned about one reply (a
+/// system call each). Dedicated connections (one per blocked or subscribed
+/// client) keep the plain decoder and its smaller buffer.
+#[derive(Default)]
+struct RoomyDecoder(ReplyDecoder);
+
+/// A shared connection's read has at least this much room...
+const MIN_READ: usize = 4 * 1024;
+/// ...made this large when it has less: a 16-20 KiB buffer, which the
+/// allocator serves from its thread cache.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Decoder for RoomyDecoder {
+    type Item = Bytes;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, ProtocolError> {
+        let out = self.0.decode(src)?;
+        if out.is_none() && src.capacity() - src.len() < MIN_READ {
+            src.reserve(READ_CHUNK);
+        }
+        Ok(out)
+    }
+}
+
 /// Adds the reply bytes counted since the last wait to `counter`.
 fn report(counter: &prometheus::IntCounter, received: &mut u64) {
     if *received > 0 {
@@ -851,6 +879,23 @@ pub(crate) fn read_failure(e: ProtocolError) -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_connection_reads_in_good_sized_chunks() {
+        let mut decoder = RoomyDecoder::default();
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        // A 4 KiB reply and most of another: FramedRead's own growth would
+        // leave room for about one more reply.
+        let reply = format!("$4096\r\n{}\r\n", "x".repeat(4096));
+        buf.extend_from_slice(reply.as_bytes());
+        buf.extend_from_slice(&reply.as_bytes()[..3000]);
+        let first = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(first, reply.as_bytes());
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() - buf.len() >= READ_CHUNK);
+        buf.extend_from_slice(&reply.as_bytes()[3000..]);
+        assert_eq!(decoder.decode(&mut buf).unwrap().unwrap(), reply.as_bytes());
+    }
 
     #[test]
     fn redirects_are_values() {

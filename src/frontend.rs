@@ -187,7 +187,7 @@ const MIN_READ: usize = 1024;
 /// How much room is made for a read.
 const READ_CHUNK: usize = 8 * 1024;
 /// How much room is made after a read that filled its room.
-const BIG_READ_CHUNK: usize = 32 * 1024;
+const BIG_READ_CHUNK: usize = 16 * 1024;
 
 /// The request decoder limits of a `[frontend]` section.
 pub fn limits_of(f: &FrontendConfig) -> Limits {

@@ -1236,9 +1236,11 @@ impl Session {
         self.tx.send((Pending::Barrier(done), None)).await.is_ok() && wait.await.is_ok()
     }
 
-    /// Routes and runs one request. A plain forward is handed back to be
-    /// staged (see [`Session::flush_staged`]); everything else has its reply
-    /// slot already.
+    /// Routes and runs one request against the tables given (the read
+    /// loop's, see [`Session::read_loop`]). A plain forward's target is
+    /// handed back for the request to be staged (see
+    /// [`Session::flush_staged`]); everything else has its reply slot
+    /// already.
     async fn dispatch(
         &mut self,
         req: &Request,

@@ -161,17 +161,17 @@ impl<T> Sender<T> {
         if s.receiver_gone {
             return Some(false);
         }
-        let was_empty = s.items.is_empty();
+        let before = s.items.len();
         while s.items.len() < self.0.capacity {
             match items.next() {
                 Some(item) => s.items.push_back(item),
                 None => break,
             }
         }
-        let pushed = !s.items.is_empty();
+        let pushed_any = s.items.len() > before;
         drop(s);
-        if pushed {
-            self.0.pushed(was_empty);
+        if pushed_any {
+            self.0.pushed(before == 0);
         }
         items.peek().is_none().then_some(true)
     }

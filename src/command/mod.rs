@@ -12,12 +12,6 @@
 //! `find_keys` range/keynum), the same algorithm Redis uses, plus the two
 //! commands whose specs are incomplete (SORT's `STORE`, MIGRATE's `KEYS`).
 
-/// The command tables' maps: fixed once built, looked up once per request
-/// with names a client chose. FxHash: several times cheaper than SipHash
-/// for a short name, and with no inserts after the build, a client's choice
-/// of names cannot lengthen a lookup (what SipHash's keyed hashing guards
-/// against).
-type NameMap = rustc_hash::FxHashMap<Vec<u8>, CommandSpec>;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -26,6 +20,14 @@ use bytes::{Bytes, BytesMut};
 use crate::error::ProxyError;
 use crate::metrics::CommandMetrics;
 use crate::resp::{self, reply::split_aggregate, Request, Value};
+
+/// The command tables' maps: fixed once built, looked up once per request
+/// with names a client chose. FxHash is several times cheaper than SipHash
+/// for a short name. SipHash's keyed hashing guards a map that takes
+/// inserts of chosen keys; these take none after the build, so whatever
+/// names a client sends, a lookup costs at most a pass over a few hundred
+/// entries (and a name over 64 bytes is refused before hashing).
+type NameMap = rustc_hash::FxHashMap<Vec<u8>, CommandSpec>;
 
 mod policy;
 

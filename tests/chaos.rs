@@ -161,17 +161,6 @@ fn assert_all_readable(proxy: &Proxy, acked: &[(String, u64)]) {
     );
 }
 
-fn info_field(proxy: &Proxy, field: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("proxy")
-        .query(&mut proxy.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} missing in {info}"))
-}
-
 fn masters_and_replicas(cluster: &Cluster) -> (Vec<u16>, Vec<u16>) {
     let roles = cluster.roles(cluster.ports()[0]);
     (
@@ -227,7 +216,7 @@ fn live_reshard_of_2000_slots() {
     assert_eq!(cluster.node_for_slot(0), to, "slot 0 moved");
     std::thread::sleep(Duration::from_millis(500));
     finish(load, "reshard 2000 slots", started, &proxy);
-    assert!(info_field(&proxy, "redirects_moved") + info_field(&proxy, "redirects_ask") > 0);
+    assert!(proxy.info_field("redirects_moved") + proxy.info_field("redirects_ask") > 0);
 }
 
 #[test]

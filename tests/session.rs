@@ -78,13 +78,7 @@ fn moved_inside_a_transaction_aborts_cleanly() {
     let q: String = redis::cmd("SET").arg("{mv}b").arg(2).query(&mut c).unwrap();
     assert_eq!(q, "QUEUED");
     // The (empty) slot moves before EXEC.
-    let to_id = cluster.node_id(to);
-    for p in cluster.ports() {
-        cluster.cli(
-            p,
-            &["cluster", "setslot", &slot.to_string(), "node", &to_id],
-        );
-    }
+    cluster.give_slot(slot, to);
     let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
     assert_eq!(e.code(), Some("EXECABORT"), "{e}");
     let n: i64 = redis::cmd("EXISTS")
@@ -425,13 +419,7 @@ fn shard_subscriptions_follow_their_slot() {
         .into_iter()
         .find(|&p| p != from)
         .unwrap();
-    let to_id = cluster.node_id(to);
-    for p in cluster.ports() {
-        cluster.cli(
-            p,
-            &["cluster", "setslot", &slot.to_string(), "node", &to_id],
-        );
-    }
+    cluster.give_slot(slot, to);
     let mut c = proxy.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut got = String::new();

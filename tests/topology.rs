@@ -157,6 +157,84 @@ fn nodes_announced_by_hostname() {
 }
 
 #[test]
+fn an_active_client_sees_the_refreshed_table() {
+    // A client that keeps sending holds the tables cached for its whole
+    // active phase (one load per request checks that they are current):
+    // once a new slot table is swapped in, its next request must see it,
+    // and its requests must go straight to the slot's new owner.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    let key = "{active}k";
+    let slot = slotproxy::slot::key_slot(key.as_bytes());
+    let get = |c: &mut redis::Connection| -> Option<String> {
+        redis::cmd("GET").arg(key).query(c).unwrap()
+    };
+    // The slot table version and the master serving `slot`, as the proxy
+    // answers on connection `c`.
+    let topology = |c: &mut redis::Connection| -> (i64, String) {
+        let redis::Value::Array(t) = redis::cmd("PROXY").arg("TOPOLOGY").query(c).unwrap() else {
+            panic!("PROXY TOPOLOGY is an array")
+        };
+        let (redis::Value::Int(version), redis::Value::Array(shards)) = (&t[1], &t[3]) else {
+            panic!("{t:?}")
+        };
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("{other:?}"),
+        };
+        let owner = shards
+            .iter()
+            .find_map(|shard| {
+                let redis::Value::Array(f) = shard else {
+                    panic!("{shard:?}")
+                };
+                let redis::Value::Array(ranges) = &f[5] else {
+                    panic!("{f:?}")
+                };
+                ranges
+                    .iter()
+                    .any(|r| {
+                        let r = text(r);
+                        let (a, b) = r.split_once('-').unwrap();
+                        (a.parse().unwrap()..=b.parse().unwrap()).contains(&slot)
+                    })
+                    .then(|| text(&f[1]))
+            })
+            .expect("the slot is served");
+        (*version, owner)
+    };
+    assert_eq!(get(&mut c), None);
+    let (before, _) = topology(&mut c);
+    let from = cluster.node_for_slot(slot);
+    let to = cluster
+        .master_ports()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    cluster.give_slot(slot, to);
+    // The first request after the move meets MOVED, which the proxy follows
+    // and which makes it refresh its table. The client keeps sending (well
+    // within the second after which it would go idle) until it sees the
+    // new table.
+    wait_until(
+        Duration::from_secs(10),
+        "the active client to see the new slot table",
+        || {
+            assert_eq!(get(&mut c), None);
+            topology(&mut c).0 > before
+        },
+    );
+    let (_, owner) = topology(&mut c);
+    assert!(owner.ends_with(&format!(":{to}")), "{owner}");
+    let moved = proxy.info_field("redirects_moved");
+    for _ in 0..100 {
+        assert_eq!(get(&mut c), None);
+    }
+    assert_eq!(proxy.info_field("redirects_moved"), moved);
+}
+
+#[test]
 fn cluster_with_a_password() {
     let cluster = Cluster::start_with(
         3,

@@ -588,6 +588,18 @@ impl Cluster {
             .unwrap_or_else(|| panic!("slot {slot} has no master"))
     }
 
+    /// Gives an empty `slot` to the master on `to`, on every node (what the
+    /// end of a resharding does, without moving keys).
+    pub fn give_slot(&self, slot: u16, to: u16) {
+        let to_id = self.node_id(to);
+        for p in self.ports() {
+            self.cli(
+                p,
+                &["cluster", "setslot", &slot.to_string(), "node", &to_id],
+            );
+        }
+    }
+
     /// A redis-rs connection to one node.
     pub fn conn(&self, port: u16) -> redis::Connection {
         redis::Client::open(node_url(port, self.password.as_deref()))

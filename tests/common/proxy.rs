@@ -152,6 +152,18 @@ impl Proxy {
         con
     }
 
+    /// A numeric field of `INFO proxy` (read on a connection of its own).
+    pub fn info_field(&self, field: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("proxy")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} missing in {info}"))
+    }
+
     /// A raw TCP connection to the proxy, with a read timeout.
     pub fn raw(&self) -> TcpStream {
         let s = TcpStream::connect(self.addr).expect("connect to proxy");

@@ -70,15 +70,13 @@ fn moved_inside_a_transaction_aborts_cleanly() {
     let proxy = Proxy::start(cluster.seeds());
     let mut c = proxy.conn();
     let slot = key_slot(b"{mv}");
-    let from = cluster.node_for_slot(slot);
-    let to = cluster.ports().into_iter().find(|&p| p != from).unwrap();
     let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
     let q: String = redis::cmd("SET").arg("{mv}a").arg(1).query(&mut c).unwrap();
     assert_eq!(q, "QUEUED");
     let q: String = redis::cmd("SET").arg("{mv}b").arg(2).query(&mut c).unwrap();
     assert_eq!(q, "QUEUED");
     // The (empty) slot moves before EXEC.
-    cluster.give_slot(slot, to);
+    let to = cluster.move_empty_slot(slot);
     let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
     assert_eq!(e.code(), Some("EXECABORT"), "{e}");
     let n: i64 = redis::cmd("EXISTS")
@@ -413,13 +411,7 @@ fn shard_subscriptions_follow_their_slot() {
         Duration::from_secs(5),
     );
     // The (empty) slot moves to another master.
-    let from = cluster.node_for_slot(slot);
-    let to = cluster
-        .master_ports()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
-    cluster.give_slot(slot, to);
+    let to = cluster.move_empty_slot(slot);
     let mut c = proxy.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut got = String::new();

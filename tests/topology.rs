@@ -206,13 +206,7 @@ fn an_active_client_sees_the_refreshed_table() {
     };
     assert_eq!(get(&mut c), None);
     let (before, _) = topology(&mut c);
-    let from = cluster.node_for_slot(slot);
-    let to = cluster
-        .master_ports()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
-    cluster.give_slot(slot, to);
+    let to = cluster.move_empty_slot(slot);
     // The first request after the move meets MOVED, which the proxy follows
     // and which makes it refresh its table. The client keeps sending (well
     // within the second after which it would go idle) until it sees the

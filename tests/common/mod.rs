@@ -588,9 +588,16 @@ impl Cluster {
             .unwrap_or_else(|| panic!("slot {slot} has no master"))
     }
 
-    /// Gives an empty `slot` to the master on `to`, on every node (what the
-    /// end of a resharding does, without moving keys).
-    pub fn give_slot(&self, slot: u16, to: u16) {
+    /// Gives an empty `slot` to a master other than its owner, on every
+    /// node (what the end of a resharding does, without moving keys).
+    /// Returns the new owner's port.
+    pub fn move_empty_slot(&self, slot: u16) -> u16 {
+        let from = self.node_for_slot(slot);
+        let to = self
+            .master_ports()
+            .into_iter()
+            .find(|&p| p != from)
+            .expect("another master");
         let to_id = self.node_id(to);
         for p in self.ports() {
             self.cli(
@@ -598,6 +605,7 @@ impl Cluster {
                 &["cluster", "setslot", &slot.to_string(), "node", &to_id],
             );
         }
+        to
     }
 
     /// A redis-rs connection to one node.

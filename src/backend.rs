@@ -843,9 +843,14 @@ struct RoomyDecoder(ReplyDecoder);
 
 /// A shared connection's read has at least this much room...
 const MIN_READ: usize = 4 * 1024;
-/// ...made this large when it has less: a 16-20 KiB buffer, which the
-/// allocator serves from its thread cache.
-const READ_CHUNK: usize = 16 * 1024;
+/// ...and when it has less, it gets a buffer of this size (or what is left
+/// plus `MIN_READ`, if that is more). 14 KiB is jemalloc's largest small
+/// size class, whose freed buffers it reuses at once. The first version
+/// made room for 16 KiB more than what was left: "large" allocations,
+/// whose freed pages jemalloc keeps for its decay time, and under 4 KiB
+/// pipelined load the peak RSS went from 25 MB to 56-60 MB in about half
+/// the runs (22-28 MB with this size, and no slower).
+const READ_BUFFER: usize = 14 * 1024;
 
 impl Decoder for RoomyDecoder {
     type Item = Bytes;
@@ -854,7 +859,7 @@ impl Decoder for RoomyDecoder {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, ProtocolError> {
         let out = self.0.decode(src)?;
         if out.is_none() && src.capacity() - src.len() < MIN_READ {
-            src.reserve(READ_CHUNK);
+            src.reserve(READ_BUFFER.saturating_sub(src.len()).max(MIN_READ));
         }
         Ok(out)
     }
@@ -892,7 +897,9 @@ mod tests {
         let first = decoder.decode(&mut buf).unwrap().unwrap();
         assert_eq!(first, reply.as_bytes());
         assert_eq!(decoder.decode(&mut buf).unwrap(), None);
-        assert!(buf.capacity() - buf.len() >= READ_CHUNK);
+        // Room for two more replies, in a buffer of a small size class.
+        assert!(buf.capacity() - buf.len() > 2 * reply.len());
+        assert!(buf.capacity() <= READ_BUFFER);
         buf.extend_from_slice(&reply.as_bytes()[3000..]);
         assert_eq!(decoder.decode(&mut buf).unwrap().unwrap(), reply.as_bytes());
     }

@@ -849,7 +849,7 @@ const MIN_READ: usize = 4 * 1024;
 /// made room for 16 KiB more than what was left: "large" allocations,
 /// whose freed pages jemalloc keeps for its decay time, and under 4 KiB
 /// pipelined load the peak RSS went from 25 MB to 56-60 MB in about half
-/// the runs (22-28 MB with this size, and no slower).
+/// the runs (22-35 MB in six runs with this size, and no slower).
 const READ_BUFFER: usize = 14 * 1024;
 
 impl Decoder for RoomyDecoder {

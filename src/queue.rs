@@ -111,20 +111,32 @@ impl<T> Sender<T> {
     /// Queues `item`, waiting while the queue is full. Gives the item back
     /// if the receiver is gone.
     pub async fn send(&self, item: T) -> Result<(), T> {
-        let mut item = match self.try_push(item) {
-            Ok(done) => return done,
-            Err(item) => item,
-        };
+        let mut item = Some(item);
+        self.until_done(|| match self.try_push(item.take()?) {
+            Ok(done) => Some(done),
+            Err(back) => {
+                item = Some(back);
+                None
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it is done (`Some`), waiting for room in the
+    /// queue between tries.
+    async fn until_done<R>(&self, mut attempt: impl FnMut() -> Option<R>) -> R {
+        if let Some(done) = attempt() {
+            return done;
+        }
         loop {
             // Registered before looking again: room made between the look
             // and the wait is not missed, whatever the number of senders.
             let notified = self.0.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            item = match self.try_push(item) {
-                Ok(done) => return done,
-                Err(item) => item,
-            };
+            if let Some(done) = attempt() {
+                return done;
+            }
             notified.await;
         }
     }
@@ -135,19 +147,7 @@ impl<T> Sender<T> {
     /// not queued are then dropped with the iterator.
     pub async fn send_all(&self, items: impl Iterator<Item = T>) -> bool {
         let mut items = items.peekable();
-        if let Some(done) = self.try_push_all(&mut items) {
-            return done;
-        }
-        loop {
-            // Registered before looking again, as in `send`.
-            let notified = self.0.writable.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(done) = self.try_push_all(&mut items) {
-                return done;
-            }
-            notified.await;
-        }
+        self.until_done(|| self.try_push_all(&mut items)).await
     }
 
     /// Pushes from `items` while there is room. `Some(true)` once all are

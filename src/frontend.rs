@@ -924,9 +924,9 @@ impl Session {
                         };
                         // Only plain (TCP or Unix socket) sessions are
                         // released when idle.
-                        let tcp = self.frames.get_ref().is_plain();
+                        let plain = self.frames.get_ref().is_plain();
                         let deadline = self.read_deadline(last_request);
-                        let deadline = if tcp {
+                        let deadline = if plain {
                             Some(deadline.map_or(release_at, |d| d.min(release_at)))
                         } else {
                             deadline
@@ -945,9 +945,10 @@ impl Session {
                                 None => std::future::pending().await,
                             }
                         };
-                        // An idle plain-TCP client holds no read buffer: wait
-                        // for the socket to turn readable, then read.
-                        let idle = tcp && self.frames.read_buffer().is_empty();
+                        // An idle plain (TCP or Unix socket) client holds no
+                        // read buffer: wait for the socket to turn readable,
+                        // then read.
+                        let idle = plain && self.frames.read_buffer().is_empty();
                         let woke = if idle {
                             *self.frames.read_buffer_mut() = BytesMut::new();
                             let socket = self.frames.get_ref();
@@ -1244,7 +1245,7 @@ impl Session {
     async fn dispatch(
         &mut self,
         req: &Request,
-        slots: &Arc<SlotTable>,
+        slots: &SlotTable,
         commands: &CommandTable,
     ) -> Dispatched {
         let auth = &self.shared.auth;

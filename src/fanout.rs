@@ -15,7 +15,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::backend::ReplyResult;
 use crate::error::ProxyError;
-use crate::resp::{encode, reply::split_aggregate, Request, Value};
+use crate::resp::reply::{split_aggregate, Elements};
+use crate::resp::{encode, Request, Value};
 use crate::retry::Target;
 use crate::slot::{key_slot, SlotTable};
 
@@ -31,12 +32,15 @@ pub struct Part {
 /// How sub-replies become the client's reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Merge {
-    /// MGET: part `i` replies an array whose elements go to `positions[i]`.
+    /// MGET: part `i` replies an array of `counts[i]` elements, which go to
+    /// the next `counts[i]` of `positions`.
     Gather {
         /// Total number of elements.
         total: usize,
-        /// Original positions of each part's elements.
-        positions: Vec<Vec<usize>>,
+        /// The original position of every part's elements, part after part.
+        positions: Vec<usize>,
+        /// The number of elements of each part.
+        counts: Vec<usize>,
     },
     /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: integer replies summed.
     Sum,
@@ -144,8 +148,9 @@ pub fn split_by_slot(name: &str, req: &Request) -> Option<Plan> {
             total: nkeys,
             positions: runs
                 .iter()
-                .map(|run| order[run.clone()].iter().map(|&(_, k)| k).collect())
+                .flat_map(|run| order[run.clone()].iter().map(|&(_, k)| k))
                 .collect(),
+            counts: runs.iter().map(|run| run.len()).collect(),
         },
         "mset" => Merge::AllOk,
         _ => Merge::Sum,
@@ -341,26 +346,39 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
         return failure(command, write, failed, replies.len(), &e);
     }
     match merge {
-        Merge::Gather { total, positions } => {
-            let mut slots: Vec<Option<Bytes>> = vec![None; *total];
-            for (frame, pos) in frames.iter().zip(positions) {
-                let Some(elems) = split_aggregate(frame) else {
+        Merge::Gather {
+            total,
+            positions,
+            counts,
+        } => {
+            // Each element as a slice of its part's reply: nothing is copied
+            // until the merged reply is written, once, at its final size.
+            let mut slots: Vec<&[u8]> = vec![&[]; *total];
+            let mut size = 0;
+            let mut next = positions.iter();
+            for (frame, &count) in frames.iter().zip(counts) {
+                let Some(mut elements) = Elements::new(frame) else {
                     return invalid(command, "expected an array");
                 };
-                if elems.len() != pos.len() {
+                if elements.remaining() != count {
                     return invalid(command, "array of the wrong length");
                 }
-                for (e, &p) in elems.into_iter().zip(pos) {
-                    slots[p] = Some(e);
+                for (range, &p) in elements.by_ref().zip(next.by_ref()) {
+                    size += range.len();
+                    slots[p] = &frame[range];
+                }
+                if !elements.finished() {
+                    return invalid(command, "expected an array");
                 }
             }
-            let mut out = BytesMut::new();
+            let mut out = BytesMut::with_capacity(size + 24);
             encode::array_header(*total, &mut out);
             for s in slots {
-                match s {
-                    Some(e) => out.extend_from_slice(&e),
-                    None => return invalid(command, "missing element"),
+                // A RESP element is never empty: an empty slot had no part.
+                if s.is_empty() {
+                    return invalid(command, "missing element");
                 }
+                out.extend_from_slice(s);
             }
             out.freeze()
         }
@@ -540,6 +558,30 @@ mod tests {
         assert!(r.starts_with(b"-ERR slotproxy: MGET failed for 1 of 2 parts: ERR slotproxy: backend request timed out"));
         let r = merge("GET", false, &Merge::AllOk, &[ok(b"-MOVED 1 a:1\r\n")]);
         assert_eq!(&r[..], b"-MOVED 1 a:1\r\n");
+    }
+
+    #[test]
+    fn gather_rejects_malformed_parts() {
+        let plan = split_by_slot("mget", &req(&["MGET", "a", "b", "{a}c"])).unwrap();
+        let good = |i: usize| -> ReplyResult {
+            if i == 0 {
+                ok(b"*2\r\n$1\r\n1\r\n$1\r\n3\r\n")
+            } else {
+                ok(b"*1\r\n$1\r\n2\r\n")
+            }
+        };
+        let merged = merge("MGET", false, &plan.merge, &[good(0), good(1)]);
+        assert_eq!(&merged[..], b"*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n");
+        for (bad, why) in [
+            (&b"+OK\r\n"[..], "expected an array"),
+            (b"*2\r\n$1\r\n2\r\n$1\r\n9\r\n", "array of the wrong length"),
+            (b"*1\r\n$1\r\n2\r\n:1\r\n", "expected an array"),
+            (b"*1\r\n$3\r\n2\r\n", "expected an array"),
+        ] {
+            let merged = merge("MGET", false, &plan.merge, &[good(0), ok(bad)]);
+            let text = String::from_utf8_lossy(&merged).into_owned();
+            assert!(text.starts_with('-') && text.contains(why), "{text}");
+        }
     }
 
     #[test]

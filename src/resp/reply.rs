@@ -175,39 +175,94 @@ fn element_end(buf: &[u8], pos: usize) -> Option<usize> {
     Scanner::at(pos).advance(buf).ok().flatten()
 }
 
+/// The top-level elements of a complete aggregate frame (`*`, `%`, `~`,
+/// `>`), as byte ranges of the frame, in order (for a map: keys and values
+/// alternately), without copying or counting references.
+///
+/// Attributes preceding the aggregate are skipped; attributes preceding an
+/// element stay part of that element's frame. [`Elements::new`] returns
+/// `None` for anything but an aggregate (a null array included); the
+/// iterator ends early, and [`Elements::finished`] is then false, if an
+/// element is incomplete or bytes trail the last one.
+pub struct Elements<'a> {
+    buf: &'a [u8],
+    /// Where the next element starts.
+    pos: usize,
+    /// Elements not yet returned.
+    left: usize,
+}
+
+impl<'a> Elements<'a> {
+    /// Reads the aggregate's header; `None` if `frame` is not an aggregate.
+    pub fn new(frame: &'a [u8]) -> Option<Elements<'a>> {
+        let mut pos = 0;
+        loop {
+            let ty = *frame.get(pos)?;
+            let cr = find_crlf(frame, pos + 1)?;
+            let n = usize::try_from(parse_i64(&frame[pos + 1..cr])?).ok()?;
+            pos = cr + 2;
+            match ty {
+                b'|' => {
+                    for _ in 0..n.checked_mul(2)? {
+                        pos = element_end(frame, pos)?;
+                    }
+                }
+                b'*' | b'~' | b'>' => {
+                    return Some(Elements {
+                        buf: frame,
+                        pos,
+                        left: n,
+                    })
+                }
+                b'%' => {
+                    return Some(Elements {
+                        buf: frame,
+                        pos,
+                        left: n.checked_mul(2)?,
+                    })
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The number of elements the header announced and not yet returned.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+
+    /// Whether every announced element was returned and ended the frame
+    /// exactly.
+    pub fn finished(&self) -> bool {
+        self.left == 0 && self.pos == self.buf.len()
+    }
+}
+
+impl Iterator for Elements<'_> {
+    type Item = std::ops::Range<usize>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let start = self.pos;
+        let end = element_end(self.buf, start)?;
+        self.pos = end;
+        self.left -= 1;
+        Some(start..end)
+    }
+}
+
 /// Splits a complete aggregate frame (`*`, `%`, `~`, `>`) into the raw frames
 /// of its top-level elements (for a map: keys and values alternately).
 ///
-/// Attributes preceding the aggregate are skipped; attributes preceding an
-/// element stay part of that element's frame. Returns `None` if `frame` is
+/// Attributes are treated as by [`Elements`]. Returns `None` if `frame` is
 /// not a complete aggregate (or has trailing bytes) or is a null array.
 pub fn split_aggregate(frame: &Bytes) -> Option<Vec<Bytes>> {
-    let buf = &frame[..];
-    let mut pos = 0;
-    loop {
-        let ty = *buf.get(pos)?;
-        let cr = find_crlf(buf, pos + 1)?;
-        let n = usize::try_from(parse_i64(&buf[pos + 1..cr])?).ok()?;
-        pos = cr + 2;
-        match ty {
-            b'|' => {
-                for _ in 0..n.checked_mul(2)? {
-                    pos = element_end(buf, pos)?;
-                }
-            }
-            b'*' | b'%' | b'~' | b'>' => {
-                let count = if ty == b'%' { n.checked_mul(2)? } else { n };
-                let mut out = Vec::with_capacity(count.min(1024));
-                for _ in 0..count {
-                    let end = element_end(buf, pos)?;
-                    out.push(frame.slice(pos..end));
-                    pos = end;
-                }
-                return (pos == buf.len()).then_some(out);
-            }
-            _ => return None,
-        }
-    }
+    let mut elements = Elements::new(frame)?;
+    let mut out = Vec::with_capacity(elements.remaining().min(1024));
+    out.extend(elements.by_ref().map(|r| frame.slice(r)));
+    elements.finished().then_some(out)
 }
 
 #[cfg(test)]
@@ -462,6 +517,30 @@ pub(crate) mod tests {
         // Zero copy: parts point into the frame.
         let p = split_aggregate(&f).unwrap();
         assert_eq!(p[1].as_ptr(), f[8..].as_ptr());
+    }
+
+    #[test]
+    fn elements_are_ranges_of_the_frame() {
+        let f = b"*2\r\n$1\r\na\r\n:7\r\n";
+        let mut e = Elements::new(f).unwrap();
+        assert_eq!(e.remaining(), 2);
+        assert_eq!(e.next(), Some(4..11));
+        assert!(!e.finished());
+        assert_eq!(e.next(), Some(11..15));
+        assert_eq!(e.next(), None);
+        assert!(e.finished());
+        // A map counts keys and values.
+        assert_eq!(Elements::new(b"%1\r\n+k\r\n:1\r\n").unwrap().remaining(), 2);
+        // Not aggregates.
+        assert!(Elements::new(b"*-1\r\n").is_none());
+        assert!(Elements::new(b"+OK\r\n").is_none());
+        // Trailing bytes, or an element short: never finished.
+        let mut e = Elements::new(b"*1\r\n:1\r\n:2\r\n").unwrap();
+        assert_eq!(e.by_ref().count(), 1);
+        assert!(!e.finished());
+        let mut e = Elements::new(b"*2\r\n:1\r\n$3\r\nab").unwrap();
+        assert_eq!(e.by_ref().count(), 1);
+        assert!(!e.finished());
     }
 
     #[test]

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let router = Router {
         commands: CommandTable::builtin(),
         slots: &slots,
-        allow_config_write: false,
+        allow_config_write: &|| false,
     };
     let mut replies_buf = BytesMut::from(&data[mid..]);
     let mut rd = ReplyDecoder::new();

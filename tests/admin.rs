@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{wait_until, Cluster, Running};
+use common::{array, wait_until, Cluster, Running};
 use slotproxy::slot::key_slot;
 
 fn with_admin(seeds: Vec<String>) -> Proxy {
@@ -356,17 +356,9 @@ fn slowlog_records_slow_requests() {
     let args: Vec<String> = entries
         .iter()
         .map(|e| {
-            let redis::Value::Array(e) = e else {
-                panic!("{e:?}")
-            };
-            let redis::Value::Array(args) = &e[3] else {
-                panic!("{e:?}")
-            };
-            args.iter()
-                .map(|a| match a {
-                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    other => panic!("{other:?}"),
-                })
+            array(&array(e)[3])
+                .iter()
+                .map(common::text)
                 .collect::<Vec<_>>()
                 .join(" ")
         })

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{wait_until, Cluster};
+use common::{array, text, wait_until, Cluster};
 use slotproxy::config::ReadFrom;
 
 fn calls(cluster: &Cluster, port: u16, cmd: &str) -> u64 {
@@ -179,20 +179,11 @@ fn an_active_client_sees_the_refreshed_table() {
         let (redis::Value::Int(version), redis::Value::Array(shards)) = (&t[1], &t[3]) else {
             panic!("{t:?}")
         };
-        let text = |v: &redis::Value| match v {
-            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("{other:?}"),
-        };
         let owner = shards
             .iter()
             .find_map(|shard| {
-                let redis::Value::Array(f) = shard else {
-                    panic!("{shard:?}")
-                };
-                let redis::Value::Array(ranges) = &f[5] else {
-                    panic!("{f:?}")
-                };
-                ranges
+                let f = array(shard);
+                array(&f[5])
                     .iter()
                     .any(|r| {
                         let r = text(r);

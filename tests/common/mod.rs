@@ -84,6 +84,22 @@ pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
     }
 }
 
+/// The elements of a reply that must be an array.
+pub fn array(v: &redis::Value) -> &[redis::Value] {
+    match v {
+        redis::Value::Array(items) => items,
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// The text of a reply that must be a bulk string.
+pub fn text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("expected a bulk string, got {other:?}"),
+    }
+}
+
 /// Polls `f` every 50 ms until it returns true; panics after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, f: impl FnMut() -> bool) {
     assert!(poll_until(timeout, f), "timed out waiting for: {what}");

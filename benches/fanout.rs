@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use slotproxy::backend::ReplyResult;
-use slotproxy::fanout::{merge, split_by_slot, Plan};
+use slotproxy::command::fanout::{merge, split_by_slot, Plan};
 use slotproxy::resp::{encode, Request, Value};
 use std::hint::black_box;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! `cargo bench --bench slot` (or `make microbench`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use slotproxy::slot::key_slot;
+use slotproxy::cluster::slot::key_slot;
 use std::hint::black_box;
 use std::time::Duration;
 

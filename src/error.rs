@@ -2,7 +2,7 @@
 //! a client sees for each error ([`ProxyError::to_resp`]).
 //!
 //! Redirects (MOVED, ASK) are not errors: they are reply values classified by
-//! [`crate::backend::Redirect`].
+//! the cluster layer's redirect module.
 
 use bytes::Bytes;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use slotproxy::config::{Config, LogFormat, Overrides};
+use slotproxy::server::Reload;
 use slotproxy::server::{LogLevelSetter, ReloadSource, Server};
 use tracing::{error, info, warn};
 
@@ -169,7 +170,8 @@ fn health_addr(
     let Some(path) = config else {
         return Ok(DEFAULT_ADMIN.to_string());
     };
-    let config = Config::load(Some(path), &Overrides::default()).map_err(|e| e.to_string())?;
+    let config = slotproxy::server::load_config(Some(path), &Overrides::default())
+        .map_err(|e| e.to_string())?;
     config.admin.listen.ok_or_else(|| {
         format!(
             "admin.listen is not set in {}; pass --admin",
@@ -195,7 +197,12 @@ fn run_check(
             return ExitCode::FAILURE;
         }
     };
-    let report = runtime.block_on(slotproxy::check::check(seed, link, min_replicas, timeout));
+    let report = runtime.block_on(slotproxy::cluster::check::check(
+        seed,
+        link,
+        min_replicas,
+        timeout,
+    ));
     for line in &report.lines {
         println!("{line}");
     }
@@ -282,7 +289,7 @@ fn main() -> ExitCode {
         seeds: cli.seeds,
         log_level: cli.log_level,
     };
-    let config = match Config::load(cli.config.as_deref(), &overrides) {
+    let config = match slotproxy::server::load_config(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("slotproxy: {e}");

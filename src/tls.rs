@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{unix, TcpStream, UnixStream};
 
-use crate::config::{parse_host_port, BackendTlsConfig, FrontendTlsConfig};
+use crate::config::{parse_host_port, BackendTlsConfig, Config, FrontendTlsConfig};
 
 /// The one crypto provider slotproxy uses (ring).
 fn provider() -> Arc<CryptoProvider> {
@@ -99,6 +99,25 @@ pub fn server_config(c: &FrontendTlsConfig) -> Result<Arc<ServerConfig>, String>
         .with_single_cert(certs, key)
         .map_err(|e| format!("frontend.tls: the certificate and key do not fit: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// The TLS files a configuration names, loaded as they would be at start:
+/// one problem per side whose certificates or keys do not load. Part of
+/// validating a configuration (`crate::server::load_config`), so a broken
+/// certificate fails the load or reload and changes nothing.
+pub fn check_files(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(t) = &config.frontend.tls {
+        if let Err(e) = server_config(t) {
+            problems.push(e);
+        }
+    }
+    if config.backend.tls.enabled {
+        if let Err(e) = client_config(&config.backend.tls) {
+            problems.push(e);
+        }
+    }
+    problems
 }
 
 /// The rustls client configuration for `[backend.tls]`, reading its files.
@@ -196,7 +215,7 @@ impl ServerCertVerifier for AnyServerCert {
 /// certificates for the connections accepted after it.
 pub struct TlsAcceptor {
     config: ArcSwap<ServerConfig>,
-    handshake_timeout: crate::backend::Tunable,
+    handshake_timeout: crate::config::Tunable,
 }
 
 impl TlsAcceptor {
@@ -204,7 +223,7 @@ impl TlsAcceptor {
     pub fn new(c: &FrontendTlsConfig) -> Result<TlsAcceptor, String> {
         Ok(TlsAcceptor {
             config: ArcSwap::new(server_config(c)?),
-            handshake_timeout: crate::backend::Tunable::new(c.handshake_timeout),
+            handshake_timeout: crate::config::Tunable::new(c.handshake_timeout),
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::{array, wait_until, Cluster, Running};
-use slotproxy::slot::key_slot;
+use slotproxy::cluster::slot::key_slot;
 
 fn with_admin(seeds: Vec<String>) -> Proxy {
     Proxy::start_with(seeds, |c| {

@@ -361,12 +361,16 @@ fn stopped_node_does_not_stall_the_others() {
     // Keys on the other masters.
     let others: Vec<String> = (0..200)
         .map(|i| format!("live:{i}"))
-        .filter(|k| cluster.node_for_slot(slotproxy::slot::key_slot(k.as_bytes())) != stopped)
+        .filter(|k| {
+            cluster.node_for_slot(slotproxy::cluster::slot::key_slot(k.as_bytes())) != stopped
+        })
         .take(50)
         .collect();
     let victim_key = (0..)
         .map(|i| format!("dead:{i}"))
-        .find(|k| cluster.node_for_slot(slotproxy::slot::key_slot(k.as_bytes())) == stopped)
+        .find(|k| {
+            cluster.node_for_slot(slotproxy::cluster::slot::key_slot(k.as_bytes())) == stopped
+        })
         .unwrap();
     cluster.signal(stopped, "-STOP");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

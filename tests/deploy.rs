@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use slotproxy::config::{Config, Overrides};
+use slotproxy::config::Overrides;
 
 mod common;
 
@@ -341,7 +341,7 @@ fn configmap_toml(manifest: &str) -> String {
 }
 
 fn load(path: &Path) {
-    if let Err(e) = Config::load(Some(path), &Overrides::default()) {
+    if let Err(e) = slotproxy::server::load_config(Some(path), &Overrides::default()) {
         panic!("{} does not load: {e}", path.display());
     }
 }

@@ -64,7 +64,7 @@ fn thousand_key_mget_and_mset_across_all_slots() {
     let keys: Vec<String> = (0..1000).map(|i| format!("bulk:{i}")).collect();
     let slots: HashSet<u16> = keys
         .iter()
-        .map(|k| slotproxy::slot::key_slot(k.as_bytes()))
+        .map(|k| slotproxy::cluster::slot::key_slot(k.as_bytes()))
         .collect();
     assert!(slots.len() > 900, "keys spread over many slots");
     let mut mset = redis::cmd("MSET");
@@ -280,7 +280,7 @@ fn emulated_one_node_cluster() {
 
     let _: () = q(&mut c, &["SET", "{k}1", "a"]);
     let _: () = q(&mut c, &["SET", "{k}2", "b"]);
-    let slot = slotproxy::slot::key_slot(b"k").to_string();
+    let slot = slotproxy::cluster::slot::key_slot(b"k").to_string();
     assert_eq!(q::<i64>(&mut c, &["CLUSTER", "COUNTKEYSINSLOT", &slot]), 2);
     let mut ks: Vec<String> = q(&mut c, &["CLUSTER", "GETKEYSINSLOT", &slot, "10"]);
     ks.sort();
@@ -316,7 +316,7 @@ fn partial_failure_is_an_error_never_a_partial_result() {
         mset.arg(k).arg("v");
     }
     let _: () = mset.query(&mut c).unwrap();
-    let victim = cluster.node_for_slot(slotproxy::slot::key_slot(keys[0].as_bytes()));
+    let victim = cluster.node_for_slot(slotproxy::cluster::slot::key_slot(keys[0].as_bytes()));
     cluster.kill_node(victim);
     let mut mget = redis::cmd("MGET");
     for k in &keys {

@@ -15,7 +15,7 @@ fn cluster_starts_and_cleans_up() {
             .cli(p, &["cluster", "info"])
             .contains("cluster_state:ok"));
     }
-    let slot = slotproxy::slot::key_slot(b"harness");
+    let slot = slotproxy::cluster::slot::key_slot(b"harness");
     let owner = cluster.node_for_slot(slot);
     assert_eq!(cluster.cli(owner, &["set", "harness", "1"]).trim(), "OK");
     // Through a node that does not own the slot: redis-cli -c follows MOVED.

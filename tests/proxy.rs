@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::proxy::{closed_by_peer, exchange, Proxy};
 use common::{err, q, Cluster};
 use redis::Value;
-use slotproxy::slot::key_slot;
+use slotproxy::cluster::slot::key_slot;
 
 #[test]
 fn every_data_type_through_the_proxy() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::proxy::Proxy;
 use common::{q, run_client, wait_until, Cluster};
 use redis::Value;
-use slotproxy::slot::key_slot;
+use slotproxy::cluster::slot::key_slot;
 
 #[test]
 fn real_clients_redis_py_8_both_protocols_and_ioredis() {

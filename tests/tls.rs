@@ -165,7 +165,7 @@ fn redis_cli_over_tls_to_a_tls_cluster() {
     // A dedicated (blocking) connection over TLS.
     assert_eq!(tls_ok(port, ca, None, &["BLPOP", "tls:list", "0.1"]), "");
     // The keys really are on the nodes owning their slots.
-    let owner = cluster.node_for_slot(slotproxy::slot::key_slot(b"tls:a"));
+    let owner = cluster.node_for_slot(slotproxy::cluster::slot::key_slot(b"tls:a"));
     let mut node = cluster.conn(owner);
     let v: String = common::q(&mut node, &["GET", "tls:a"]);
     assert_eq!(v, "1");

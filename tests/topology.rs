@@ -66,7 +66,7 @@ fn prefer_replica_falls_back_to_the_master() {
     });
     let mut c = proxy.conn();
     let _: () = redis::cmd("SET").arg("pr").arg("v").query(&mut c).unwrap();
-    let master = cluster.node_for_slot(slotproxy::slot::key_slot(b"pr"));
+    let master = cluster.node_for_slot(slotproxy::cluster::slot::key_slot(b"pr"));
     let replica = cluster
         .roles(master)
         .into_iter()
@@ -122,7 +122,7 @@ fn nodes_announced_by_hostname() {
             .unwrap();
     }
     // A MOVED that names a hostname: move a slot by hand.
-    let slot = slotproxy::slot::key_slot(b"h:1");
+    let slot = slotproxy::cluster::slot::key_slot(b"h:1");
     let from = cluster.node_for_slot(slot);
     let to = cluster.ports().into_iter().find(|&p| p != from).unwrap();
     let _: () = redis::cmd("DEL").arg("h:1").query(&mut c).unwrap();
@@ -166,7 +166,7 @@ fn an_active_client_sees_the_refreshed_table() {
     let proxy = Proxy::start(cluster.seeds());
     let mut c = proxy.conn();
     let key = "{active}k";
-    let slot = slotproxy::slot::key_slot(key.as_bytes());
+    let slot = slotproxy::cluster::slot::key_slot(key.as_bytes());
     let get = |c: &mut redis::Connection| -> Option<String> {
         redis::cmd("GET").arg(key).query(c).unwrap()
     };

@@ -6,10 +6,10 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use slotproxy::command::CommandTable;
-use slotproxy::fanout;
+use slotproxy::command::fanout;
 use slotproxy::resp::{Limits, ReplyDecoder, RequestDecoder};
-use slotproxy::router::Router;
-use slotproxy::slot::SlotTable;
+use slotproxy::command::router::Router;
+use slotproxy::cluster::slot::SlotTable;
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,10 +14,10 @@ pub enum Policy {
     /// Keyless, and every master gives the same answer (TIME, PUBLISH,
     /// help texts): sent to any master.
     AnyMaster,
-    /// Answered by the proxy itself (see [`crate::local`]).
+    /// Answered by the proxy itself (see [`crate::command::local`]).
     Local,
     /// Cluster-wide: the router fans it out to every master (or every
-    /// node) and merges the replies (see [`crate::fanout`]).
+    /// node) and merges the replies (see [`crate::command::fanout`]).
     AllMasters,
     /// Routed by the slot number given as its second argument
     /// (CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT).

@@ -26,7 +26,8 @@ impl Proxy {
 
     /// Starts a proxy from a configuration file, reloadable from it.
     pub fn start_from_file(path: &std::path::Path) -> Proxy {
-        let config = Config::load(Some(path), &Default::default()).expect("valid config file");
+        let config = slotproxy::server::load_config(Some(path), &Default::default())
+            .expect("valid config file");
         let source = slotproxy::server::ReloadSource {
             path: Some(path.to_path_buf()),
             ..Default::default()

@@ -3,22 +3,16 @@
 //!
 //! Data-path metrics are counted where they happen (atomic increments of
 //! pre-resolved handles); cluster-state metrics are computed at scrape time
-//! from the current slot table, the topology refresher and the retry
-//! counters.
+//! by the admin server and handed in as a [`Scrape`]. This module imports
+//! nothing of the data path: the layers report to it.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::local::ProxyInfo;
-use crate::retry::RetryCounters;
-use crate::slot::{SlotTable, SLOTS};
-use crate::topology::Topology;
 
 /// Per-command handles, resolved once per command table entry.
 #[derive(Debug)]
@@ -255,67 +249,76 @@ fn set_counter(c: &IntCounter, value: u64) {
     c.inc_by(value);
 }
 
-/// What a scrape reads besides the data-path counters.
-pub struct ScrapeSources<'a> {
-    /// The slot table.
-    pub table: &'a SlotTable,
-    /// The refresher (refresh count, replication lag).
-    pub topology: &'a Topology,
-    /// Redirect and retry counters.
-    pub retries: &'a RetryCounters,
-    /// Client counters.
-    pub proxy: &'a ProxyInfo,
+/// A replica's replication lag, as its master reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Lag {
+    /// The master's address.
+    pub master: String,
+    /// The replica's address.
+    pub replica: String,
+    /// Replication offset difference.
+    pub bytes: i64,
+    /// Seconds since the replica's last acknowledgement.
+    pub seconds: i64,
+}
+
+/// What a scrape reports besides the data-path counters: figures read from
+/// the cluster state and the counters of the layers above at scrape time,
+/// handed in by the admin server (metrics reaches into none of them).
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Clients connected now.
+    pub connected_clients: u64,
+    /// Clients accepted since start.
+    pub total_connections: u64,
+    /// Redirects followed, by kind (`moved`, `ask`).
+    pub redirects: Vec<(&'static str, u64)>,
+    /// Requests re-sent, by reason.
+    pub retries: Vec<(&'static str, u64)>,
+    /// The slot table's version.
+    pub slot_table_version: u64,
+    /// Successful topology refreshes.
+    pub refreshes: u64,
+    /// Slots that have a master.
+    pub slots_assigned: usize,
+    /// Slots whose master is reachable.
+    pub slots_ok: usize,
+    /// Whether every slot has a reachable master.
+    pub cluster_ok: bool,
+    /// Nodes (masters and replicas).
+    pub nodes: usize,
+    /// Reachable nodes.
+    pub nodes_ok: usize,
+    /// Masters without a replica.
+    pub masters_without_replica: usize,
+    /// Replication lag per replica.
+    pub replica_lag: Vec<Lag>,
 }
 
 /// Renders every metric in the Prometheus text format.
-pub fn render(src: &ScrapeSources<'_>) -> String {
+pub fn render(s: &Scrape) -> String {
     let m = &*METRICS;
     let _serial = m.scrape.lock().expect("scrape lock");
-    let t = src.table;
-    m.frontend_connections
-        .set(src.proxy.connected_clients.load(Ordering::Relaxed) as i64);
-    set_counter(
-        &m.frontend_connections_total,
-        src.proxy.total_connections.load(Ordering::Relaxed),
-    );
-    let r = src.retries;
-    for (kind, v) in [("moved", &r.moved), ("ask", &r.ask)] {
-        set_counter(
-            &m.redirects.with_label_values(&[kind]),
-            v.load(Ordering::Relaxed),
-        );
+    m.frontend_connections.set(s.connected_clients as i64);
+    set_counter(&m.frontend_connections_total, s.total_connections);
+    for (kind, v) in &s.redirects {
+        set_counter(&m.redirects.with_label_values(&[kind]), *v);
     }
-    for (kind, v) in [
-        ("transient", &r.transient),
-        ("unavailable", &r.unavailable),
-        ("read_resent", &r.reads_resent),
-        ("noscript", &r.scripts_loaded),
-        ("exhausted", &r.exhausted),
-    ] {
-        set_counter(
-            &m.retries.with_label_values(&[kind]),
-            v.load(Ordering::Relaxed),
-        );
+    for (kind, v) in &s.retries {
+        set_counter(&m.retries.with_label_values(&[kind]), *v);
     }
-    m.slot_table_version.set(t.version() as i64);
-    set_counter(&m.refreshes, src.topology.refresh_count());
-    let assigned = t.assigned_slots();
-    let ok = t.slots_ok();
-    m.slots_assigned.set(assigned as i64);
-    m.slots_ok.set(ok as i64);
-    m.cluster_state.set(i64::from(ok == SLOTS));
-    let all = t
-        .shards()
-        .iter()
-        .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter()));
-    m.nodes.set(all.clone().count() as i64);
-    m.nodes_ok
-        .set(all.filter(|n| n.is_reachable()).count() as i64);
+    m.slot_table_version.set(s.slot_table_version as i64);
+    set_counter(&m.refreshes, s.refreshes);
+    m.slots_assigned.set(s.slots_assigned as i64);
+    m.slots_ok.set(s.slots_ok as i64);
+    m.cluster_state.set(i64::from(s.cluster_ok));
+    m.nodes.set(s.nodes as i64);
+    m.nodes_ok.set(s.nodes_ok as i64);
     m.masters_without_replica
-        .set(t.shards().iter().filter(|s| s.replicas.is_empty()).count() as i64);
+        .set(s.masters_without_replica as i64);
     m.replica_lag_bytes.reset();
     m.replica_lag_seconds.reset();
-    for lag in src.topology.replica_lag() {
+    for lag in &s.replica_lag {
         let labels = [lag.master.as_str(), lag.replica.as_str()];
         m.replica_lag_bytes
             .with_label_values(&labels)

@@ -6,7 +6,7 @@
 //!   reachable masters and the proxy is not draining; 503 with the reason
 //!   otherwise.
 //! * `GET /topology`: the slot table as JSON.
-//! * `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
+//! * `GET /metrics`: Prometheus metrics (see [`crate::ops::metrics`]).
 //!
 //! Anything else gets 404 (unknown path) or 405 (not GET), with a text body.
 
@@ -25,11 +25,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::local::ProxyInfo;
-use crate::metrics::{self, ScrapeSources};
-use crate::retry::Retrier;
-use crate::slot::{SharedSlotTable, SlotTable, SLOTS};
-use crate::topology::Topology;
+use crate::cluster::retry::Retrier;
+use crate::cluster::slot::{SharedSlotTable, SlotTable, SLOTS};
+use crate::cluster::topology::Topology;
+use crate::ops::metrics::{self, Lag, Scrape};
+use crate::ops::stats::ProxyInfo;
 
 /// What the admin endpoints look at.
 #[derive(Clone)]
@@ -85,6 +85,49 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
+/// The figures a scrape reports from the cluster state and the counters.
+fn scrape(state: &AdminState) -> Scrape {
+    let t = state.table.load();
+    let r = &state.retrier.counters;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let nodes = t
+        .shards()
+        .iter()
+        .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter()));
+    let slots_ok = t.slots_ok();
+    Scrape {
+        connected_clients: state.proxy.connected_clients.load(Ordering::Relaxed) as u64,
+        total_connections: get(&state.proxy.total_connections),
+        redirects: vec![("moved", get(&r.moved)), ("ask", get(&r.ask))],
+        retries: vec![
+            ("transient", get(&r.transient)),
+            ("unavailable", get(&r.unavailable)),
+            ("read_resent", get(&r.reads_resent)),
+            ("noscript", get(&r.scripts_loaded)),
+            ("exhausted", get(&r.exhausted)),
+        ],
+        slot_table_version: t.version(),
+        refreshes: state.topology.refresh_count(),
+        slots_assigned: t.assigned_slots(),
+        slots_ok,
+        cluster_ok: slots_ok == SLOTS,
+        nodes: nodes.clone().count(),
+        nodes_ok: nodes.filter(|n| n.is_reachable()).count(),
+        masters_without_replica: t.shards().iter().filter(|s| s.replicas.is_empty()).count(),
+        replica_lag: state
+            .topology
+            .replica_lag()
+            .into_iter()
+            .map(|l| Lag {
+                master: l.master,
+                replica: l.replica,
+                bytes: l.bytes,
+                seconds: l.seconds,
+            })
+            .collect(),
+    }
+}
+
 fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
@@ -95,13 +138,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/metrics" => {
-            let table = state.table.load();
-            let body = metrics::render(&ScrapeSources {
-                table: &table,
-                topology: &state.topology,
-                retries: &state.retrier.counters,
-                proxy: &state.proxy,
-            });
+            let body = metrics::render(&scrape(state));
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,

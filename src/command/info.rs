@@ -10,6 +10,12 @@
 //! persistence, modules, latencystats) are not reported: ask a node.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cluster::retry::RetryCounters;
+use crate::cluster::slot::SlotTable;
+use crate::command::CommandTable;
+use crate::ops::stats::{ProxyInfo, VERSION};
 
 /// Sections reported for `INFO` and `INFO default`.
 const DEFAULT: &[&str] = &[
@@ -246,6 +252,54 @@ pub fn render(wanted: &[&str], proxy: &str, clients: &str, nodes: &[&str]) -> St
         let _ = write!(out, "# {title}\r\n{body}");
     }
     out
+}
+
+/// Body of INFO's `# Proxy` section.
+pub fn proxy_section(
+    proxy: &ProxyInfo,
+    slots: &SlotTable,
+    commands: &CommandTable,
+    retries: &RetryCounters,
+) -> String {
+    let nodes: usize = slots.shards().iter().map(|s| 1 + s.replicas.len()).sum();
+    let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = format!(
+        "proxy_name:slotproxy\r\nproxy_version:{VERSION}\r\nproxy_id:{}\r\nuptime_in_seconds:{}\r\n\
+         total_commands_processed:{}\r\nslot_table_version:{}\r\nslots_assigned:{}\r\n\
+         cluster_masters:{}\r\ncluster_nodes:{nodes}\r\ncommand_table_source:{}\r\ncommand_table_size:{}\r\n",
+        proxy.id,
+        proxy.started.elapsed().as_secs(),
+        proxy.total_commands.load(Ordering::Relaxed),
+        slots.version(),
+        slots.assigned_slots(),
+        slots.shards().len(),
+        commands.source(),
+        commands.len(),
+    );
+    let _ = write!(
+        out,
+        "redirects_moved:{}\r\nredirects_ask:{}\r\nretries_transient:{}\r\n\
+         retries_unavailable:{}\r\nretries_reads_resent:{}\r\nretries_exhausted:{}\r\n\
+         scripts_loaded:{}\r\n",
+        r(&retries.moved),
+        r(&retries.ask),
+        r(&retries.transient),
+        r(&retries.unavailable),
+        r(&retries.reads_resent),
+        r(&retries.exhausted),
+        r(&retries.scripts_loaded),
+    );
+    out
+}
+
+/// Body of INFO's `# Clients` section.
+pub fn clients_section(proxy: &ProxyInfo) -> String {
+    format!(
+        "connected_clients:{}\r\nmaxclients:{}\r\ntotal_connections_received:{}\r\n",
+        proxy.connected_clients.load(Ordering::Relaxed),
+        proxy.max_clients,
+        proxy.total_connections.load(Ordering::Relaxed),
+    )
 }
 
 #[cfg(test)]

@@ -2,24 +2,19 @@
 //! CLUSTER KEYSLOT, and the connection commands (HELLO, AUTH, CLIENT
 //! SETNAME/GETNAME/ID, RESET, READONLY/READWRITE/ASKING).
 
-use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::auth::{Authenticator, User};
+use crate::cluster::retry::RetryCounters;
+use crate::cluster::slot::{key_slot, SlotTable, SLOTS};
 use crate::command::{CommandSpec, CommandTable};
 use crate::error::ProxyError;
+use crate::ops::stats::ProxyInfo;
 use crate::resp::{encode, Request};
-use crate::retry::RetryCounters;
-use crate::slot::{key_slot, SlotTable, SLOTS};
-use crate::slowlog::SlowLog;
-
-/// The version slotproxy reports in HELLO and INFO.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Per-connection state the local commands read and change.
 #[derive(Debug)]
@@ -65,103 +60,6 @@ impl ClientState {
     }
 }
 
-/// Process-wide facts and counters of this proxy.
-#[derive(Debug)]
-pub struct ProxyInfo {
-    /// The 40-hex node id the emulated one-node cluster announces.
-    pub id: String,
-    /// Start time.
-    pub started: Instant,
-    /// `frontend.max_clients`.
-    pub max_clients: usize,
-    /// Clients connected now.
-    pub connected_clients: AtomicUsize,
-    /// Clients accepted since start.
-    pub total_connections: AtomicU64,
-    /// Requests received since start.
-    pub total_commands: AtomicU64,
-    /// The next CLIENT ID (shared by the TCP and Unix socket listeners).
-    pub next_client_id: AtomicU64,
-    /// SLOWLOG.
-    pub slowlog: SlowLog,
-    /// The frontend TCP listener's address (what CLUSTER SLOTS announces to
-    /// clients of the Unix socket).
-    pub listen: SocketAddr,
-    /// How a client of `frontend.unix_socket` is named (`PATH:0`, as Redis
-    /// names one) in CLIENT LIST and the slow log.
-    pub unix_client: Option<String>,
-}
-
-impl ProxyInfo {
-    /// Fresh counters, an empty slow log and a random node id.
-    pub fn new(max_clients: usize, slowlog: SlowLog) -> ProxyInfo {
-        let id: [u8; 20] = rand::random();
-        ProxyInfo {
-            id: id.iter().fold(String::with_capacity(40), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            }),
-            started: Instant::now(),
-            max_clients,
-            connected_clients: AtomicUsize::new(0),
-            total_connections: AtomicU64::new(0),
-            total_commands: AtomicU64::new(0),
-            next_client_id: AtomicU64::new(1),
-            slowlog,
-            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
-            unix_client: None,
-        }
-    }
-
-    /// Body of INFO's `# Proxy` section.
-    pub fn proxy_section(
-        &self,
-        slots: &SlotTable,
-        commands: &CommandTable,
-        retries: &RetryCounters,
-    ) -> String {
-        let nodes: usize = slots.shards().iter().map(|s| 1 + s.replicas.len()).sum();
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = format!(
-            "proxy_name:slotproxy\r\nproxy_version:{VERSION}\r\nproxy_id:{}\r\nuptime_in_seconds:{}\r\n\
-             total_commands_processed:{}\r\nslot_table_version:{}\r\nslots_assigned:{}\r\n\
-             cluster_masters:{}\r\ncluster_nodes:{nodes}\r\ncommand_table_source:{}\r\ncommand_table_size:{}\r\n",
-            self.id,
-            self.started.elapsed().as_secs(),
-            self.total_commands.load(Ordering::Relaxed),
-            slots.version(),
-            slots.assigned_slots(),
-            slots.shards().len(),
-            commands.source(),
-            commands.len(),
-        );
-        let _ = write!(
-            out,
-            "redirects_moved:{}\r\nredirects_ask:{}\r\nretries_transient:{}\r\n\
-             retries_unavailable:{}\r\nretries_reads_resent:{}\r\nretries_exhausted:{}\r\n\
-             scripts_loaded:{}\r\n",
-            r(&retries.moved),
-            r(&retries.ask),
-            r(&retries.transient),
-            r(&retries.unavailable),
-            r(&retries.reads_resent),
-            r(&retries.exhausted),
-            r(&retries.scripts_loaded),
-        );
-        out
-    }
-
-    /// Body of INFO's `# Clients` section.
-    pub fn clients_section(&self) -> String {
-        format!(
-            "connected_clients:{}\r\nmaxclients:{}\r\ntotal_connections_received:{}\r\n",
-            self.connected_clients.load(Ordering::Relaxed),
-            self.max_clients,
-            self.total_connections.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// What a local command may look at and change.
 pub struct Ctx<'a> {
     /// The command table.
@@ -178,7 +76,7 @@ pub struct Ctx<'a> {
     pub auth: &'a Authenticator,
 }
 
-/// Executes a command routed [`crate::router::Route::Local`] and returns its reply.
+/// Executes a command routed [`crate::command::router::Route::Local`] and returns its reply.
 pub fn execute(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Bytes {
     match run(spec, req, ctx) {
         Ok(b) => b,
@@ -640,6 +538,7 @@ fn hello(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::slowlog::SlowLog;
 
     fn client(id: u64) -> ClientState {
         ClientState::new(id, "127.0.0.1:6379".parse().unwrap())

@@ -23,7 +23,7 @@ pub const SLOTS: usize = 16384;
 /// The slot of `key`, honouring hash tags.
 ///
 /// ```
-/// use slotproxy::slot::key_slot;
+/// use slotproxy::cluster::slot::key_slot;
 /// assert_eq!(key_slot(b"foo"), 12182);
 /// // Keys with the same hash tag share a slot.
 /// assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));

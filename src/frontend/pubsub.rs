@@ -22,12 +22,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::backend::{Lane, Redirect};
-use crate::dedicated::{DedicatedPool, DedicatedWriter};
+use crate::backend::dedicated::{DedicatedPool, DedicatedWriter};
+use crate::backend::Lane;
+use crate::cluster::redirect::Redirect;
+use crate::cluster::retry::{Retrier, Target};
+use crate::cluster::slot::{key_slot, SharedSlotTable};
 use crate::error::ProxyError;
 use crate::resp::{encode, reply::split_aggregate, Value};
-use crate::retry::{Retrier, Target};
-use crate::slot::{key_slot, SharedSlotTable};
 
 /// Subscription kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -31,12 +31,13 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tracing::debug;
 
-use crate::backend::{recv_reply, Lane, Node, Redirect, ReplyResult, ReplyRx};
+use crate::backend::{recv_reply, Lane, Node, ReplyResult, ReplyRx};
+use crate::cluster::redirect::Redirect;
+use crate::cluster::slot::{SharedSlotTable, SlotTable};
+use crate::cluster::topology::Topology;
 use crate::config::{ReadFrom, RetryConfig};
 use crate::error::ProxyError;
 use crate::resp::{encode, Value};
-use crate::slot::{SharedSlotTable, SlotTable};
-use crate::topology::Topology;
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
@@ -122,6 +123,12 @@ pub struct Retrier {
     scripts: Mutex<HashMap<String, Bytes>>,
     /// What the retry layer did.
     pub counters: RetryCounters,
+}
+
+impl std::fmt::Debug for Retrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrier").finish_non_exhaustive()
+    }
 }
 
 impl Retrier {

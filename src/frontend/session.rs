@@ -32,69 +32,32 @@ use tracing::debug;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::auth::Authenticator;
-use crate::backend::{
-    recv_batch, try_batch, try_reply, BatchRx, Lane, Node, Redirect, ReplyResult, ReplyRx,
-};
-use crate::command::{CommandTable, Commands};
+use crate::backend::dedicated::Dedicated;
+use crate::backend::queue;
+use crate::backend::{recv_batch, try_batch, try_reply, BatchRx, Lane, Node, ReplyResult, ReplyRx};
+use crate::cluster::redirect::Redirect;
+use crate::cluster::retry::{Attempt, Retrier, Target};
+use crate::cluster::slot::{key_slot, SlotTable};
+use crate::command::fanout::{self, Merge, Plan};
+use crate::command::local::{self, ClientState, Ctx};
+use crate::command::router::{Route, Router};
+use crate::command::CommandTable;
 use crate::config::FrontendConfig;
-use crate::dedicated::{Dedicated, DedicatedPool};
 use crate::error::ProxyError;
-use crate::fanout::{self, Merge, Plan};
-use crate::local::{self, ClientState, Ctx, ProxyInfo};
-use crate::metrics::{error_kind, CommandMetrics, METRICS, UNKNOWN_COMMAND};
-use crate::pubsub;
-use crate::queue;
+use crate::frontend::pubsub;
+use crate::ops::metrics::{error_kind, CommandMetrics, METRICS, UNKNOWN_COMMAND};
+use crate::ops::slowlog::SlowLog;
+use crate::ops::stats::ProxyInfo;
 use crate::resp::Value;
 use crate::resp::{encode, Limits, ProtocolError, Request, RequestDecoder};
-use crate::retry::{Attempt, Retrier, Target};
-use crate::router::{Route, Router};
-use crate::slot::{key_slot, SharedSlotTable, SlotTable};
-use crate::slowlog::SlowLog;
+use crate::server::shared::Shared;
 use crate::tls::{ReadHalf, Stream, WriteHalf};
-use arc_swap::ArcSwap;
 
 /// Replies at least this large are written directly instead of being copied
 /// into the output buffer.
 const LARGE_REPLY: usize = 16 * 1024;
 /// Output is flushed once this much is buffered.
 const MAX_OUT: usize = 64 * 1024;
-
-/// What every session shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The current slot table.
-    pub table: SharedSlotTable,
-    /// The current command table.
-    pub commands: Commands,
-    /// The `[frontend]` settings (reloadable: sessions read the limits
-    /// when they start, `allow_config_write` on every request).
-    pub frontend: ArcSwap<FrontendConfig>,
-    /// Process-wide facts and counters.
-    pub proxy: Arc<ProxyInfo>,
-    /// Target resolution, redirects and retries.
-    pub retrier: Arc<Retrier>,
-    /// Dedicated connections for transactions and blocking commands.
-    pub dedicated: Arc<DedicatedPool>,
-    /// Users and rules (`[auth]`).
-    pub auth: Arc<Authenticator>,
-    /// Unparsed input buffered by all clients (`frontend.max_client_memory`).
-    pub client_memory: Arc<AtomicUsize>,
-    /// Reloads the configuration (`PROXY CONFIG RELOAD`).
-    pub reloader: std::sync::OnceLock<std::sync::Weak<crate::server::Reloader>>,
-}
-
-impl std::fmt::Debug for DedicatedPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DedicatedPool").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Retrier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retrier").finish_non_exhaustive()
-    }
-}
 
 /// The request decoder with the per-client and global buffer limits, and
 /// the time of the last new input byte (slow-loris protection).
@@ -1343,10 +1306,9 @@ impl Session {
                 let plan = fanout::info(
                     slots,
                     sections,
-                    self.shared
-                        .proxy
-                        .proxy_section(slots, commands, &self.shared.retrier.counters),
-                    self.shared.proxy.clients_section(),
+                    &self.shared.proxy,
+                    commands,
+                    &self.shared.retrier.counters,
                 );
                 Dispatched::Now(Box::pin(self.fan_out(plan)).await)
             }

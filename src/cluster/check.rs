@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::backend::{roundtrip, Link};
+use crate::backend::link::{roundtrip, Link};
+use crate::cluster::slot::SLOTS;
 use crate::resp::{encode, Value};
-use crate::slot::SLOTS;
 
 /// One node line of CLUSTER NODES.
 #[derive(Debug, Clone)]

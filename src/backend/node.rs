@@ -18,57 +18,30 @@
 //!   failed with an "unknown outcome" error and is never re-sent.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncReadExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
 
-use crate::config::BackendConfig;
+use super::link::Link;
+use super::{read_failure, recv_reply, BatchRx, Lane, ReplyResult, ReplyRx};
+use crate::backend::queue;
+use crate::config::{BackendConfig, Tunable};
 use crate::error::ProxyError;
-use crate::metrics::METRICS;
-use crate::queue;
-use crate::resp::{encode, ProtocolError, ReplyDecoder};
-use crate::tls::{ReadHalf, Stream, TlsConnector, WriteHalf};
-
-/// What a request's reply slot receives.
-pub type ReplyResult = Result<Bytes, ProxyError>;
-/// The receiving end of a request's reply slot.
-pub type ReplyRx = oneshot::Receiver<ReplyResult>;
-/// The receiving end of a batch's reply slot: one outcome per request, in
-/// order.
-pub type BatchRx = oneshot::Receiver<Vec<ReplyResult>>;
+use crate::ops::metrics::METRICS;
+use crate::resp::{ProtocolError, ReplyDecoder};
+use crate::tls::{ReadHalf, Stream, WriteHalf};
 
 /// Frames at least this large are written on their own instead of being
 /// copied into the batch buffer.
 const LARGE_FRAME: usize = 16 * 1024;
 /// A batch is flushed once it holds this many bytes.
 const MAX_BATCH: usize = 64 * 1024;
-
-/// A duration that can change at run time (configuration reload).
-#[derive(Debug, Default)]
-pub struct Tunable(AtomicU64);
-
-impl Tunable {
-    /// A tunable holding `d`.
-    pub fn new(d: Duration) -> Tunable {
-        Tunable(AtomicU64::new(d.as_nanos() as u64))
-    }
-    /// The current value.
-    pub fn get(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::Relaxed))
-    }
-    /// Replaces the value.
-    pub fn set(&self, d: Duration) {
-        self.0.store(d.as_nanos() as u64, Ordering::Relaxed);
-    }
-}
 
 /// Settings shared by every backend connection.
 #[derive(Debug)]
@@ -219,17 +192,6 @@ const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 /// `HELLO 3`, sent on new connections that carry RESP3 clients' requests.
 const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 
-/// Which connection of a node a client uses: its index (taken modulo
-/// `connections_per_node`) and the protocol the client speaks. RESP3 clients
-/// get their own connections, switched to RESP3 with HELLO 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lane {
-    /// Connection index.
-    pub index: usize,
-    /// Whether the client speaks RESP3.
-    pub resp3: bool,
-}
-
 /// A cluster node: an address and its multiplexed connections.
 ///
 /// Nodes are shared between successive slot tables; when the last table
@@ -357,193 +319,6 @@ impl Node {
         }
         Ok(())
     }
-}
-
-/// Awaits a reply slot, mapping a dropped slot to "connection lost". The
-/// slot must not have delivered its reply already.
-pub async fn recv_reply(rx: &mut ReplyRx) -> ReplyResult {
-    rx.await.unwrap_or_else(|_| Err(slot_closed()))
-}
-
-/// The reply if it is already in its slot, without waiting; a dropped slot
-/// is "connection lost" (and must not be awaited again).
-pub fn try_reply(rx: &mut ReplyRx) -> Option<ReplyResult> {
-    try_slot(rx, || Err(slot_closed()))
-}
-
-/// Awaits a batch's reply slot: `count` outcomes, in request order.
-pub async fn recv_batch(rx: &mut BatchRx, count: usize) -> Vec<ReplyResult> {
-    rx.await.unwrap_or_else(|_| batch_closed(count))
-}
-
-/// A batch's outcomes if they are already here, without waiting (see
-/// [`try_reply`]).
-pub fn try_batch(rx: &mut BatchRx, count: usize) -> Option<Vec<ReplyResult>> {
-    try_slot(rx, || batch_closed(count))
-}
-
-/// A slot's content if it is here; `closed()` if its connection dropped it.
-fn try_slot<T>(rx: &mut oneshot::Receiver<T>, closed: impl FnOnce() -> T) -> Option<T> {
-    match rx.try_recv() {
-        Ok(content) => Some(content),
-        Err(oneshot::error::TryRecvError::Empty) => None,
-        Err(oneshot::error::TryRecvError::Closed) => Some(closed()),
-    }
-}
-
-/// What a reply slot dropped by its connection means.
-fn slot_closed() -> ProxyError {
-    ProxyError::BackendConnectionLost("connection closed".into())
-}
-
-/// A dropped batch slot: every one of its `count` requests lost.
-fn batch_closed(count: usize) -> Vec<ReplyResult> {
-    (0..count).map(|_| Err(slot_closed())).collect()
-}
-
-/// A redirect reply: a value, not an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redirect {
-    /// `-MOVED slot host:port`: the slot has a new owner.
-    Moved {
-        /// The slot.
-        slot: u16,
-        /// The new owner.
-        addr: String,
-    },
-    /// `-ASK slot host:port`: ask the target for this one request.
-    Ask {
-        /// The slot.
-        slot: u16,
-        /// The importing node.
-        addr: String,
-    },
-}
-
-impl Redirect {
-    /// Classifies a reply frame; `None` for anything but MOVED/ASK.
-    pub fn parse(frame: &[u8]) -> Option<Redirect> {
-        if frame.first() != Some(&b'-') {
-            return None;
-        }
-        let line = std::str::from_utf8(frame.get(1..frame.len().checked_sub(2)?)?).ok()?;
-        let mut parts = line.split(' ');
-        let kind = parts.next()?;
-        let slot = parts.next()?.parse().ok()?;
-        let addr = parts.next()?.to_string();
-        match kind {
-            "MOVED" => Some(Redirect::Moved { slot, addr }),
-            "ASK" => Some(Redirect::Ask { slot, addr }),
-            _ => None,
-        }
-    }
-}
-
-/// The AUTH request for the `[backend]` credentials (validated at load).
-pub fn auth_frame(c: &BackendConfig) -> Option<Bytes> {
-    let (user, password) = c.credentials().ok().flatten()?;
-    Some(match user {
-        Some(u) => encode::command(&["AUTH", u.as_str(), password.0.as_str()]),
-        None => encode::command(&["AUTH", password.0.as_str()]),
-    })
-}
-
-/// How to open a ready connection to a node: TCP, then TLS if configured,
-/// then AUTH if the cluster needs it.
-#[derive(Clone, Debug, Default)]
-pub struct Link {
-    /// The AUTH request sent first on every new connection.
-    pub auth: Option<Bytes>,
-    /// TLS to the nodes.
-    pub tls: Option<Arc<TlsConnector>>,
-}
-
-impl Link {
-    /// The link for the `[backend]` section (credentials and TLS files are
-    /// read here; the configuration was validated at load).
-    pub fn from_config(c: &BackendConfig) -> Result<Link, String> {
-        Ok(Link {
-            auth: auth_frame(c),
-            tls: if c.tls.enabled {
-                Some(Arc::new(TlsConnector::new(&c.tls)?))
-            } else {
-                None
-            },
-        })
-    }
-
-    /// Opens a connection to `addr`: connect and TLS handshake within
-    /// `timeout`, then AUTH.
-    pub async fn open(&self, addr: &str, timeout: Duration) -> Result<Stream, String> {
-        let mut stream = crate::tls::connect(addr, timeout, self.tls.as_deref()).await?;
-        if let Some(auth) = &self.auth {
-            tokio::time::timeout(timeout, authenticate(&mut stream, auth, addr))
-                .await
-                .map_err(|_| format!("AUTH to {addr} timed out"))??;
-        }
-        Ok(stream)
-    }
-}
-
-/// Sends AUTH on a fresh connection and checks the reply (before the
-/// connection carries anything else). The error never includes the secret.
-pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    auth: &[u8],
-    addr: &str,
-) -> Result<(), String> {
-    crate::tls::write_all(stream, auth)
-        .await
-        .map_err(|e| format!("write to {addr}: {e}"))?;
-    let mut decoder = ReplyDecoder::new();
-    let mut buf = BytesMut::with_capacity(64);
-    loop {
-        if let Some(reply) = decoder
-            .decode(&mut buf)
-            .map_err(|e| format!("invalid AUTH reply from {addr}: {e}"))?
-        {
-            if reply.first() == Some(&b'-') {
-                return Err(format!(
-                    "AUTH to {addr} failed: {}",
-                    String::from_utf8_lossy(&reply[1..reply.len() - 2])
-                ));
-            }
-            return Ok(());
-        }
-        if stream
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| format!("read from {addr}: {e}"))?
-            == 0
-        {
-            return Err(format!("{addr} closed the connection during AUTH"));
-        }
-    }
-}
-
-/// Sends one request on a fresh, dedicated connection and reads one reply
-/// (used by the topology refresher, never on the data path).
-pub async fn roundtrip(
-    addr: &str,
-    link: &Link,
-    frame: &[u8],
-    timeout: Duration,
-) -> Result<Bytes, String> {
-    let work = async {
-        let mut stream = link.open(addr, timeout).await?;
-        crate::tls::write_all(&mut stream, frame)
-            .await
-            .map_err(|e| format!("write to {addr}: {e}"))?;
-        let mut framed = FramedRead::new(stream, ReplyDecoder::new());
-        match framed.next().await {
-            Some(Ok(reply)) => Ok(reply),
-            Some(Err(e)) => Err(format!("invalid reply from {addr}: {e}")),
-            None => Err(format!("{addr} closed the connection")),
-        }
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("request to {addr} timed out"))?
 }
 
 /// Owns one backend connection: connects lazily, reconnects with
@@ -872,18 +647,10 @@ fn report(counter: &prometheus::IntCounter, received: &mut u64) {
     }
 }
 
-/// A failed read: a socket error loses the connection; anything else is
-/// bytes that are not RESP.
-pub(crate) fn read_failure(e: ProtocolError) -> ProxyError {
-    match e {
-        ProtocolError::Io(e) => ProxyError::BackendConnectionLost(e.to_string()),
-        other => ProxyError::BackendProtocol(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::try_batch;
 
     #[test]
     fn a_shared_connection_reads_in_good_sized_chunks() {
@@ -902,27 +669,6 @@ mod tests {
         assert!(buf.capacity() <= READ_BUFFER);
         buf.extend_from_slice(&reply.as_bytes()[3000..]);
         assert_eq!(decoder.decode(&mut buf).unwrap().unwrap(), reply.as_bytes());
-    }
-
-    #[test]
-    fn redirects_are_values() {
-        assert_eq!(
-            Redirect::parse(b"-MOVED 3999 127.0.0.1:6381\r\n"),
-            Some(Redirect::Moved {
-                slot: 3999,
-                addr: "127.0.0.1:6381".into()
-            })
-        );
-        assert_eq!(
-            Redirect::parse(b"-ASK 1 host.example:7000\r\n"),
-            Some(Redirect::Ask {
-                slot: 1,
-                addr: "host.example:7000".into()
-            })
-        );
-        assert_eq!(Redirect::parse(b"-ERR MOVED\r\n"), None);
-        assert_eq!(Redirect::parse(b"+OK\r\n"), None);
-        assert_eq!(Redirect::parse(b"-MOVED x y\r\n"), None);
     }
 
     /// A batch slot for `want` replies, and its receiving end.

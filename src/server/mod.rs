@@ -2,6 +2,12 @@
 //! configured), starts the topology refresher, runs the accept loops and
 //! stops everything on shutdown.
 
+mod reload;
+pub mod shared;
+
+pub use reload::{load_config, LogLevelSetter, ReloadSource, Reloader};
+pub use shared::{Reload, ReloadReport};
+
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,22 +24,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
-use crate::backend::Tunable;
+use crate::backend::dedicated::DedicatedPool;
 use crate::backend::{BackendSettings, Link};
+use crate::cluster::retry::Retrier;
+use crate::cluster::slot::{SharedSlotTable, SlotTable};
+use crate::cluster::topology::Topology;
 use crate::command::Commands;
-use crate::config::{changed_keys, Config, ConfigError, Overrides, Problems, ReadFrom};
-use crate::dedicated::DedicatedPool;
+use crate::config::Tunable;
+use crate::config::{Config, ReadFrom};
 use crate::error::ProxyError;
-use crate::frontend::{self, Shared};
-use crate::local::ProxyInfo;
-use crate::metrics::METRICS;
-use crate::retry::Retrier;
-use crate::slot::{SharedSlotTable, SlotTable};
-use crate::slowlog::SlowLog;
-use crate::tls::{Stream, TlsAcceptor, TlsConnector};
-use crate::topology::Topology;
+use crate::frontend;
+use crate::ops::admin::{self, AdminState};
+use crate::ops::metrics::METRICS;
+use crate::ops::slowlog::SlowLog;
+use crate::ops::stats::ProxyInfo;
+use crate::tls::{Stream, TlsAcceptor};
+use shared::Shared;
 
 /// A running proxy.
 pub struct Server {
@@ -154,7 +161,8 @@ impl Server {
             frontend_tls: tls.clone(),
             backend_tls: link.tls.clone(),
         });
-        let _ = shared.reloader.set(Arc::downgrade(&reloader));
+        let reload: Arc<dyn shared::Reload> = reloader.clone();
+        let _ = shared.reloader.set(Arc::downgrade(&reload));
         let draining = Arc::new(AtomicBool::new(false));
         if let Some(l) = admin {
             let state = AdminState {
@@ -269,172 +277,6 @@ impl Server {
     pub async fn run_until_shutdown(self) {
         self.shutdown.cancelled().await;
         self.shutdown().await;
-    }
-}
-
-/// Applies a new `log.level` filter at run time.
-pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// Where a reload reads the configuration from: the file given at start
-/// (if any) and the command-line overrides, applied again on top.
-#[derive(Default)]
-pub struct ReloadSource {
-    /// The configuration file.
-    pub path: Option<std::path::PathBuf>,
-    /// The command-line overrides.
-    pub overrides: Overrides,
-    /// Applies a new `log.level` filter (set up by the binary).
-    pub log_level: Option<LogLevelSetter>,
-}
-
-/// What a reload changed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// Keys applied at once.
-    pub applied: Vec<String>,
-    /// Keys that changed but take effect only after a restart.
-    pub restart_needed: Vec<String>,
-    /// The sides (`frontend`, `backend`) whose TLS certificates and keys
-    /// were read again (always, when TLS is on: files change under the
-    /// same name when certificates are renewed).
-    pub certificates_reloaded: Vec<String>,
-}
-
-/// Re-reads the configuration and applies what can change safely: seeds,
-/// refresh and discovery intervals, timeouts, retry policy, limits (new
-/// sessions), `max_clients` (raising it admits more at once, lowering it
-/// disconnects nobody), CONFIG write permission, slow log, drain timeout and
-/// log level. TLS certificates and keys are read again for new connections.
-/// Keys in [`crate::config::RESTART_KEYS`] are reported as needing a
-/// restart (turning TLS on or off is one of them).
-pub struct Reloader {
-    source: ReloadSource,
-    current: Mutex<Config>,
-    shared: Arc<Shared>,
-    topology: Arc<Topology>,
-    settings: Arc<BackendSettings>,
-    client_slots: Arc<Semaphore>,
-    drain_timeout: Arc<Tunable>,
-    frontend_tls: Option<Arc<TlsAcceptor>>,
-    backend_tls: Option<Arc<TlsConnector>>,
-}
-
-impl Reloader {
-    /// Reloads; an invalid configuration changes nothing.
-    pub fn reload(&self) -> Result<ReloadReport, ConfigError> {
-        let Some(path) = &self.source.path else {
-            return Err(ConfigError::Invalid(Problems(vec![
-                "slotproxy was started without --config: there is no file to reload".into(),
-            ])));
-        };
-        let new = Config::load(Some(path), &self.source.overrides)?;
-        let mut current = self.current.lock().expect("config lock");
-        let (mut applied, mut restart_needed) = changed_keys(&current, &new);
-        // Turning TLS on or off needs a restart; the keys inside it then
-        // are not applied either.
-        for (on_before, on_now, section) in [
-            (
-                current.frontend.tls.is_some(),
-                new.frontend.tls.is_some(),
-                "frontend.tls",
-            ),
-            (
-                current.backend.tls.enabled,
-                new.backend.tls.enabled,
-                "backend.tls",
-            ),
-        ] {
-            if on_before != on_now {
-                let prefix = format!("{section}.");
-                applied.retain(|k| {
-                    let inside = k.starts_with(&prefix);
-                    if inside {
-                        restart_needed.push(k.clone());
-                    }
-                    !inside
-                });
-            }
-        }
-        restart_needed.sort();
-        restart_needed.dedup();
-        // Both sides' certificates load before either is swapped in, so a
-        // file that breaks meanwhile changes nothing.
-        let invalid = |e: String| ConfigError::Invalid(Problems(vec![e]));
-        let frontend_tls = match (&self.frontend_tls, &new.frontend.tls) {
-            (Some(acceptor), Some(t)) => {
-                Some((acceptor, crate::tls::server_config(t).map_err(invalid)?, t))
-            }
-            _ => None,
-        };
-        let backend_tls = match (&self.backend_tls, new.backend.tls.enabled) {
-            (Some(connector), true) => Some((
-                connector,
-                crate::tls::client_config(&new.backend.tls).map_err(invalid)?,
-            )),
-            _ => None,
-        };
-        let mut certificates_reloaded = Vec::new();
-        if let Some((acceptor, config, t)) = frontend_tls {
-            acceptor.install(config, t);
-            certificates_reloaded.push("frontend".to_string());
-        }
-        if let Some((connector, config)) = backend_tls {
-            connector.install(config, &new.backend.tls);
-            certificates_reloaded.push("backend".to_string());
-        }
-        if applied.iter().any(|k| k == "log.level") {
-            if let Some(set) = &self.source.log_level {
-                set(&new.log.level).map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
-            }
-        }
-        self.shared.frontend.store(Arc::new(new.frontend.clone()));
-        self.shared
-            .proxy
-            .slowlog
-            .configure(new.frontend.slowlog_threshold, new.frontend.slowlog_max_len);
-        self.shared.retrier.reconfigure(&new.retry);
-        self.settings.reconfigure(&new.backend);
-        self.shared
-            .dedicated
-            .connect_timeout
-            .set(new.backend.connect_timeout);
-        self.topology.reconfigure(&new.cluster);
-        self.drain_timeout.set(new.frontend.drain_timeout);
-        let (old_max, new_max) = (current.frontend.max_clients, new.frontend.max_clients);
-        if new_max > old_max {
-            self.client_slots.add_permits(new_max - old_max);
-        } else if new_max < old_max {
-            self.client_slots.forget_permits(old_max - new_max);
-        }
-        // Restart-only keys keep their running values.
-        let mut next = new;
-        next.frontend.listen = current.frontend.listen.clone();
-        next.frontend.unix_socket = current.frontend.unix_socket.clone();
-        next.frontend.unix_socket_mode = current.frontend.unix_socket_mode;
-        next.admin.listen = current.admin.listen.clone();
-        next.backend.connections_per_node = current.backend.connections_per_node;
-        next.backend.queue_depth = current.backend.queue_depth;
-        next.backend.max_dedicated_connections = current.backend.max_dedicated_connections;
-        next.cluster.read_from = current.cluster.read_from;
-        next.log.format = current.log.format;
-        if next.frontend.tls.is_some() != current.frontend.tls.is_some() {
-            next.frontend.tls = current.frontend.tls.clone();
-        }
-        if next.backend.tls.enabled != current.backend.tls.enabled {
-            next.backend.tls = current.backend.tls.clone();
-        }
-        *current = next;
-        info!(
-            ?applied,
-            ?restart_needed,
-            ?certificates_reloaded,
-            "configuration reloaded"
-        );
-        Ok(ReloadReport {
-            applied,
-            restart_needed,
-            certificates_reloaded,
-        })
     }
 }
 

@@ -16,7 +16,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::backend::{read_failure, Link, Tunable};
+use crate::backend::{read_failure, Link};
+use crate::config::Tunable;
 use crate::error::ProxyError;
 use crate::resp::{encode, ReplyDecoder};
 use crate::tls::{ReadHalf, WriteHalf};
@@ -107,6 +108,12 @@ pub struct DedicatedPool {
     /// Connect timeout (reloadable).
     pub connect_timeout: Tunable,
     link: Link,
+}
+
+impl std::fmt::Debug for DedicatedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedicatedPool").finish_non_exhaustive()
+    }
 }
 
 impl DedicatedPool {

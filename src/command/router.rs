@@ -1,17 +1,17 @@
 //! The router: decides, for one request, whether the proxy answers it, which
 //! slot's master serves it, how it fans out, or why it is refused.
 
+use crate::cluster::retry::Target;
+use crate::cluster::slot::{key_slot, SlotTable, SLOTS};
+use crate::command::fanout::{self, Merge, Plan};
 use crate::command::{policy_reason, CommandSpec, CommandTable, Flags, Policy};
 use crate::error::ProxyError;
-use crate::fanout::{self, Merge, Plan};
 use crate::resp::Request;
-use crate::retry::Target;
-use crate::slot::{key_slot, SlotTable, SLOTS};
 
 /// The routing decision for one request.
 #[derive(Debug)]
 pub enum Route<'a> {
-    /// Answered by the proxy ([`crate::local`]).
+    /// Answered by the proxy ([`crate::command::local`]).
     Local(&'a CommandSpec),
     /// Forwarded as is; `readonly` commands may be re-sent and go to replicas.
     Forward {
@@ -125,7 +125,7 @@ impl<'a> Router<'a, '_> {
                 .skip(1)
                 .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
                 .collect();
-            return Route::Info(crate::info::wanted(&args));
+            return Route::Info(crate::command::info::wanted(&args));
         }
         if t.shards().is_empty() {
             return Route::Reject(t.undiscovered_error());

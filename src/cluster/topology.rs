@@ -16,11 +16,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::backend::{self, BackendSettings, Node, Tunable};
+use crate::backend::{self, BackendSettings, Node};
+use crate::cluster::slot::{SharedSlotTable, SlotRange, SlotTable, SLOTS};
 use crate::command::Commands;
+use crate::config::Tunable;
 use crate::config::{parse_host_port, ClusterConfig};
 use crate::resp::{encode, Value};
-use crate::slot::{SharedSlotTable, SlotRange, SlotTable, SLOTS};
 
 /// While no slot table has been built, discovery is retried this often.
 const RETRY_EMPTY: Duration = Duration::from_millis(250);
@@ -217,16 +218,20 @@ impl Topology {
         // yet) is only used when no node has a complete view.
         let mut partial: Option<(Vec<SlotRange>, String)> = None;
         for addr in self.candidates() {
-            let reply =
-                match backend::roundtrip(&addr, &self.settings.link, &request, self.timeout.get())
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        problems.push(e);
-                        continue;
-                    }
-                };
+            let reply = match backend::link::roundtrip(
+                &addr,
+                &self.settings.link,
+                &request,
+                self.timeout.get(),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
             match parse_cluster_slots(&reply, &addr) {
                 Ok(ranges) if covered(&ranges) == SLOTS => {
                     self.adopt(ranges, &addr).await;
@@ -255,7 +260,7 @@ impl Topology {
             // never changed in place, and only if no discovery won meanwhile.
             let _ = self.table.compare_and_swap(
                 &current,
-                Arc::new(crate::slot::SlotTable::undiscovered(&error)),
+                Arc::new(crate::cluster::slot::SlotTable::undiscovered(&error)),
             );
         }
         Err(error)
@@ -366,7 +371,9 @@ impl Topology {
             return;
         };
         let request = encode::command(&["COMMAND"]);
-        match backend::roundtrip(&addr, &self.settings.link, &request, self.timeout.get()).await {
+        match backend::link::roundtrip(&addr, &self.settings.link, &request, self.timeout.get())
+            .await
+        {
             Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr) {
                 Ok(n) => {
                     info!(commands = n, source = %addr, "command table refreshed from the cluster");

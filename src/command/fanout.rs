@@ -14,11 +14,14 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::backend::ReplyResult;
+use crate::cluster::retry::RetryCounters;
+use crate::cluster::retry::Target;
+use crate::cluster::slot::{key_slot, SlotTable};
+use crate::command::CommandTable;
 use crate::error::ProxyError;
+use crate::ops::stats::ProxyInfo;
 use crate::resp::reply::{split_aggregate, Elements};
 use crate::resp::{encode, Request, Value};
-use crate::retry::Target;
-use crate::slot::{key_slot, SlotTable};
 
 /// One sub-request.
 #[derive(Debug, Clone)]
@@ -191,10 +194,13 @@ pub fn every_master(
 pub fn info(
     table: &SlotTable,
     sections: Vec<&'static str>,
-    proxy: String,
-    clients: String,
+    stats: &ProxyInfo,
+    commands: &CommandTable,
+    retries: &RetryCounters,
 ) -> Plan {
-    let parts = if crate::info::needs_backends(&sections) {
+    let proxy = crate::command::info::proxy_section(stats, table, commands, retries);
+    let clients = crate::command::info::clients_section(stats);
+    let parts = if crate::command::info::needs_backends(&sections) {
         let frame = encode::command(&["INFO", "everything"]);
         table
             .shards()
@@ -466,7 +472,7 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect();
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            encode::bulk(crate::info::render(sections, proxy, clients, &texts).as_bytes())
+            encode::bulk(crate::command::info::render(sections, proxy, clients, &texts).as_bytes())
         }
         Merge::AnyNonNil => frames
             .iter()

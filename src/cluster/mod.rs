@@ -1,0 +1,14 @@
+//! The cluster layer: what the proxy knows of the Redis Cluster, and what
+//! it does when the cluster answers with a redirect.
+//!
+//! * [`slot`]: hash slots and the immutable slot table.
+//! * [`topology`]: discovery and the refresher that swaps in new tables.
+//! * [`redirect`]: the pure classification of a backend outcome.
+//! * [`retry`]: target resolution and the one redirect follower.
+//! * [`check`]: `slotproxy check`, a one-shot cluster validation.
+
+pub mod check;
+pub mod redirect;
+pub mod retry;
+pub mod slot;
+pub mod topology;

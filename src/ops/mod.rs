@@ -1,0 +1,12 @@
+//! Operations: what the proxy shows its operators.
+//!
+//! * [`admin`]: the admin HTTP server (health, readiness, topology, metrics).
+//! * [`metrics`]: Prometheus metrics. The data path reports to it; it
+//!   reaches into nothing (scrape-time figures are handed to it).
+//! * [`slowlog`]: the proxy's SLOWLOG.
+//! * [`stats`]: process-wide facts and counters (INFO, CLIENT, metrics).
+
+pub mod admin;
+pub mod metrics;
+pub mod slowlog;
+pub mod stats;

@@ -1,8 +1,8 @@
 //! The RESP codec.
 //!
-//! * [`request`]: the resumable client request decoder ([`RequestDecoder`]),
-//!   accepting RESP multibulk and inline commands with Redis 7 semantics and
-//!   yielding zero-copy [`Request`]s.
+//! * [`decoder`]: the resumable client request decoder ([`RequestDecoder`]),
+//!   accepting RESP multibulk and inline commands with Redis 7 semantics;
+//!   [`request`]: the zero-copy [`Request`]s it yields.
 //! * [`reply`]: the resumable reply boundary scanner ([`ReplyDecoder`]) for
 //!   backend replies (RESP2 and RESP3). It never re-encodes: each complete
 //!   reply is yielded as the exact bytes the backend sent.
@@ -13,14 +13,40 @@
 //! Both decoders keep their scan progress between calls, so feeding a frame
 //! in arbitrarily small chunks costs time linear in its size.
 
+pub mod decoder;
 pub mod encode;
+mod inline;
 pub mod reply;
 pub mod request;
 pub mod value;
 
+pub use decoder::RequestDecoder;
 pub use reply::ReplyDecoder;
-pub use request::{Limits, Request, RequestDecoder};
+pub use request::{Limits, Request};
 pub use value::Value;
+
+/// Whether a raw reply is an error: a simple error (`-...`), what every
+/// error a node or the proxy sends looks like, or a RESP3 blob error
+/// (`!<len>`).
+pub fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
+}
+
+/// The text of an error reply (`-ERR x\r\n` and `!5\r\nERR x\r\n` give
+/// `ERR x`), or `None` for any other reply.
+pub fn error_text(reply: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let body = match reply.first()? {
+        b'-' => &reply[1..],
+        // The blob's payload follows its length line.
+        b'!' => {
+            let at = reply.iter().position(|&b| b == b'\n')?;
+            &reply[at + 1..]
+        }
+        _ => return None,
+    };
+    let body = body.strip_suffix(b"\r\n").unwrap_or(body);
+    Some(String::from_utf8_lossy(body))
+}
 
 /// Errors produced while decoding.
 ///
@@ -130,6 +156,22 @@ pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_replies_and_their_text() {
+        assert!(is_error(b"-ERR x\r\n"));
+        assert!(!is_error(b"+OK\r\n"));
+        assert!(!is_error(b""));
+        assert_eq!(
+            error_text(b"-MOVED 1 a:1\r\n").as_deref(),
+            Some("MOVED 1 a:1")
+        );
+        assert_eq!(error_text(b"-\r\n").as_deref(), Some(""));
+        assert_eq!(error_text(b"-ERR").as_deref(), Some("ERR"));
+        assert_eq!(error_text(b":1\r\n"), None);
+        assert!(is_error(b"!5\r\nERR x\r\n"));
+        assert_eq!(error_text(b"!5\r\nERR x\r\n").as_deref(), Some("ERR x"));
+    }
 
     #[test]
     fn parse_i64_follows_string2ll() {

@@ -82,6 +82,30 @@ pub enum ProxyError {
     /// The backend sent bytes that are not RESP.
     #[error("backend protocol error: {0}")]
     BackendProtocol(String),
+    /// The retries ran out while the cluster still redirected the request;
+    /// carries the last redirect.
+    #[error("too many redirects")]
+    TooManyRedirects(String),
+    /// EXEC or DISCARD outside MULTI (the command, uppercase).
+    #[error("{0} without MULTI")]
+    WithoutMulti(&'static str),
+    /// MULTI inside MULTI.
+    #[error("MULTI calls can not be nested")]
+    NestedMulti,
+    /// WATCH inside MULTI.
+    #[error("WATCH inside MULTI is not allowed")]
+    WatchInMulti,
+    /// A command the proxy cannot queue inside MULTI (the command, uppercase).
+    #[error("{0} cannot run inside MULTI")]
+    NotInMulti(String),
+    /// WATCH was refused by the node (a redirect, say): the watch set is
+    /// unknown, so the transaction must start over. Carries the node's error.
+    #[error("WATCH failed: {0}")]
+    WatchFailed(String),
+    /// A broken invariant of the proxy itself: never the client's fault nor
+    /// the node's.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A transaction with a command that failed to queue was discarded.
     #[error("transaction discarded")]
     ExecAbort,
@@ -174,6 +198,22 @@ impl ProxyError {
             ProxyError::BackendProtocol(why) => {
                 format!("ERR slotproxy: invalid reply from backend ({why})")
             }
+            ProxyError::TooManyRedirects(last) if last.is_empty() => {
+                "ERR slotproxy: too many redirects".to_string()
+            }
+            ProxyError::TooManyRedirects(last) => {
+                format!("ERR slotproxy: too many redirects (last: {last})")
+            }
+            ProxyError::WithoutMulti(command) => format!("ERR {command} without MULTI"),
+            ProxyError::NestedMulti => "ERR MULTI calls can not be nested".to_string(),
+            ProxyError::WatchInMulti => "ERR WATCH inside MULTI is not allowed".to_string(),
+            ProxyError::NotInMulti(command) => {
+                format!("ERR slotproxy: {command} cannot run inside MULTI")
+            }
+            ProxyError::WatchFailed(why) => {
+                format!("ERR slotproxy: WATCH failed, retry the transaction: {why}")
+            }
+            ProxyError::Internal(why) => format!("ERR slotproxy: internal error ({why})"),
             ProxyError::ExecAbort => {
                 "EXECABORT Transaction discarded because of previous errors.".to_string()
             }
@@ -256,6 +296,30 @@ mod tests {
         assert_eq!(
             text(ProxyError::Protocol("invalid bulk length".into())),
             "-ERR Protocol error: invalid bulk length\r\n"
+        );
+    }
+
+    #[test]
+    fn transaction_and_redirect_errors() {
+        assert_eq!(
+            text(ProxyError::WithoutMulti("EXEC")),
+            "-ERR EXEC without MULTI\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::NestedMulti),
+            "-ERR MULTI calls can not be nested\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::WatchInMulti),
+            "-ERR WATCH inside MULTI is not allowed\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::TooManyRedirects("MOVED 1 a:1".into())),
+            "-ERR slotproxy: too many redirects (last: MOVED 1 a:1)\r\n"
+        );
+        assert_eq!(
+            text(ProxyError::Internal("batch reply missing".into())),
+            "-ERR slotproxy: internal error (batch reply missing)\r\n"
         );
     }
 

@@ -103,7 +103,7 @@ pub fn server_config(c: &FrontendTlsConfig) -> Result<Arc<ServerConfig>, String>
 
 /// The TLS files a configuration names, loaded as they would be at start:
 /// one problem per side whose certificates or keys do not load. Part of
-/// validating a configuration (`crate::server::load_config`), so a broken
+/// validating a configuration (the server's `load_config`), so a broken
 /// certificate fails the load or reload and changes nothing.
 pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();

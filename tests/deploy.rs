@@ -1,5 +1,5 @@
 //! The files in deploy/: the Grafana dashboard queries only metrics and
-//! labels that src/metrics.rs exports, in valid PromQL (promtool), and the
+//! labels that src/ops/metrics.rs exports, in valid PromQL (promtool), and the
 //! configurations shipped in the container image and the Kubernetes
 //! ConfigMaps load. (`make deploy-lint` checks the Dockerfile and the
 //! manifests themselves.)
@@ -34,14 +34,14 @@ struct Exported {
     labels: Vec<String>,
 }
 
-/// Every `"slotproxy_..."` name in src/metrics.rs, with the labels of the
+/// Every `"slotproxy_..."` name in src/ops/metrics.rs, with the labels of the
 /// `&[...]` list that follows it (before the next name).
 fn exported_metrics() -> BTreeMap<String, Exported> {
-    let src = std::fs::read_to_string("src/metrics.rs").unwrap();
+    let src = std::fs::read_to_string("src/ops/metrics.rs").unwrap();
     let starts: Vec<usize> = src.match_indices("\"slotproxy_").map(|(i, _)| i).collect();
     assert!(
         starts.len() >= 20,
-        "metric names not found in src/metrics.rs"
+        "metric names not found in src/ops/metrics.rs"
     );
     let mut out = BTreeMap::new();
     for (n, &start) in starts.iter().enumerate() {
@@ -204,7 +204,7 @@ fn resolve<'a>(
             return Ok(labels);
         }
     }
-    Err(format!("{series} is not exported by src/metrics.rs"))
+    Err(format!("{series} is not exported by src/ops/metrics.rs"))
 }
 
 #[test]

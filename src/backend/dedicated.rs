@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead;
 use crate::backend::{read_failure, Link};
 use crate::config::Tunable;
 use crate::error::ProxyError;
-use crate::resp::{encode, ReplyDecoder};
+use crate::resp::{encode, error_text, ReplyDecoder};
 use crate::tls::{ReadHalf, WriteHalf};
 
 /// Idle dedicated connections kept per node and protocol.
@@ -171,10 +171,8 @@ impl DedicatedPool {
         };
         if resp3 {
             let reply = c.call(&encode::command(&["HELLO", "3"])).await?;
-            if reply.first() == Some(&b'-') {
-                return Err(ProxyError::BackendProtocol(
-                    String::from_utf8_lossy(&reply).trim_end().to_string(),
-                ));
+            if let Some(why) = error_text(&reply) {
+                return Err(ProxyError::BackendProtocol(format!("-{why}")));
             }
         }
         Ok(c)

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::config::BackendConfig;
-use crate::resp::{encode, ReplyDecoder};
+use crate::resp::{encode, error_text, ReplyDecoder};
 use crate::tls::{Stream, TlsConnector};
 
 /// The AUTH request for the `[backend]` credentials (validated at load).
@@ -78,11 +78,8 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             .decode(&mut buf)
             .map_err(|e| format!("invalid AUTH reply from {addr}: {e}"))?
         {
-            if reply.first() == Some(&b'-') {
-                return Err(format!(
-                    "AUTH to {addr} failed: {}",
-                    String::from_utf8_lossy(&reply[1..reply.len() - 2])
-                ));
+            if let Some(why) = error_text(&reply) {
+                return Err(format!("AUTH to {addr} failed: {why}"));
             }
             return Ok(());
         }

@@ -34,7 +34,7 @@ use crate::backend::queue;
 use crate::config::{BackendConfig, Tunable};
 use crate::error::ProxyError;
 use crate::ops::metrics::METRICS;
-use crate::resp::{ProtocolError, ReplyDecoder};
+use crate::resp::{is_error, ProtocolError, ReplyDecoder};
 use crate::tls::{ReadHalf, Stream, WriteHalf};
 
 /// Frames at least this large are written on their own instead of being
@@ -251,7 +251,7 @@ impl Node {
         };
         let reply = match self.send(lane, frame).await {
             Ok(mut rx) => match tokio::time::timeout(timeout, recv_reply(&mut rx)).await {
-                Ok(Ok(r)) if r.first() != Some(&b'-') => Some(r),
+                Ok(Ok(r)) if !is_error(&r) => Some(r),
                 _ => None,
             },
             Err(_) => None,
@@ -453,9 +453,8 @@ async fn write_loop(
         }
         let _ = rx.drain_into(jobs);
         // A small batch: let the sessions that are ready run first (one
-        // yield), so their requests share this write. Measured: 1.7
-        // requests per write at P=1 with 50 clients before; P=1 throughput
-        // +10-25% (docs/benchmarks.md).
+        // yield), so their requests share this write (docs/benchmarks.md,
+        // section 3).
         if jobs.iter().map(|j| j.frames.len()).sum::<usize>() < MAX_BATCH / 4 {
             tokio::task::yield_now().await;
             let _ = rx.drain_into(jobs);
@@ -619,12 +618,10 @@ struct RoomyDecoder(ReplyDecoder);
 /// A shared connection's read has at least this much room...
 const MIN_READ: usize = 4 * 1024;
 /// ...and when it has less, it gets a buffer of this size (or what is left
-/// plus `MIN_READ`, if that is more). 14 KiB is jemalloc's largest small
-/// size class, whose freed buffers it reuses at once. The first version
-/// made room for 16 KiB more than what was left: "large" allocations,
-/// whose freed pages jemalloc keeps for its decay time, and under 4 KiB
-/// pipelined load the peak RSS went from 25 MB to 56-60 MB in about half
-/// the runs (22-35 MB in six runs with this size, and no slower).
+/// plus `MIN_READ`, if that is more): jemalloc's largest small size class,
+/// whose freed buffers it reuses at once. A larger "large" allocation's
+/// freed pages are kept for the allocator's decay time, which showed as a
+/// higher peak RSS under pipelined load (docs/benchmarks.md, section 7).
 const READ_BUFFER: usize = 14 * 1024;
 
 impl Decoder for RoomyDecoder {

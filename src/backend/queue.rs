@@ -4,9 +4,8 @@
 //! Used where a tokio mpsc channel costs more than it gives:
 //! * the reply queue between a frontend session's reader and writer
 //!   (`frontend.max_pipeline` entries). An mpsc channel allocates a block of
-//!   32 slots up front (about 7 KB per client here) and keeps it while the
-//!   client is idle; this queue's storage is given back with
-//!   [`Receiver::release`].
+//!   32 slots up front and keeps it while the client is idle; this queue's
+//!   storage is given back with [`Receiver::release`].
 //! * a backend connection's request queue ("lane", `backend.queue_depth`
 //!   entries), shared by every session's sender. A bounded mpsc channel
 //!   locks its semaphore's mutex for every message received; here a batch

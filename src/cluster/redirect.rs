@@ -2,8 +2,12 @@
 //!
 //! [`classify`] is a pure function: given a request's outcome (a reply or
 //! a transport error) and what kind of request it was, it says whether the
-//! outcome is final or names the next attempt. [`crate::cluster::retry`]
+//! outcome is final or names the next attempt. The retry module
 //! acts on that verdict for every kind of request.
+
+use crate::backend::ReplyResult;
+use crate::error::ProxyError;
+use crate::resp::is_error;
 
 /// A redirect reply: a value, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,101 @@ impl Redirect {
     }
 }
 
+/// What kind of request an outcome belongs to: all [`classify`] needs
+/// besides the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// The command only reads: safe to re-send after an unknown outcome.
+    pub readonly: bool,
+    /// The request must run on one node (a part of a cluster-wide command),
+    /// whatever the slot table says: never re-routed.
+    pub fixed_node: bool,
+}
+
+impl Kind {
+    /// A request that may change data: re-sent only when it was never
+    /// written or a redirect refused it.
+    pub const WRITE: Kind = Kind {
+        readonly: false,
+        fixed_node: false,
+    };
+    /// A request that only reads (or, like a subscription, is safe to
+    /// repeat): re-sent after an unknown outcome too.
+    pub const READ: Kind = Kind {
+        readonly: true,
+        fixed_node: false,
+    };
+}
+
+/// What an outcome means for the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Final: the client gets it.
+    Final,
+    /// `-MOVED`: the slot has a new owner; re-send there.
+    Moved {
+        /// The slot.
+        slot: u16,
+        /// Its new owner.
+        addr: String,
+    },
+    /// `-ASK`: re-send to the importing node, after ASKING.
+    Ask {
+        /// The importing node.
+        addr: String,
+    },
+    /// `-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`, `-MASTERDOWN`: back off,
+    /// then re-send.
+    Transient,
+    /// `-NOSCRIPT`: load the script (if its body is known), then re-send.
+    NoScript,
+    /// Never written (node unreachable, no master for the slot), or a read
+    /// whose connection broke: re-send once the slot has a master.
+    WaitForMaster,
+}
+
+/// Error replies after which the request is re-sent unchanged.
+const TRANSIENT: [&[u8]; 4] = [b"-TRYAGAIN", b"-CLUSTERDOWN", b"-LOADING", b"-MASTERDOWN"];
+
+/// Classifies a request's outcome. Pure: the follower in the retry module
+/// acts on the verdict.
+pub fn classify(outcome: &ReplyResult, kind: Kind) -> Verdict {
+    match outcome {
+        Ok(frame) => {
+            if !is_error(frame) {
+                return Verdict::Final;
+            }
+            match Redirect::parse(frame) {
+                Some(Redirect::Moved { slot, addr }) => return Verdict::Moved { slot, addr },
+                Some(Redirect::Ask { addr, .. }) => return Verdict::Ask { addr },
+                None => {}
+            }
+            if frame.starts_with(b"-NOSCRIPT") {
+                Verdict::NoScript
+            } else if TRANSIENT.iter().any(|p| frame.starts_with(p)) {
+                Verdict::Transient
+            } else {
+                Verdict::Final
+            }
+        }
+        // Never written: safe to send again once there is a master.
+        Err(ProxyError::BackendUnavailable(_))
+        | Err(ProxyError::ClusterDown(_))
+        | Err(ProxyError::Undiscovered(_))
+            if !kind.fixed_node =>
+        {
+            Verdict::WaitForMaster
+        }
+        // Written with an unknown outcome: only reads are re-sent.
+        Err(ProxyError::BackendConnectionLost(_)) | Err(ProxyError::BackendTimeout)
+            if kind.readonly && !kind.fixed_node =>
+        {
+            Verdict::WaitForMaster
+        }
+        Err(_) => Verdict::Final,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +165,93 @@ mod tests {
         assert_eq!(Redirect::parse(b"-ERR MOVED\r\n"), None);
         assert_eq!(Redirect::parse(b"+OK\r\n"), None);
         assert_eq!(Redirect::parse(b"-MOVED x y\r\n"), None);
+    }
+
+    const WRITE: Kind = Kind::WRITE;
+    const READ: Kind = Kind::READ;
+    const FIXED: Kind = Kind {
+        readonly: true,
+        fixed_node: true,
+    };
+
+    fn reply(s: &'static str) -> ReplyResult {
+        Ok(bytes::Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn replies_that_are_not_errors_are_final() {
+        for r in ["+OK\r\n", ":1\r\n", "$1\r\nx\r\n", "*0\r\n", "_\r\n"] {
+            assert_eq!(classify(&reply(r), WRITE), Verdict::Final, "{r}");
+        }
+        assert_eq!(
+            classify(&reply("-ERR wrong type\r\n"), READ),
+            Verdict::Final
+        );
+        assert_eq!(classify(&reply("-CROSSSLOT x\r\n"), READ), Verdict::Final);
+    }
+
+    #[test]
+    fn moved_and_ask_name_the_next_node() {
+        assert_eq!(
+            classify(&reply("-MOVED 3999 127.0.0.1:7001\r\n"), WRITE),
+            Verdict::Moved {
+                slot: 3999,
+                addr: "127.0.0.1:7001".into()
+            }
+        );
+        assert_eq!(
+            classify(&reply("-ASK 3999 127.0.0.1:7002\r\n"), WRITE),
+            Verdict::Ask {
+                addr: "127.0.0.1:7002".into()
+            }
+        );
+        // Malformed redirects are ordinary errors.
+        assert_eq!(classify(&reply("-MOVED x\r\n"), WRITE), Verdict::Final);
+    }
+
+    #[test]
+    fn transient_cluster_errors_are_retried() {
+        for r in [
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down\r\n",
+        ] {
+            assert_eq!(classify(&reply(r), WRITE), Verdict::Transient, "{r}");
+        }
+        assert_eq!(
+            classify(&reply("-NOSCRIPT No matching script\r\n"), WRITE),
+            Verdict::NoScript
+        );
+    }
+
+    #[test]
+    fn never_written_requests_wait_for_a_master() {
+        let errors = [
+            ProxyError::BackendUnavailable("refused".into()),
+            ProxyError::ClusterDown("Hash slot not served"),
+            ProxyError::Undiscovered(None),
+        ];
+        for e in errors {
+            assert_eq!(classify(&Err(e.clone()), WRITE), Verdict::WaitForMaster);
+            // A fixed-node part is never re-routed.
+            assert_eq!(classify(&Err(e), FIXED), Verdict::Final);
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_resends_only_reads() {
+        for e in [
+            ProxyError::BackendConnectionLost("reset".into()),
+            ProxyError::BackendTimeout,
+        ] {
+            assert_eq!(classify(&Err(e.clone()), READ), Verdict::WaitForMaster);
+            assert_eq!(classify(&Err(e.clone()), WRITE), Verdict::Final);
+            assert_eq!(classify(&Err(e), FIXED), Verdict::Final);
+        }
+        assert_eq!(
+            classify(&Err(ProxyError::BackendProtocol("x".into())), READ),
+            Verdict::Final
+        );
     }
 }

@@ -1,8 +1,12 @@
 //! Redirects and retries: where a request goes, and what happens when the
 //! cluster answers with a redirect or a transient error.
 //!
-//! Every routed request (and every part of a fan-out) completes through
-//! [`Retrier::complete`], which classifies the outcome:
+//! Every request's outcome goes through one [`Follower`], whatever
+//! connection carried it: forwards and fan-out parts on the multiplexed
+//! lanes ([`Retrier::finish`]), blocking commands, WATCH and EXEC on
+//! dedicated connections, and the pub/sub task's subscriptions. The
+//! outcome is classified (the pure `classify` of the redirect module), and
+//! the follower acts on the verdict:
 //!
 //! * `-MOVED slot addr`: the slot table is patched at once (a new table is
 //!   swapped in), a full refresh is requested, and the request is re-sent to
@@ -18,6 +22,9 @@
 //!   unknown, so the error goes to the client, unless the command is
 //!   read-only, which is safe to re-send.
 //!
+//! Retries run out after `retry.max_retries`; a request whose last outcome
+//! was still a redirect then fails with "too many redirects".
+//!
 //! Retries happen in the client's reply order (the frontend's write half
 //! drives them), so a client's pipelined commands to one key keep their order
 //! across a redirect.
@@ -32,12 +39,12 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::backend::{recv_reply, Lane, Node, ReplyResult, ReplyRx};
-use crate::cluster::redirect::Redirect;
+use crate::cluster::redirect::{classify, Kind, Verdict};
 use crate::cluster::slot::{SharedSlotTable, SlotTable};
 use crate::cluster::topology::Topology;
 use crate::config::{ReadFrom, RetryConfig};
 use crate::error::ProxyError;
-use crate::resp::{encode, Value};
+use crate::resp::{encode, error_text, is_error, Value};
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
@@ -89,20 +96,14 @@ pub struct Attempt {
     pub lane: Lane,
 }
 
-/// What to do with an outcome.
-enum Next {
-    Done,
-    Moved { slot: u16, addr: String },
-    Ask { addr: String },
-    Transient,
-    WaitForMaster,
-    NoScript { body: Bytes },
-}
-
-/// Sleeps `backoff`, then doubles it up to `max`.
-async fn pause(backoff: &mut Duration, max: Duration) {
-    tokio::time::sleep(*backoff).await;
-    *backoff = (*backoff * 2).min(max);
+impl Attempt {
+    /// What the follower needs to know of this request.
+    pub fn kind(&self) -> Kind {
+        Kind {
+            readonly: self.readonly,
+            fixed_node: matches!(self.target, Target::Node(_)),
+        }
+    }
 }
 
 /// The re-sent request's outcome.
@@ -282,68 +283,63 @@ impl Retrier {
     /// Whether `outcome` is final without any retry (the fast path: every
     /// reply that is not an error).
     pub fn is_final(outcome: &ReplyResult) -> bool {
-        matches!(outcome, Ok(frame) if frame.first() != Some(&b'-'))
+        matches!(outcome, Ok(frame) if !is_error(frame))
+    }
+
+    /// What an outcome says of the cluster, for a caller that will not
+    /// send the request again (a transaction the node aborted, a WATCH on a
+    /// connection that holds other keys): a MOVED patches the slot table, a
+    /// transient error asks for a refresh.
+    pub fn observe(&self, outcome: &ReplyResult) {
+        let kind = Kind {
+            readonly: false,
+            fixed_node: true,
+        };
+        match classify(outcome, kind) {
+            Verdict::Moved { slot, addr } => self.topology.apply_moved(slot, &addr),
+            Verdict::Transient => self.topology.trigger().notify_one(),
+            _ => {}
+        }
+    }
+
+    /// A follower for one request of this kind (see [`Follower`]).
+    pub fn follower(&self, kind: Kind) -> Follower<'_> {
+        let policy = self.policy.load_full();
+        Follower {
+            retrier: self,
+            kind,
+            started: Instant::now(),
+            retries: 0,
+            backoff: policy.backoff_min,
+            policy,
+        }
     }
 
     /// Follows redirects and retries from the first outcome of `a` until a
-    /// final outcome.
+    /// final outcome, re-sending on the client's lane of the multiplexed
+    /// connections.
     pub async fn finish(&self, a: &Attempt, first: ReplyResult) -> ReplyResult {
+        let mut follower = self.follower(a.kind());
         let mut outcome = first;
-        let started = Instant::now();
-        let mut retries = 0u32;
-        let policy = self.policy.load_full();
-        let mut backoff = policy.backoff_min;
-        loop {
-            let next = self.classify(&outcome, a);
-            let c = &self.counters;
-            let rx = match next {
-                Next::Done => return outcome,
-                _ if retries >= policy.max_retries && !matches!(next, Next::WaitForMaster) => {
-                    c.exhausted.fetch_add(1, Ordering::Relaxed);
-                    return outcome;
+        while let Some(hop) = follower.next(&mut outcome, &a.frame).await {
+            let sent = match hop {
+                Hop::To {
+                    addr,
+                    asking: false,
+                } => {
+                    self.topology
+                        .node(&addr)
+                        .send(a.lane, a.frame.clone())
+                        .await
                 }
-                Next::Moved { slot, addr } => {
-                    c.moved.fetch_add(1, Ordering::Relaxed);
-                    debug!(slot, to = %addr, "MOVED: slot table patched, request re-sent");
-                    self.topology.apply_moved(slot, &addr);
-                    retries += 1;
-                    match &a.target {
-                        // A fixed-node part is not re-routed.
-                        Target::Node(_) => return outcome,
-                        _ => {
-                            self.topology
-                                .node(&addr)
-                                .send(a.lane, a.frame.clone())
-                                .await
-                        }
-                    }
-                }
-                Next::Ask { addr } => {
-                    c.ask.fetch_add(1, Ordering::Relaxed);
-                    debug!(to = %addr, "ASK: request re-sent with ASKING");
-                    retries += 1;
+                Hop::To { addr, asking: true } => {
                     self.topology
                         .node(&addr)
                         .send_asking(a.lane, &a.frame)
                         .await
                 }
-                Next::Transient => {
-                    if started.elapsed() + backoff > policy.budget {
-                        c.exhausted.fetch_add(1, Ordering::Relaxed);
-                        return outcome;
-                    }
-                    c.transient.fetch_add(1, Ordering::Relaxed);
-                    debug!(?backoff, "transient cluster error: retrying");
-                    retries += 1;
-                    // CLUSTERDOWN and MASTERDOWN often mean the table is stale.
-                    self.topology.trigger().notify_one();
-                    pause(&mut backoff, policy.backoff_max).await;
-                    self.send(a).await
-                }
-                Next::NoScript { body } => {
-                    c.scripts_loaded.fetch_add(1, Ordering::Relaxed);
-                    debug!("NOSCRIPT: loading the script on the node and re-sending");
-                    retries += 1;
+                Hop::Again => self.send(a).await,
+                Hop::LoadScript(body) => {
                     let table = self.table.load();
                     match self.resolve(&table, a) {
                         Ok(node) => {
@@ -357,73 +353,148 @@ impl Retrier {
                         Err(e) => Err(e),
                     }
                 }
-                Next::WaitForMaster => {
-                    if started.elapsed() + backoff > policy.master_wait {
-                        c.exhausted.fetch_add(1, Ordering::Relaxed);
-                        return outcome;
-                    }
-                    if matches!(
-                        outcome,
-                        Err(ProxyError::BackendConnectionLost(_)) | Err(ProxyError::BackendTimeout)
-                    ) {
-                        c.reads_resent.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        c.unavailable.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.topology.trigger().notify_one();
-                    pause(&mut backoff, policy.backoff_max).await;
-                    self.send(a).await
-                }
             };
-            outcome = outcome_of(rx).await;
+            outcome = outcome_of(sent).await;
         }
+        outcome
+    }
+}
+
+/// Where a request's next attempt goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    /// The node a redirect named, after ASKING for an ASK.
+    To {
+        /// The node.
+        addr: String,
+        /// Send ASKING first, on the same connection.
+        asking: bool,
+    },
+    /// Wherever the request's target resolves now.
+    Again,
+    /// Load this script on the target's node, then re-send there.
+    LoadScript(Bytes),
+}
+
+/// The one redirect follower: turns each outcome of one request into its
+/// next attempt, for every kind of request (lone and pipelined forwards,
+/// fan-out parts, blocking commands, WATCH and EXEC, pub/sub
+/// re-subscription). The caller sends the attempt on its own connection;
+/// the follower decides, keeps the count and the back-off, patches the slot
+/// table on MOVED, asks for a refresh when the table looks stale, and
+/// counts what it did.
+pub struct Follower<'r> {
+    retrier: &'r Retrier,
+    kind: Kind,
+    policy: Arc<RetryConfig>,
+    started: Instant,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl Follower<'_> {
+    /// The next attempt after `outcome` (of the request `frame`), with how
+    /// long to wait before it; `None` when `outcome` is final. When the
+    /// retries run out on a redirect, `outcome` becomes
+    /// [`ProxyError::TooManyRedirects`]; otherwise the client gets the last
+    /// outcome as it is.
+    pub fn decide(&mut self, outcome: &mut ReplyResult, frame: &Bytes) -> Option<(Hop, Duration)> {
+        let r = self.retrier;
+        let c = &r.counters;
+        let verdict = classify(outcome, self.kind);
+        // A NOSCRIPT whose script the proxy never saw is final.
+        let script = match verdict {
+            Verdict::NoScript => Some(r.script_for(frame)?),
+            _ => None,
+        };
+        if verdict == Verdict::Final {
+            return None;
+        }
+        if self.retries >= self.policy.max_retries && verdict != Verdict::WaitForMaster {
+            c.exhausted.fetch_add(1, Ordering::Relaxed);
+            if matches!(verdict, Verdict::Moved { .. } | Verdict::Ask { .. }) {
+                let last = match outcome {
+                    Ok(frame) => error_text(frame).unwrap_or_default().into_owned(),
+                    Err(_) => String::new(),
+                };
+                *outcome = Err(ProxyError::TooManyRedirects(last));
+            }
+            return None;
+        }
+        let hop = match verdict {
+            Verdict::Final => return None,
+            Verdict::Moved { slot, addr } => {
+                c.moved.fetch_add(1, Ordering::Relaxed);
+                debug!(slot, to = %addr, "MOVED: slot table patched, request re-sent");
+                r.topology.apply_moved(slot, &addr);
+                self.retries += 1;
+                // A fixed-node part is not re-routed.
+                if self.kind.fixed_node {
+                    return None;
+                }
+                Hop::To {
+                    addr,
+                    asking: false,
+                }
+            }
+            Verdict::Ask { addr } => {
+                c.ask.fetch_add(1, Ordering::Relaxed);
+                debug!(to = %addr, "ASK: request re-sent with ASKING");
+                self.retries += 1;
+                Hop::To { addr, asking: true }
+            }
+            Verdict::NoScript => {
+                c.scripts_loaded.fetch_add(1, Ordering::Relaxed);
+                debug!("NOSCRIPT: loading the script on the node and re-sending");
+                self.retries += 1;
+                Hop::LoadScript(script?)
+            }
+            Verdict::Transient => {
+                if self.started.elapsed() + self.backoff > self.policy.budget {
+                    c.exhausted.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                c.transient.fetch_add(1, Ordering::Relaxed);
+                debug!(backoff = ?self.backoff, "transient cluster error: retrying");
+                self.retries += 1;
+                // CLUSTERDOWN and MASTERDOWN often mean the table is stale.
+                r.topology.trigger().notify_one();
+                return Some((Hop::Again, self.back_off()));
+            }
+            Verdict::WaitForMaster => {
+                if self.started.elapsed() + self.backoff > self.policy.master_wait {
+                    c.exhausted.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                if matches!(
+                    outcome,
+                    Err(ProxyError::BackendConnectionLost(_)) | Err(ProxyError::BackendTimeout)
+                ) {
+                    c.reads_resent.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    c.unavailable.fetch_add(1, Ordering::Relaxed);
+                }
+                r.topology.trigger().notify_one();
+                return Some((Hop::Again, self.back_off()));
+            }
+        };
+        Some((hop, Duration::ZERO))
     }
 
-    fn classify(&self, outcome: &ReplyResult, a: &Attempt) -> Next {
-        match outcome {
-            Ok(frame) => {
-                if frame.first() != Some(&b'-') {
-                    return Next::Done;
-                }
-                if let Some(r) = Redirect::parse(frame) {
-                    return match r {
-                        Redirect::Moved { slot, addr } => Next::Moved { slot, addr },
-                        Redirect::Ask { addr, .. } => Next::Ask { addr },
-                    };
-                }
-                if frame.starts_with(b"-NOSCRIPT") {
-                    return match self.script_for(&a.frame) {
-                        Some(body) => Next::NoScript { body },
-                        None => Next::Done,
-                    };
-                }
-                let transient = [
-                    &b"-TRYAGAIN"[..],
-                    b"-CLUSTERDOWN",
-                    b"-LOADING",
-                    b"-MASTERDOWN",
-                ];
-                if transient.iter().any(|p| frame.starts_with(p)) {
-                    Next::Transient
-                } else {
-                    Next::Done
-                }
-            }
-            // Never written: safe to send again once there is a master.
-            Err(ProxyError::BackendUnavailable(_))
-            | Err(ProxyError::ClusterDown(_))
-            | Err(ProxyError::Undiscovered(_))
-                if !matches!(a.target, Target::Node(_)) =>
-            {
-                Next::WaitForMaster
-            }
-            // Written with an unknown outcome: only reads are re-sent.
-            Err(ProxyError::BackendConnectionLost(_)) | Err(ProxyError::BackendTimeout)
-                if a.readonly && !matches!(a.target, Target::Node(_)) =>
-            {
-                Next::WaitForMaster
-            }
-            Err(_) => Next::Done,
+    /// [`Follower::decide`], then the wait before the next attempt.
+    pub async fn next(&mut self, outcome: &mut ReplyResult, frame: &Bytes) -> Option<Hop> {
+        let (hop, wait) = self.decide(outcome, frame)?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
+        Some(hop)
+    }
+
+    /// The wait before this attempt; the next one waits twice as long, up
+    /// to `retry.backoff_max`.
+    fn back_off(&mut self) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.policy.backoff_max);
+        wait
     }
 }

@@ -76,7 +76,7 @@ pub struct Ctx<'a> {
     pub auth: &'a Authenticator,
 }
 
-/// Executes a command routed [`crate::command::router::Route::Local`] and returns its reply.
+/// Executes a command the router answered locally and returns its reply.
 pub fn execute(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Bytes {
     match run(spec, req, ctx) {
         Ok(b) => b,

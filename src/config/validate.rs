@@ -58,7 +58,7 @@ impl Config {
     }
 
     /// Reads the optional file and applies overrides, without validating
-    /// the result: [`crate::server::load_config`] validates it whole,
+    /// the result: the server's `load_config` validates it whole,
     /// with the TLS files it names.
     pub fn read(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match path {

@@ -24,7 +24,8 @@ use tracing::{debug, warn};
 
 use crate::backend::dedicated::{DedicatedPool, DedicatedWriter};
 use crate::backend::Lane;
-use crate::cluster::redirect::Redirect;
+use crate::backend::ReplyResult;
+use crate::cluster::redirect::{self, Redirect};
 use crate::cluster::retry::{Retrier, Target};
 use crate::cluster::slot::{key_slot, SharedSlotTable};
 use crate::error::ProxyError;
@@ -488,7 +489,9 @@ impl Task {
                             s.holder = None;
                         }
                     }
-                    self.deps.retrier.topology().trigger().notify_one();
+                    self.follow(Err(ProxyError::BackendConnectionLost(
+                        "subscription connection closed".into(),
+                    )));
                 }
                 return;
             }
@@ -497,9 +500,11 @@ impl Task {
         let Some(key) = self.key_of(id) else {
             return;
         };
-        if let Some(Redirect::Moved { slot, addr }) = Redirect::parse(&frame) {
-            // SSUBSCRIBE reached a node that no longer owns the slot: follow it.
-            self.deps.retrier.topology().apply_moved(slot, &addr);
+        if let Some(Redirect::Moved { slot, .. }) = Redirect::parse(&frame) {
+            // SSUBSCRIBE reached a node that no longer owns the slot: the
+            // follower patches the slot table, and the repair re-subscribes
+            // where the slot is now.
+            self.follow(Ok(frame));
             for s in self.shard.values_mut() {
                 if s.slot == slot {
                     s.holder = None;
@@ -563,6 +568,19 @@ impl Task {
         }
         let count = self.count(kind);
         self.emit(self.message(&verb, name.as_deref(), count)).await;
+    }
+
+    /// What a subscription's outcome means, decided by the retrier's
+    /// follower like any request's (subscribing again is always safe, like
+    /// a read): a MOVED patches the slot table, a lost connection asks for
+    /// a refresh. The re-subscription itself is [`Task::repair`]'s, on its
+    /// own tick, so the task never sleeps in a back-off.
+    fn follow(&self, mut outcome: ReplyResult) {
+        let _ = self
+            .deps
+            .retrier
+            .follower(redirect::Kind::READ)
+            .decide(&mut outcome, &Bytes::new());
     }
 
     fn key_of(&self, id: u64) -> Option<Key> {

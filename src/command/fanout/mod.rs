@@ -13,15 +13,19 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::backend::ReplyResult;
+mod exec;
+mod merge;
+
+pub use exec::{send, FanOut};
+pub use merge::merge;
+
 use crate::cluster::retry::RetryCounters;
 use crate::cluster::retry::Target;
 use crate::cluster::slot::{key_slot, SlotTable};
 use crate::command::CommandTable;
 use crate::error::ProxyError;
 use crate::ops::stats::ProxyInfo;
-use crate::resp::reply::{split_aggregate, Elements};
-use crate::resp::{encode, Request, Value};
+use crate::resp::{encode, Request};
 
 /// One sub-request.
 #[derive(Debug, Clone)]
@@ -244,7 +248,7 @@ pub fn every_node(table: &SlotTable, req: &Request, name: &str) -> Plan {
 }
 
 /// Bits of a proxy SCAN cursor that hold the node's first slot.
-const SCAN_SLOT_BITS: u32 = 14;
+pub(super) const SCAN_SLOT_BITS: u32 = 14;
 
 /// Plans one SCAN step. The proxy cursor is `node_cursor << 14 | first
 /// slot of the node`; cursor 0 starts at the node serving the lowest slot.
@@ -297,223 +301,11 @@ pub fn scan(table: &SlotTable, req: &Request) -> Result<Plan, ProxyError> {
     })
 }
 
-/// A part's reply as raw bytes, or why it failed.
-fn frame_of(r: &ReplyResult) -> Result<&Bytes, String> {
-    match r {
-        Ok(b) if matches!(b.first(), Some(b'-') | Some(b'!')) => {
-            Err(String::from_utf8_lossy(&b[1..b.len().saturating_sub(2)]).into_owned())
-        }
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let r = e.to_resp();
-            Err(String::from_utf8_lossy(&r[1..r.len() - 2]).into_owned())
-        }
-    }
-}
-
-fn failure(plan_command: &str, write: bool, failed: usize, total: usize, first: &str) -> Bytes {
-    let tail = if write && failed < total {
-        "; the other parts were applied"
-    } else {
-        ""
-    };
-    ProxyError::Syntax(format!(
-        "slotproxy: {plan_command} failed for {failed} of {total} parts: {first}{tail}"
-    ))
-    .to_resp()
-}
-
-fn invalid(command: &str, what: &str) -> Bytes {
-    ProxyError::BackendProtocol(format!("{command}: {what}")).to_resp()
-}
-
-/// Merges the parts' replies (in part order) into the client's reply.
-pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult]) -> Bytes {
-    let mut frames = Vec::with_capacity(replies.len());
-    let mut failed = 0;
-    let mut first_err = None;
-    for r in replies {
-        match frame_of(r) {
-            Ok(f) => frames.push(f),
-            Err(e) => {
-                failed += 1;
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        if replies.len() == 1 {
-            // One part: its error is the reply, unchanged.
-            return match &replies[0] {
-                Ok(b) => b.clone(),
-                Err(e) => e.to_resp(),
-            };
-        }
-        return failure(command, write, failed, replies.len(), &e);
-    }
-    match merge {
-        Merge::Gather {
-            total,
-            positions,
-            counts,
-        } => {
-            // Each element as a slice of its part's reply: nothing is copied
-            // until the merged reply is written, once, at its final size.
-            let mut slots: Vec<&[u8]> = vec![&[]; *total];
-            let mut size = 0;
-            let mut next = positions.iter();
-            for (frame, &count) in frames.iter().zip(counts) {
-                let Some(mut elements) = Elements::new(frame) else {
-                    return invalid(command, "expected an array");
-                };
-                if elements.remaining() != count {
-                    return invalid(command, "array of the wrong length");
-                }
-                for (range, &p) in elements.by_ref().zip(next.by_ref()) {
-                    size += range.len();
-                    slots[p] = &frame[range];
-                }
-                if !elements.finished() {
-                    return invalid(command, "expected an array");
-                }
-            }
-            let mut out = BytesMut::with_capacity(size + 24);
-            encode::array_header(*total, &mut out);
-            for s in slots {
-                // A RESP element is never empty: an empty slot had no part.
-                if s.is_empty() {
-                    return invalid(command, "missing element");
-                }
-                out.extend_from_slice(s);
-            }
-            out.freeze()
-        }
-        Merge::Sum => {
-            let mut sum: i64 = 0;
-            for f in &frames {
-                match Value::parse(f).ok().and_then(|v| match v {
-                    Value::Integer(n) => Some(n),
-                    _ => None,
-                }) {
-                    Some(n) => sum = sum.saturating_add(n),
-                    None => return invalid(command, "expected an integer"),
-                }
-            }
-            encode::integer(sum)
-        }
-        Merge::AllOk => frames
-            .first()
-            .map_or_else(|| Bytes::from_static(encode::OK), |f| (*f).clone()),
-        Merge::Same => {
-            let first = frames
-                .first()
-                .map(|f| (*f).clone())
-                .unwrap_or_else(encode::null_bulk);
-            if frames.iter().any(|f| **f != first) {
-                return failure(
-                    command,
-                    write,
-                    0,
-                    frames.len(),
-                    "the nodes replied differently",
-                );
-            }
-            first
-        }
-        Merge::Concat => {
-            let mut elems = Vec::new();
-            for f in &frames {
-                match split_aggregate(f) {
-                    Some(e) => elems.extend(e),
-                    None => return invalid(command, "expected an array"),
-                }
-            }
-            let mut out = BytesMut::new();
-            encode::array_header(elems.len(), &mut out);
-            for e in elems {
-                out.extend_from_slice(&e);
-            }
-            out.freeze()
-        }
-        Merge::AllOfFlags => {
-            let mut flags: Option<Vec<bool>> = None;
-            for f in &frames {
-                let Some(v) = Value::parse(f).ok() else {
-                    return invalid(command, "unparsable reply");
-                };
-                let Some(items) = v.as_array() else {
-                    return invalid(command, "expected an array");
-                };
-                let these: Vec<bool> = items.iter().map(|i| i.as_int() == Some(1)).collect();
-                flags = Some(match flags {
-                    None => these,
-                    Some(prev) if prev.len() == these.len() => {
-                        prev.iter().zip(&these).map(|(a, b)| *a && *b).collect()
-                    }
-                    Some(_) => return invalid(command, "arrays of different lengths"),
-                });
-            }
-            let flags = flags.unwrap_or_default();
-            let mut out = BytesMut::new();
-            encode::array_header(flags.len(), &mut out);
-            for f in flags {
-                out.extend_from_slice(&encode::integer(i64::from(f)));
-            }
-            out.freeze()
-        }
-        Merge::Info {
-            sections,
-            proxy,
-            clients,
-        } => {
-            let texts: Vec<String> = frames
-                .iter()
-                .filter_map(|f| Value::parse(f).ok())
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            encode::bulk(crate::command::info::render(sections, proxy, clients, &texts).as_bytes())
-        }
-        Merge::AnyNonNil => frames
-            .iter()
-            .find(|f| f.as_ref() != b"$-1\r\n" && f.as_ref() != b"_\r\n")
-            .map(|f| (*f).clone())
-            .unwrap_or_else(encode::null_bulk),
-        Merge::Scan {
-            node_slot,
-            next_slot,
-        } => {
-            let Some(frame) = frames.first() else {
-                return invalid(command, "no reply");
-            };
-            let Some(parts) = split_aggregate(frame).filter(|p| p.len() == 2) else {
-                return invalid(command, "expected [cursor, keys]");
-            };
-            let node_cursor: Option<u64> = Value::parse(&parts[0])
-                .ok()
-                .and_then(|v| v.as_str().and_then(|s| s.parse().ok()));
-            let Some(node_cursor) = node_cursor else {
-                return invalid(command, "invalid cursor");
-            };
-            let cursor = if node_cursor == 0 {
-                next_slot.map_or(0, u64::from)
-            } else if node_cursor >> (64 - SCAN_SLOT_BITS) != 0 {
-                return invalid(command, "node cursor too large to encode");
-            } else {
-                node_cursor << SCAN_SLOT_BITS | u64::from(*node_slot)
-            };
-            let mut out = BytesMut::new();
-            encode::array_header(2, &mut out);
-            encode::bulk_into(cursor.to_string().as_bytes(), &mut out);
-            out.extend_from_slice(&parts[1]);
-            out.freeze()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ReplyResult;
+    use crate::resp::Value;
     use proptest::prelude::*;
 
     fn req(args: &[&str]) -> Request {

@@ -1,0 +1,190 @@
+//! Dispatch: routes one request and starts what serves it (a staged
+//! forward, a fan-out, a local reply, or a stateful command).
+
+use bytes::{Bytes, BytesMut};
+
+use super::Session;
+use crate::cluster::slot::SlotTable;
+use crate::command::fanout::{self, Plan};
+use crate::command::local::{self, Ctx};
+use crate::command::router::{Route, Router};
+use crate::command::CommandTable;
+use crate::error::ProxyError;
+use crate::frontend::pending::{Dispatched, Pending};
+use crate::resp::{encode, Request};
+
+impl Session {
+    /// Routes and runs one request against the tables given (the read
+    /// loop's, see [`Session::read_loop`]). A plain forward's target is
+    /// handed back for the request to be staged (see
+    /// [`Session::flush_staged`]); everything else has its reply slot
+    /// already.
+    pub(crate) async fn dispatch(
+        &mut self,
+        req: &Request,
+        slots: &SlotTable,
+        commands: &CommandTable,
+    ) -> Dispatched {
+        let auth = &self.shared.auth;
+        if auth.enabled() && self.client.user.is_none() {
+            let name = req.arg(0);
+            if !(name.eq_ignore_ascii_case(b"auth")
+                || name.eq_ignore_ascii_case(b"hello")
+                || name.eq_ignore_ascii_case(b"quit"))
+            {
+                return Dispatched::Now(Pending::Ready(ProxyError::NoAuth.to_resp()));
+            }
+        }
+        if req.arg(0).eq_ignore_ascii_case(b"proxy") {
+            if let Err(e) = auth.permit_proxy(self.client.user.as_deref()) {
+                return Dispatched::Now(Pending::Ready(e.to_resp()));
+            }
+            if req.argc() == 3
+                && req.arg(1).eq_ignore_ascii_case(b"config")
+                && req.arg(2).eq_ignore_ascii_case(b"reload")
+            {
+                return Dispatched::Now(Pending::Ready(self.reload()));
+            }
+            return Dispatched::Now(Pending::Ready(local::proxy_command(req, slots)));
+        }
+        let frontend = &self.shared.frontend;
+        let router = Router {
+            commands,
+            slots,
+            allow_config_write: &|| frontend.load().allow_config_write,
+        };
+        let (route, spec) = router.route(req, &mut self.keys);
+        self.command = spec.map(|s| s.metrics);
+        if let Some(spec) = spec {
+            if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
+                return Dispatched::Now(Pending::Ready(e.to_resp()));
+            }
+        }
+        self.remember_script(req);
+        if !matches!(route, Route::Forward { .. }) && !self.staged.is_empty() {
+            // What is not a plain forward may wait for earlier replies (a
+            // barrier) or send on its own: this read's staged requests go
+            // first, so nothing overtakes them. Boxed: the flush's state
+            // would otherwise sit in every dispatch's future, so in every
+            // active client's.
+            Box::pin(self.flush_staged()).await;
+        }
+        if self.txn.is_some() {
+            return Dispatched::Now(Pending::Ready(Box::pin(self.queue(route, req)).await));
+        }
+        let subscribed = self.pubsub.as_ref().is_some_and(|p| p.active() > 0);
+        if subscribed && !self.client.resp3 {
+            // RESP2 clients in subscribed mode, as in Redis.
+            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_lowercase();
+            match name.as_str() {
+                "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+                | "sunsubscribe" | "quit" | "reset" => {}
+                "ping" => {
+                    let mut out = BytesMut::new();
+                    encode::array_header(2, &mut out);
+                    encode::bulk_into(b"pong", &mut out);
+                    encode::bulk_into(if req.argc() > 1 { req.arg(1) } else { b"" }, &mut out);
+                    return Dispatched::Now(Pending::Ready(out.freeze()));
+                }
+                _ => {
+                    return Dispatched::Now(Pending::Ready(
+                        ProxyError::Syntax(format!(
+                            "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                        ))
+                        .to_resp(),
+                    ))
+                }
+            }
+        }
+        match route {
+            Route::Local(spec) => {
+                if matches!(spec.name.as_str(), "hello" | "reset") && !self.barrier().await {
+                    return Dispatched::Now(Pending::Ready(ProxyError::ShuttingDown.to_resp()));
+                }
+                if spec.name == "reset" {
+                    Box::pin(self.reset()).await;
+                }
+                let mut ctx = Ctx {
+                    commands,
+                    slots,
+                    client: &mut self.client,
+                    proxy: &self.shared.proxy,
+                    retries: &self.shared.retrier.counters,
+                    auth: &self.shared.auth,
+                };
+                Dispatched::Now(Pending::Ready(local::execute(spec, req, &mut ctx)))
+            }
+            Route::Reject(e) => Dispatched::Now(Pending::Ready(e.to_resp())),
+            Route::FanOut(plan) => Dispatched::Now(Box::pin(self.fan_out(plan)).await),
+            Route::Info(sections) => {
+                let plan = fanout::info(
+                    slots,
+                    sections,
+                    &self.shared.proxy,
+                    commands,
+                    &self.shared.retrier.counters,
+                );
+                Dispatched::Now(Box::pin(self.fan_out(plan)).await)
+            }
+            Route::Transaction(spec) => Dispatched::Now(Pending::Ready(
+                Box::pin(self.transaction(&spec.name, req)).await,
+            )),
+            Route::PubSub(spec) => {
+                Dispatched::Now(Box::pin(self.subscription(&spec.name, req)).await)
+            }
+            Route::Wait => Dispatched::Now(Pending::Ready(Box::pin(self.wait(slots, req)).await)),
+            Route::Dedicated(target) => {
+                Dispatched::Now(Pending::Ready(Box::pin(self.blocking(target, req)).await))
+            }
+            Route::Forward { target, readonly } => Dispatched::Forward { target, readonly },
+        }
+    }
+
+    /// Sends a fan-out's parts on this client's lane; the writer completes
+    /// and merges them in the client's reply order.
+    async fn fan_out(&self, plan: Plan) -> Pending {
+        let table = self.shared.table.load_full();
+        Pending::FanOut(Box::new(
+            fanout::send(plan, &table, self.lane(), &self.shared.retrier).await,
+        ))
+    }
+
+    /// PROXY CONFIG RELOAD: one line per changed key.
+    fn reload(&self) -> Bytes {
+        let Some(reloader) = self.shared.reloader.get().and_then(|w| w.upgrade()) else {
+            return ProxyError::ShuttingDown.to_resp();
+        };
+        match reloader.reload() {
+            Ok(report) => {
+                let lines: Vec<String> = report
+                    .applied
+                    .iter()
+                    .map(|k| format!("applied: {k}"))
+                    .chain(
+                        report
+                            .certificates_reloaded
+                            .iter()
+                            .map(|k| format!("certificates reloaded: {k}")),
+                    )
+                    .chain(
+                        report
+                            .restart_needed
+                            .iter()
+                            .map(|k| format!("restart needed: {k}")),
+                    )
+                    .collect();
+                let mut out = BytesMut::new();
+                encode::array_header(lines.len(), &mut out);
+                for l in lines {
+                    encode::bulk_into(l.as_bytes(), &mut out);
+                }
+                out.freeze()
+            }
+            Err(e) => ProxyError::Syntax(format!(
+                "configuration not reloaded: {}",
+                e.to_string().replace('\n', ";")
+            ))
+            .to_resp(),
+        }
+    }
+}

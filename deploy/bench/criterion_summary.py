@@ -25,8 +25,8 @@ END = "<!-- make microbench: end -->"
 GROUPS = [
     ("request", "benches/codec.rs: `RequestDecoder::decode` on a fresh buffer, until it yields nothing"),
     ("reply", "benches/codec.rs: `ReplyDecoder::decode` (boundary scan, no parsing)"),
-    ("key_slot", "benches/slot.rs: `slot::key_slot`"),
-    ("fanout", "benches/fanout.rs: `fanout::split_by_slot` and `fanout::merge`"),
+    ("key_slot", "benches/slot.rs: `cluster::slot::key_slot`"),
+    ("fanout", "benches/fanout.rs: `command::fanout::split_by_slot` and `command::fanout::merge`"),
 ]
 
 

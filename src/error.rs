@@ -102,6 +102,11 @@ pub enum ProxyError {
     /// unknown, so the transaction must start over. Carries the node's error.
     #[error("WATCH failed: {0}")]
     WatchFailed(String),
+    /// CONFIG SET of a node setting that decides how the proxy reaches the
+    /// nodes (`requirepass`, `port`, `tls-*`, ...): refused, so a client
+    /// cannot lock the proxy out of its own cluster. Carries the setting.
+    #[error("CONFIG SET {0} refused")]
+    CutsOff(String),
     /// A broken invariant of the proxy itself: never the client's fault nor
     /// the node's.
     #[error("internal error: {0}")]
@@ -214,6 +219,12 @@ impl ProxyError {
                 format!("ERR slotproxy: WATCH failed, retry the transaction: {why}")
             }
             ProxyError::Internal(why) => format!("ERR slotproxy: internal error ({why})"),
+            ProxyError::CutsOff(setting) => format!(
+                "ERR slotproxy: CONFIG SET {} is refused: it could cut the proxy off from its \
+                 own cluster. Change it on the nodes directly, and the proxy's [backend] \
+                 settings (backend.password, backend.tls) to match",
+                truncate(setting, 128)
+            ),
             ProxyError::ExecAbort => {
                 "EXECABORT Transaction discarded because of previous errors.".to_string()
             }

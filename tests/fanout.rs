@@ -182,6 +182,59 @@ fn config_set_broadcasts_when_allowed() {
             "node {p}"
         );
     }
+    // Settings that decide how the proxy reaches the nodes are refused,
+    // even among others: a new password would lock the proxy out.
+    for args in [
+        &["CONFIG", "SET", "requirepass", "s3cret"][..],
+        &["CONFIG", "SET", "maxmemory-samples", "5", "masterauth", "x"],
+        &["CONFIG", "SET", "tls-port", "0"],
+    ] {
+        let e = err(&mut c, args);
+        assert!(e.contains("could cut the proxy off"), "{e}");
+    }
+    for p in cluster.ports() {
+        let pass = cluster.cli(p, &["CONFIG", "GET", "requirepass"]);
+        assert!(!pass.contains("s3cret"), "node {p}: {pass}");
+        assert!(cluster
+            .cli(p, &["CONFIG", "GET", "maxmemory-samples"])
+            .contains('7'));
+    }
+    // The proxy still opens new backend connections.
+    let mut fresh = proxy.conn();
+    let _: () = q(&mut fresh, &["SET", "after-refusal", "1"]);
+}
+
+#[test]
+fn a_runaway_script_is_killed_through_the_proxy() {
+    // Nodes take SCRIPT KILL once a script has run 100 ms (5 s by default).
+    let cluster = Cluster::start_with(3, 0, &["--busy-reply-threshold", "100"]);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    // Nothing runs: NOTBUSY, as from one server.
+    assert!(err(&mut c, &["SCRIPT", "KILL"]).starts_with("NOTBUSY"));
+    assert!(err(&mut c, &["FUNCTION", "KILL"]).starts_with("NOTBUSY"));
+    // A script in an endless loop holds one master, and the multiplexed
+    // connection it came on: the kill goes on connections of its own.
+    let mut looping = proxy.conn();
+    let script = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query::<Value>(&mut looping)
+    });
+    common::wait_until(Duration::from_secs(10), "the script killed", || {
+        redis::cmd("SCRIPT")
+            .arg("KILL")
+            .query::<String>(&mut c)
+            .is_ok_and(|r| r == "OK")
+    });
+    let e = script.join().unwrap().unwrap_err();
+    assert!(e.to_string().contains("killed"), "{e}");
+    // Every master serves again.
+    for i in 0..30 {
+        let _: () = q(&mut c, &["SET", &format!("after-kill:{i}"), "1"]);
+    }
+    assert!(err(&mut c, &["SCRIPT", "KILL"]).starts_with("NOTBUSY"));
 }
 
 #[test]

@@ -392,6 +392,15 @@ fn noscript_is_healed_transparently() {
         .query::<Value>(&mut c)
         .unwrap_err();
     assert_eq!(e.code(), Some("NOSCRIPT"), "{e}");
+    // A script the client flushed through the proxy is not healed back.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    let e = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("ns:k")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("NOSCRIPT"), "{e}");
 }
 
 #[test]

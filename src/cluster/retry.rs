@@ -161,6 +161,11 @@ impl Retrier {
         scripts.insert(sha, Bytes::copy_from_slice(body));
     }
 
+    /// Forgets every remembered script (SCRIPT FLUSH through the proxy).
+    pub fn forget_scripts(&self) {
+        self.scripts.lock().expect("script cache lock").clear();
+    }
+
     /// The body of an EVALSHA request's script, if known.
     fn script_for(&self, frame: &Bytes) -> Option<Bytes> {
         let v = Value::parse(frame).ok()?;

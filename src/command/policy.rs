@@ -69,7 +69,7 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"
         | "script|load" | "script|exists" | "script|flush" | "function|load"
         | "function|delete" | "function|flush" | "config|set" | "config|resetstat"
-        | "config|rewrite" => return Policy::AllMasters,
+        | "config|rewrite" | "script|kill" | "function|kill" => return Policy::AllMasters,
         // The same answer from any master.
         "time"
         | "lolwut"
@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(policy("ssubscribe"), Policy::PubSub);
         assert_eq!(policy("keys"), Policy::AllMasters);
         assert_eq!(policy("script|load"), Policy::AllMasters);
-        assert_eq!(policy("script|kill"), Policy::Unsupported(NODE_ADMIN));
+        // A runaway script can be stopped through the proxy.
+        assert_eq!(policy("script|kill"), Policy::AllMasters);
+        assert_eq!(policy("function|kill"), Policy::AllMasters);
+        assert_eq!(policy("script|debug"), Policy::Unsupported(NODE_ADMIN));
         assert_eq!(policy("cluster|slots"), Policy::Local);
         assert_eq!(policy("cluster|getkeysinslot"), Policy::SlotArgument);
         assert_eq!(policy("config|get"), Policy::AnyMaster);

@@ -141,6 +141,10 @@ impl<'a> Router<'a, '_> {
                 fanout::every_master(t, req, name, true, Merge::Same)
             }
             "script|exists" => fanout::every_master(t, req, name, false, Merge::AllOfFlags),
+            "script|kill" | "function|kill" => Plan {
+                dedicated: true,
+                ..fanout::every_master(t, req, name, false, Merge::Kill)
+            },
             "scan" => match fanout::scan(t, req) {
                 Ok(plan) => plan,
                 Err(e) => return Route::Reject(e),
@@ -152,12 +156,44 @@ impl<'a> Router<'a, '_> {
                         setting: "frontend.allow_config_write",
                     });
                 }
+                if let Some(p) = (name == "config|set").then(|| cuts_off(req)).flatten() {
+                    return Route::Reject(ProxyError::CutsOff(p));
+                }
                 fanout::every_node(t, req, name)
             }
             _ => return Route::Reject(unsupported(spec, policy_reason::CLUSTER_WIDE)),
         };
         Route::FanOut(plan)
     }
+}
+
+/// Node settings that decide how the proxy reaches and authenticates to
+/// the nodes: changed through the proxy, they could lock it out of its own
+/// cluster (a new `requirepass` fails every new backend connection).
+const CUTS_OFF: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "aclfile",
+    "port",
+    "bind",
+    "bind-source-addr",
+    "unixsocket",
+    "protected-mode",
+    "cluster-announce-ip",
+    "cluster-announce-port",
+    "cluster-announce-tls-port",
+    "cluster-announce-hostname",
+    "cluster-preferred-endpoint-type",
+];
+
+/// The first parameter of a CONFIG SET that is a [`CUTS_OFF`] setting or a
+/// TLS one (`tls-*`: the nodes' certificates and ports), lowercase.
+fn cuts_off(req: &Request) -> Option<String> {
+    (2..req.argc())
+        .step_by(2)
+        .map(|i| String::from_utf8_lossy(req.arg(i)).to_ascii_lowercase())
+        .find(|p| CUTS_OFF.contains(&p.as_str()) || p.starts_with("tls-"))
 }
 
 fn unsupported(spec: &CommandSpec, reason: &'static str) -> ProxyError {
@@ -261,6 +297,36 @@ mod tests {
             Route::Reject(_)
         ));
         assert!(matches!(r("INFO keyspace"), Route::Info(_)));
+    }
+
+    #[test]
+    fn config_set_refuses_what_cuts_the_proxy_off() {
+        let p = |s: &str| {
+            let args: Vec<&str> = s.split(' ').collect();
+            cuts_off(&Request::from_args(&args))
+        };
+        assert_eq!(
+            p("CONFIG SET requirepass s3cret").as_deref(),
+            Some("requirepass")
+        );
+        assert_eq!(
+            p("CONFIG SET maxmemory 1gb MasterAuth x").as_deref(),
+            Some("masterauth")
+        );
+        assert_eq!(p("CONFIG SET tls-port 7443").as_deref(), Some("tls-port"));
+        assert_eq!(p("CONFIG SET aclfile /x").as_deref(), Some("aclfile"));
+        assert_eq!(p("CONFIG SET maxmemory 100mb"), None);
+        // A value that reads like a setting is a value.
+        assert_eq!(p("CONFIG SET notify-keyspace-events requirepass"), None);
+        // ACL changes are node administration, refused whatever the user.
+        assert!(matches!(
+            r("ACL SETUSER default off"),
+            Route::Reject(ProxyError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            r("ACL DELUSER proxy"),
+            Route::Reject(ProxyError::Unsupported { .. })
+        ));
     }
 
     #[test]

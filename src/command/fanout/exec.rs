@@ -7,7 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{merge, Merge, Plan};
+use crate::backend::dedicated::DedicatedPool;
 use crate::backend::{recv_batch, try_batch, BatchRx, Lane, ReplyResult};
+use crate::cluster::retry::Target;
 use crate::cluster::retry::{Attempt, Retrier};
 use crate::cluster::slot::SlotTable;
 use crate::error::ProxyError;
@@ -136,4 +138,22 @@ pub async fn send(plan: Plan, table: &SlotTable, lane: Lane, retrier: &Arc<Retri
         attempts,
         groups,
     }
+}
+
+/// Runs every part of a `dedicated` plan on a dedicated connection of its
+/// own, all at once, and merges the replies.
+pub async fn run_dedicated(plan: Plan, pool: &DedicatedPool, resp3: bool) -> Bytes {
+    let each = plan.parts.iter().map(|part| async move {
+        let Target::Node(node) = &part.target else {
+            return Err(ProxyError::Internal(
+                "a dedicated part without its node".into(),
+            ));
+        };
+        let mut conn = pool.get(node.addr(), resp3).await?;
+        let reply = conn.call(&part.frame).await?;
+        pool.put(conn);
+        Ok(reply)
+    });
+    let outcomes = futures_util::future::join_all(each).await;
+    merge(&plan.command, plan.write, &plan.merge, &outcomes)
 }

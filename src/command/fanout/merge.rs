@@ -8,7 +8,7 @@ use super::{Merge, SCAN_SLOT_BITS};
 use crate::backend::ReplyResult;
 use crate::error::ProxyError;
 use crate::resp::reply::{split_aggregate, Elements};
-use crate::resp::{encode, error_text, Value};
+use crate::resp::{encode, error_text, is_error, Value};
 
 /// A part's reply as raw bytes, or why it failed.
 fn frame_of(r: &ReplyResult) -> Result<&Bytes, String> {
@@ -37,6 +37,39 @@ fn invalid(command: &str, what: &str) -> Bytes {
     ProxyError::BackendProtocol(format!("{command}: {what}")).to_resp()
 }
 
+/// SCRIPT KILL or FUNCTION KILL on every master: a busy script runs on one
+/// of them, and the client cannot say which.
+fn kill(command: &str, replies: &[ReplyResult]) -> Bytes {
+    let (mut unkillable, mut notbusy) = (None, None);
+    let (mut failed, mut first_err) = (0, None);
+    for r in replies {
+        match r {
+            Ok(b) if !is_error(b) => return b.clone(),
+            Ok(b) if b.starts_with(b"-UNKILLABLE") => {
+                unkillable.get_or_insert(b);
+            }
+            Ok(b) if b.starts_with(b"-NOTBUSY") => {
+                notbusy.get_or_insert(b);
+            }
+            other => {
+                failed += 1;
+                if let Err(e) = frame_of(other) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    }
+    if let Some(b) = unkillable {
+        return b.clone();
+    }
+    if let Some(e) = first_err {
+        return failure(command, false, failed, replies.len(), &e);
+    }
+    notbusy.cloned().unwrap_or_else(|| {
+        ProxyError::Node("NOTBUSY No scripts in execution right now.".into()).to_resp()
+    })
+}
+
 /// Merges the parts' replies (in part order) into the client's reply.
 pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult]) -> Bytes {
     let mut frames = Vec::with_capacity(replies.len());
@@ -51,7 +84,8 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             }
         }
     }
-    if let Some(e) = first_err {
+    // For KILL, errors are expected answers (NOTBUSY from idle masters).
+    if let Some(e) = first_err.filter(|_| *merge != Merge::Kill) {
         if replies.len() == 1 {
             // One part: its error is the reply, unchanged.
             return match &replies[0] {
@@ -62,6 +96,7 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
         return failure(command, write, failed, replies.len(), &e);
     }
     match merge {
+        Merge::Kill => kill(command, replies),
         Merge::Gather {
             total,
             positions,

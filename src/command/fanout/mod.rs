@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 mod exec;
 mod merge;
 
-pub use exec::{send, FanOut};
+pub use exec::{run_dedicated, send, FanOut};
 pub use merge::merge;
 
 use crate::cluster::retry::RetryCounters;
@@ -72,6 +72,9 @@ pub enum Merge {
         /// Body of `# Clients`.
         clients: String,
     },
+    /// SCRIPT KILL, FUNCTION KILL: OK if any master killed something, a
+    /// master's UNKILLABLE as it is, NOTBUSY when none was busy.
+    Kill,
     /// SCAN on one node: the node's cursor is re-encoded into a proxy cursor.
     Scan {
         /// The first slot of the node scanned.
@@ -93,6 +96,11 @@ pub struct Plan {
     pub parts: Vec<Part>,
     /// How to merge.
     pub merge: Merge,
+    /// Each part goes on a dedicated connection of its own, not on the
+    /// client's lane: the multiplexed connection to a node may be held by
+    /// what the command is meant to stop (SCRIPT KILL: a runaway script
+    /// holds the connection it came on until it ends).
+    pub dedicated: bool,
 }
 
 /// Commands split by slot, and the number of arguments per key (MSET: key
@@ -167,6 +175,7 @@ pub fn split_by_slot(name: &str, req: &Request) -> Option<Plan> {
         write: name != "mget" && name != "exists",
         parts,
         merge,
+        dedicated: false,
     })
 }
 
@@ -190,6 +199,7 @@ pub fn every_master(
             })
             .collect(),
         merge,
+        dedicated: false,
     }
 }
 
@@ -226,6 +236,7 @@ pub fn info(
             proxy,
             clients,
         },
+        dedicated: false,
     }
 }
 
@@ -244,6 +255,7 @@ pub fn every_node(table: &SlotTable, req: &Request, name: &str) -> Plan {
             })
             .collect(),
         merge: Merge::AllOk,
+        dedicated: false,
     }
 }
 
@@ -298,6 +310,7 @@ pub fn scan(table: &SlotTable, req: &Request) -> Result<Plan, ProxyError> {
             node_slot,
             next_slot,
         },
+        dedicated: false,
     })
 }
 
@@ -314,6 +327,32 @@ mod tests {
 
     fn ok(b: &[u8]) -> ReplyResult {
         Ok(Bytes::copy_from_slice(b))
+    }
+
+    #[test]
+    fn kill_is_ok_where_any_master_killed() {
+        let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+        let unkillable: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands\r\n";
+        let kill = |rs: Vec<ReplyResult>| merge("SCRIPT KILL", false, &Merge::Kill, &rs);
+        assert_eq!(
+            kill(vec![ok(notbusy), ok(b"+OK\r\n"), ok(notbusy)]),
+            "+OK\r\n"
+        );
+        assert_eq!(kill(vec![ok(notbusy), ok(notbusy)]), notbusy);
+        assert_eq!(kill(vec![ok(notbusy), ok(unkillable)]), unkillable);
+        // A master that could not be asked may be the busy one: say so.
+        let r = kill(vec![
+            ok(notbusy),
+            Err(ProxyError::BackendUnavailable("refused".into())),
+        ]);
+        assert!(
+            r.starts_with(b"-ERR slotproxy: SCRIPT KILL failed for 1 of 2 parts"),
+            "{r:?}"
+        );
+        assert_eq!(
+            kill(vec![Err(ProxyError::BackendTimeout), ok(b"+OK\r\n")]),
+            "+OK\r\n"
+        );
     }
 
     #[test]

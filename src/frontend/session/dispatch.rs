@@ -115,6 +115,11 @@ impl Session {
                 Dispatched::Now(Pending::Ready(local::execute(spec, req, &mut ctx)))
             }
             Route::Reject(e) => Dispatched::Now(Pending::Ready(e.to_resp())),
+            Route::FanOut(plan) if plan.dedicated => {
+                let pool = &self.shared.dedicated;
+                let run = fanout::run_dedicated(plan, pool, self.client.resp3);
+                Dispatched::Now(Pending::Ready(Box::pin(run).await))
+            }
             Route::FanOut(plan) => Dispatched::Now(Box::pin(self.fan_out(plan)).await),
             Route::Info(sections) => {
                 let plan = fanout::info(

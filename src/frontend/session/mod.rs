@@ -434,17 +434,21 @@ impl Session {
     }
 
     /// EVAL and SCRIPT LOAD bodies are remembered for NOSCRIPT healing.
+    /// SCRIPT FLUSH forgets them: a client that flushed the scripts must
+    /// get NOSCRIPT, as from one server, not a script healed back.
     fn remember_script(&self, req: &Request) {
         let name = req.arg(0);
         if (name.eq_ignore_ascii_case(b"eval") || name.eq_ignore_ascii_case(b"eval_ro"))
             && req.argc() > 2
         {
             self.shared.retrier.remember_script(req.arg(1));
-        } else if name.eq_ignore_ascii_case(b"script")
-            && req.argc() == 3
-            && req.arg(1).eq_ignore_ascii_case(b"load")
-        {
-            self.shared.retrier.remember_script(req.arg(2));
+        } else if name.eq_ignore_ascii_case(b"script") && req.argc() >= 2 {
+            let sub = req.arg(1);
+            if sub.eq_ignore_ascii_case(b"load") && req.argc() == 3 {
+                self.shared.retrier.remember_script(req.arg(2));
+            } else if sub.eq_ignore_ascii_case(b"flush") {
+                self.shared.retrier.forget_scripts();
+            }
         }
     }
 

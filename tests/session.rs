@@ -216,6 +216,81 @@ fn read_until(s: &mut TcpStream, want: &str, timeout: Duration) -> String {
     panic!("{want:?} not received; got {seen:?}");
 }
 
+/// Everything `s` receives within `window`.
+fn read_for(s: &mut TcpStream, window: Duration) -> String {
+    let deadline = Instant::now() + window;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = s.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    seen
+}
+
+/// A subscriber connection that has PSUBSCRIBEd `pattern`.
+fn psubscribed(proxy: &Proxy, pattern: &str) -> TcpStream {
+    let mut sub = TcpStream::connect(proxy.addr).unwrap();
+    sub.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let req = format!(
+        "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{pattern}\r\n",
+        pattern.len()
+    );
+    sub.write_all(req.as_bytes()).unwrap();
+    let confirmed = format!("psubscribe\r\n${}\r\n{pattern}\r\n:1\r\n", pattern.len());
+    read_until(&mut sub, &confirmed, Duration::from_secs(5));
+    sub
+}
+
+#[test]
+fn keyspace_events_arrive_from_every_master_exactly_once() {
+    let cluster = Cluster::start_with(3, 0, &["--notify-keyspace-events", "KEA"]);
+    let proxy = Proxy::start(cluster.seeds());
+    // One key on each master.
+    let keys: Vec<String> = cluster
+        .master_ports()
+        .into_iter()
+        .map(|m| {
+            (0..)
+                .map(|i| format!("ks:{i}"))
+                .find(|k| cluster.node_for_slot(key_slot(k.as_bytes())) == m)
+                .unwrap()
+        })
+        .collect();
+    let mut events = psubscribed(&proxy, "__keyspace@0__:ks:*");
+    let mut everything = psubscribed(&proxy, "*");
+    // Right after the confirmation: every master's events are subscribed.
+    let mut c = proxy.conn();
+    for k in &keys {
+        let _: () = q(&mut c, &["SET", k, "v"]);
+    }
+    let n: i64 = q(&mut c, &["PUBLISH", "news", "hello-once"]);
+    assert!(n >= 1, "PUBLISH reached the subscriber's master");
+    let got = read_for(&mut events, Duration::from_secs(1));
+    let all = read_for(&mut everything, Duration::from_secs(1));
+    for k in &keys {
+        let channel = format!("__keyspace@0__:{k}");
+        let event = format!("${}\r\n{channel}\r\n$3\r\nset\r\n", channel.len());
+        assert_eq!(got.matches(&event).count(), 1, "{k} on {got:?}");
+        assert_eq!(all.matches(&event).count(), 1, "{k} on {all:?}");
+        let keyevent = format!("__keyevent@0__:set\r\n${}\r\n{k}\r\n", k.len());
+        assert_eq!(all.matches(&keyevent).count(), 1, "{k} on {all:?}");
+    }
+    // A published message reaches every node, and the subscriber once.
+    assert_eq!(all.matches("hello-once").count(), 1, "{all:?}");
+    assert!(!got.contains("hello-once"), "{got:?}");
+    // Unsubscribed: no more events, from any master.
+    events.write_all(b"*1\r\n$12\r\nPUNSUBSCRIBE\r\n").unwrap();
+    read_until(&mut events, "punsubscribe", Duration::from_secs(5));
+    for k in &keys {
+        let _: () = q(&mut c, &["SET", k, "w"]);
+    }
+    let after = read_for(&mut events, Duration::from_millis(500));
+    assert!(!after.contains("pmessage"), "{after:?}");
+}
+
 #[test]
 fn subscriptions_survive_failover() {
     let mut cluster = Cluster::start_with(3, 1, &["--cluster-node-timeout", "2000"]);

@@ -12,11 +12,18 @@
 //!   duplicate confirmations: the client sees an unbroken subscription.
 //! * Subscription counts in confirmations are the client's totals, as a
 //!   single node would report them.
+//! * Channels and patterns that can receive keyspace notifications (which
+//!   each node publishes for its own keys only) are also subscribed on
+//!   every other master, masters added or promoted later included. Only
+//!   keyspace notifications are taken from those connections, so a
+//!   published message, which reaches every node, still arrives once; and
+//!   the client's confirmation waits until every master has confirmed, so
+//!   no event after it is missed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -115,24 +122,39 @@ pub fn start(deps: Deps) -> (Handle, mpsc::Receiver<Bytes>) {
         shard: BTreeMap::new(),
         leaving: BTreeSet::new(),
         next_id: 0,
+        held: None,
     };
     tokio::spawn(task.run(rx));
     (Handle { tx, active }, out_rx)
 }
 
-/// Which connection: the one for channels and patterns, or one per node for shard channels.
+mod keyspace;
+
+/// Which connection: the one for channels and patterns (the home
+/// connection), one per node for shard channels, and one per other master
+/// for the keyspace notifications of its keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Global,
     Node(String),
+    Events(String),
 }
 
 struct Conn {
     id: u64,
+    /// The node.
+    addr: String,
     writer: DedicatedWriter,
     /// Subscribe confirmations still to swallow (after a re-subscribe).
     swallow: usize,
+    /// Confirmations the client's held replies wait for (an events
+    /// connection's, see [`Task::held`]).
+    awaiting: usize,
 }
+
+/// How long the client's replies wait for the other masters' confirmations
+/// before they go out anyway (a master that never answers).
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 enum Event {
     Frame(u64, Bytes),
@@ -158,6 +180,9 @@ struct Task {
     /// Shard channels the client asked to leave (their sunsubscribe is expected).
     leaving: BTreeSet<Bytes>,
     next_id: u64,
+    /// What goes to the client while the other masters have not confirmed
+    /// a keyspace subscription yet (since when), in order.
+    held: Option<(Instant, Vec<Bytes>)>,
 }
 
 impl Task {
@@ -183,8 +208,40 @@ impl Task {
         }
     }
 
-    async fn emit(&self, frame: Bytes) {
-        let _ = self.out.send(frame).await;
+    async fn emit(&mut self, frame: Bytes) {
+        match self.held.as_mut() {
+            Some((_, held)) => held.push(frame),
+            None => {
+                let _ = self.out.send(frame).await;
+            }
+        }
+    }
+
+    /// Sends what was held once no events connection awaits a confirmation
+    /// (or after [`HOLD_LIMIT`]).
+    async fn release_held(&mut self) {
+        let awaiting: usize = self.conns.values().map(|c| c.awaiting).sum();
+        let expired = self
+            .held
+            .as_ref()
+            .is_some_and(|(since, _)| since.elapsed() >= HOLD_LIMIT);
+        if awaiting > 0 && !expired {
+            return;
+        }
+        if expired && awaiting > 0 {
+            warn!(
+                awaiting,
+                "a master did not confirm a keyspace subscription in time"
+            );
+            for c in self.conns.values_mut() {
+                c.awaiting = 0;
+            }
+        }
+        if let Some((_, held)) = self.held.take() {
+            for frame in held {
+                let _ = self.out.send(frame).await;
+            }
+        }
     }
 
     fn resolve(&self, target: Target) -> Result<String, ProxyError> {
@@ -212,7 +269,7 @@ impl Task {
     async fn conn(&mut self, key: &Key) -> Result<&mut Conn, ProxyError> {
         if !self.conns.contains_key(key) {
             let addr = match key {
-                Key::Node(a) => a.clone(),
+                Key::Node(a) | Key::Events(a) => a.clone(),
                 Key::Global => self.any_reachable_master()?,
             };
             let conn = self.deps.pool.get(&addr, self.deps.lane.resp3).await?;
@@ -239,8 +296,10 @@ impl Task {
                 key.clone(),
                 Conn {
                     id,
+                    addr,
                     writer,
                     swallow: 0,
+                    awaiting: 0,
                 },
             );
         }
@@ -274,7 +333,11 @@ impl Task {
             Command::Subscribe(kind, names) => {
                 let result = match kind {
                     Kind::Channel | Kind::Pattern => {
-                        self.send_subscribe(&Key::Global, kind, &names, false).await
+                        let home = self.send_subscribe(&Key::Global, kind, &names, false).await;
+                        if home.is_ok() {
+                            self.subscribe_events(kind, &names).await;
+                        }
+                        home
                     }
                     Kind::Shard => {
                         let slot = key_slot(&names[0]);
@@ -315,6 +378,12 @@ impl Task {
                 let mut args: Vec<&[u8]> = vec![kind.unsubscribe().as_bytes()];
                 args.extend(names.iter().map(|n| &n[..]));
                 let frame = encode::command(&args);
+                // The other masters' confirmations are swallowed.
+                for (key, conn) in self.conns.iter_mut() {
+                    if matches!(key, Key::Events(_)) {
+                        let _ = conn.writer.write(&frame).await;
+                    }
+                }
                 if let Some(conn) = self.conns.get_mut(&Key::Global) {
                     if conn.writer.write(&frame).await.is_ok() {
                         return;
@@ -476,6 +545,7 @@ impl Task {
                 debug!(channel = ?name, "shard channel re-subscribed");
             }
         }
+        self.repair_events().await;
     }
 
     async fn event(&mut self, ev: Event) {
@@ -492,6 +562,8 @@ impl Task {
                     self.follow(Err(ProxyError::BackendConnectionLost(
                         "subscription connection closed".into(),
                     )));
+                    // Nothing waits for that connection's confirmations now.
+                    self.release_held().await;
                 }
                 return;
             }
@@ -500,6 +572,9 @@ impl Task {
         let Some(key) = self.key_of(id) else {
             return;
         };
+        if let Key::Events(_) = key {
+            return self.other_master_event(&key, frame).await;
+        }
         if let Some(Redirect::Moved { slot, .. }) = Redirect::parse(&frame) {
             // SSUBSCRIBE reached a node that no longer owns the slot: the
             // follower patches the slot table, and the repair re-subscribes
@@ -513,10 +588,7 @@ impl Task {
             return;
         }
         let parts = split_aggregate(&frame).unwrap_or_default();
-        let text = |i: usize| -> Option<Bytes> {
-            let v = Value::parse(parts.get(i)?).ok()?;
-            v.as_bytes().map(Bytes::copy_from_slice)
-        };
+        let text = |i: usize| text_at(&parts, i);
         let verb = text(0)
             .map(|v| String::from_utf8_lossy(&v).to_ascii_lowercase())
             .unwrap_or_default();
@@ -589,4 +661,10 @@ impl Task {
             .find(|(_, c)| c.id == id)
             .map(|(k, _)| k.clone())
     }
+}
+
+/// The text of element `i` of a split push or array reply.
+fn text_at(parts: &[Bytes], i: usize) -> Option<Bytes> {
+    let v = Value::parse(parts.get(i)?).ok()?;
+    v.as_bytes().map(Bytes::copy_from_slice)
 }

@@ -1,0 +1,255 @@
+//! Keyspace notifications in a cluster. A node publishes the events of its
+//! own keys only, on its own connections: they do not cross the cluster
+//! bus as PUBLISH does. A client of the proxy that subscribes to them must
+//! therefore be subscribed on every master, while a published message,
+//! which reaches every node, must still arrive once.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::{text_at, Key, Kind, Task};
+use crate::resp::reply::split_aggregate;
+
+/// The channel prefixes of keyspace notifications.
+const PREFIXES: [&[u8]; 2] = [b"__keyspace@", b"__keyevent@"];
+
+/// Whether `channel` carries keyspace notifications.
+pub(super) fn is_event_channel(channel: &[u8]) -> bool {
+    PREFIXES.iter().any(|p| channel.starts_with(p))
+}
+
+/// Whether a SUBSCRIBE channel (`pattern` false) or a PSUBSCRIBE pattern
+/// can receive keyspace notifications. Errs towards yes: a false yes costs
+/// a subscription on the other masters, a false no loses events.
+pub(super) fn wants_events(pattern: bool, name: &[u8]) -> bool {
+    if pattern {
+        PREFIXES.iter().any(|p| may_start_with(name, p))
+    } else {
+        is_event_channel(name)
+    }
+}
+
+/// Whether the glob `pattern` (Redis's syntax: `*`, `?`, `[...]` with `^`
+/// and ranges, `\` escapes) matches some string that starts with `prefix`.
+fn may_start_with(pattern: &[u8], prefix: &[u8]) -> bool {
+    let Some((&c, more)) = prefix.split_first() else {
+        return true;
+    };
+    match pattern.split_first() {
+        None => false,
+        Some((b'*', _)) => true,
+        Some((b'?', rest)) => may_start_with(rest, more),
+        Some((b'[', rest)) => {
+            let (hit, after) = class(rest, c);
+            hit && may_start_with(after, more)
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => rest[0] == c && may_start_with(&rest[1..], more),
+        Some((&p, rest)) => p == c && may_start_with(rest, more),
+    }
+}
+
+/// Matches `c` against the class that starts `pattern` (after its `[`):
+/// whether it matched, and the pattern after the class. An unterminated
+/// class ends with the pattern, as in Redis.
+fn class(pattern: &[u8], c: u8) -> (bool, &[u8]) {
+    let (negate, mut p) = match pattern.split_first() {
+        Some((b'^', rest)) => (true, rest),
+        _ => (false, pattern),
+    };
+    let mut hit = false;
+    loop {
+        match p {
+            [] => break,
+            [b']', rest @ ..] => {
+                p = rest;
+                break;
+            }
+            [b'\\', e, rest @ ..] => {
+                hit |= *e == c;
+                p = rest;
+            }
+            [a, b'-', b, rest @ ..] => {
+                let (lo, hi) = if a <= b { (*a, *b) } else { (*b, *a) };
+                hit |= (lo..=hi).contains(&c);
+                p = rest;
+            }
+            [a, rest @ ..] => {
+                hit |= *a == c;
+                p = rest;
+            }
+        }
+    }
+    (hit != negate, p)
+}
+
+impl Task {
+    /// Subscribes what of `names` can receive keyspace notifications on
+    /// every master but the home connection's; what goes to the client
+    /// waits for their confirmations.
+    pub(super) async fn subscribe_events(&mut self, kind: Kind, names: &[Bytes]) {
+        let pattern = kind == Kind::Pattern;
+        let wanted: Vec<Bytes> = names
+            .iter()
+            .filter(|n| wants_events(pattern, n))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        for addr in self.other_masters() {
+            self.subscribe_on(addr, kind, &wanted, true).await;
+        }
+    }
+
+    /// Every master but the one the home connection is on.
+    fn other_masters(&self) -> BTreeSet<String> {
+        let home = self.conns.get(&Key::Global).map(|c| c.addr.as_str());
+        let table = self.deps.table.load();
+        table
+            .shards()
+            .iter()
+            .map(|s| s.master.addr())
+            .filter(|a| Some(*a) != home)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Subscribes `names` on the events connection to `addr`; with `hold`,
+    /// the client's replies wait for its confirmations.
+    async fn subscribe_on(&mut self, addr: String, kind: Kind, names: &[Bytes], hold: bool) {
+        let key = Key::Events(addr);
+        match self.send_subscribe(&key, kind, names, false).await {
+            Ok(()) if hold => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.awaiting += names.len();
+                }
+                self.held
+                    .get_or_insert_with(|| (Instant::now(), Vec::new()));
+            }
+            Ok(()) => {}
+            Err(e) => debug!(?key, error = %e, "keyspace subscription failed; the repair retries"),
+        }
+    }
+
+    /// A frame from another master's events connection: its keyspace
+    /// notifications go to the client, its confirmations release what
+    /// waits for them, and anything else (a published message, which the
+    /// home connection delivers too) is dropped.
+    pub(super) async fn other_master_event(&mut self, key: &Key, frame: Bytes) {
+        let parts = split_aggregate(&frame).unwrap_or_default();
+        let verb = text_at(&parts, 0)
+            .map(|v| v.to_ascii_lowercase())
+            .unwrap_or_default();
+        let channel = match (verb.as_slice(), parts.len()) {
+            (b"message", 3) => text_at(&parts, 1),
+            (b"pmessage", 4) => text_at(&parts, 2),
+            (b"subscribe" | b"psubscribe", _) => {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.awaiting = c.awaiting.saturating_sub(1);
+                }
+                return self.release_held().await;
+            }
+            _ => None,
+        };
+        if channel.is_some_and(|c| is_event_channel(&c)) {
+            self.emit(frame).await;
+        }
+    }
+
+    /// Keeps an events connection on every other master while the client
+    /// has keyspace subscriptions (masters added or promoted included),
+    /// and none elsewhere.
+    pub(super) async fn repair_events(&mut self) {
+        let channels: Vec<Bytes> = self
+            .channels
+            .iter()
+            .filter(|n| wants_events(false, n))
+            .cloned()
+            .collect();
+        let patterns: Vec<Bytes> = self
+            .patterns
+            .iter()
+            .filter(|n| wants_events(true, n))
+            .cloned()
+            .collect();
+        let wanted = if (channels.is_empty() && patterns.is_empty())
+            || !self.conns.contains_key(&Key::Global)
+        {
+            BTreeSet::new()
+        } else {
+            self.other_masters()
+        };
+        // A connection whose confirmations are awaited belongs to a
+        // subscription still on its way.
+        self.conns.retain(|k, c| match k {
+            Key::Events(addr) => wanted.contains(addr) || c.awaiting > 0,
+            _ => true,
+        });
+        for addr in wanted {
+            if self.conns.contains_key(&Key::Events(addr.clone())) {
+                continue;
+            }
+            if !channels.is_empty() {
+                self.subscribe_on(addr.clone(), Kind::Channel, &channels, false)
+                    .await;
+            }
+            if !patterns.is_empty() {
+                self.subscribe_on(addr, Kind::Pattern, &patterns, false)
+                    .await;
+            }
+        }
+        self.release_held().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_channels() {
+        assert!(is_event_channel(b"__keyspace@0__:foo"));
+        assert!(is_event_channel(b"__keyevent@0__:set"));
+        assert!(!is_event_channel(b"news"));
+        assert!(wants_events(false, b"__keyevent@0__:expired"));
+        assert!(!wants_events(false, b"__keyspace"));
+        assert!(!wants_events(false, b"*"));
+    }
+
+    #[test]
+    fn patterns_that_can_match_keyspace_events() {
+        for p in [
+            "*",
+            "__keyspace@0__:*",
+            "__keyevent@*",
+            "__key*",
+            "__k?yspace@0__:foo",
+            "[_]_keyspace@*",
+            "[a-z_]_keyevent@*",
+            "__keyspace[@]*",
+            "\\_\\_keyspace@*",
+            "[^a]*",
+            "__keyspace@0__:foo",
+        ] {
+            assert!(wants_events(true, p.as_bytes()), "{p}");
+        }
+        for p in [
+            "foo*",
+            "news.*",
+            "[^_]*",
+            "_",
+            "h?llo",
+            "__keyspace",
+            "[a-z]*",
+            "__keyspace\\*",
+            "__keysp[b-z]ce@*",
+            // An unterminated class ends the pattern, as in Redis.
+            "[_",
+        ] {
+            assert!(!wants_events(true, p.as_bytes()), "{p}");
+        }
+    }
+}

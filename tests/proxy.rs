@@ -166,6 +166,43 @@ fn every_data_type_through_the_proxy() {
     }
 }
 
+/// Sends `frame` to `port` on a fresh connection and reads one reply, as
+/// the bytes the server sent.
+fn one_reply(port: u16, frame: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    use tokio_util::codec::Decoder;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(frame).unwrap();
+    let mut decoder = slotproxy::resp::ReplyDecoder::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(reply) = decoder.decode(&mut buf).unwrap() {
+            return reply.to_vec();
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed before the reply");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn deeply_nested_replies_pass_through_as_the_node_sent_them() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    // A self-referencing table: Redis nests arrays until its Lua stack
+    // limit, thousands deep.
+    let eval = redis::cmd("EVAL")
+        .arg("local t = {}; t[1] = t; return t")
+        .arg(0)
+        .get_packed_command();
+    let direct = one_reply(cluster.master_ports()[0], &eval);
+    assert!(direct.len() > 4 * 1000, "{} bytes", direct.len());
+    let through = one_reply(proxy.addr.port(), &eval);
+    assert_eq!(through, direct);
+}
+
 #[test]
 fn thousand_keys_across_all_masters() {
     let cluster = Cluster::start(3, 0);

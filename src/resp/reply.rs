@@ -3,12 +3,15 @@
 //! [`ReplyDecoder`] finds where each reply ends and yields its raw bytes; it
 //! never re-encodes. All RESP2 and RESP3 types are understood. Progress (scan
 //! offset, pending blob length and a stack of remaining element counts) is
-//! kept between calls, and nesting is handled without recursion.
+//! kept between calls, and nesting is handled without recursion. Nesting
+//! has no depth limit: a level costs one stack entry for at least four
+//! bytes of reply, so a reply's memory bounds it, and Redis itself sends
+//! replies nested as deep as its Lua stack allows.
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::{find_crlf, parse_i64, ProtocolError, MAX_DEPTH};
+use super::{find_crlf, parse_i64, ProtocolError};
 
 /// Resumable scanner over one (possibly nested) RESP element.
 #[derive(Debug, Default)]
@@ -123,9 +126,6 @@ impl Scanner {
                         }
                         .ok_or(ProtocolError::InvalidMultibulkLength)?;
                         if count > 0 {
-                            if self.stack.len() >= MAX_DEPTH {
-                                return Err(ProtocolError::TooDeep);
-                            }
                             self.stack.push(count);
                             continue;
                         }
@@ -480,14 +480,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn depth_limit() {
-        let nest = |levels: usize| {
-            let mut v = b"*1\r\n".repeat(levels);
-            v.extend_from_slice(b":1\r\n");
-            v
-        };
-        assert_eq!(frames(&nest(MAX_DEPTH)).len(), 1);
-        assert_eq!(err(&nest(MAX_DEPTH + 1)), "nesting too deep");
+    fn deep_nesting_passes_through() {
+        // A Lua script returning a self-referencing table: Redis nests
+        // arrays as deep as its Lua stack goes, far past the depth Value
+        // parses.
+        let mut v = b"*1\r\n".repeat(100_000);
+        v.extend_from_slice(b":1\r\n");
+        assert_eq!(frames(&v), vec![v.clone()]);
+        // Fed in pieces, the scan resumes where it stopped.
+        let mut d = ReplyDecoder::new();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for chunk in v.chunks(4096) {
+            buf.extend_from_slice(chunk);
+            got.extend(d.decode(&mut buf).unwrap());
+        }
+        assert_eq!(got, vec![v]);
     }
 
     #[test]

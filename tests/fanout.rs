@@ -152,6 +152,22 @@ fn cluster_wide_commands() {
     assert!(info.contains("db0:keys=30,"), "{info}");
     let ks: String = q(&mut c, &["INFO", "keyspace"]);
     assert!(ks.starts_with("# Keyspace\r\ndb0:keys=30,"), "{ks}");
+    // Every section asked for, in the order asked; replication and
+    // persistence among them.
+    let two: String = q(&mut c, &["INFO", "cpu", "replication"]);
+    assert!(two.starts_with("# CPU\r\nused_cpu_sys:"), "{two}");
+    assert!(
+        two.contains("\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"),
+        "{two}"
+    );
+    for args in [&["INFO"][..], &["INFO", "all"], &["INFO", "everything"]] {
+        let all: String = q(&mut c, args);
+        for section in ["# Persistence\r\n", "# Replication\r\n", "# Clients\r\n"] {
+            assert!(all.contains(section), "{args:?}: {section} in {all}");
+        }
+        assert!(all.contains("rdb_changes_since_last_save:"), "{all}");
+        assert!(all.contains("blocked_clients:0\r\n"), "{all}");
+    }
 
     // CONFIG: GET answers, writes are refused unless allowed.
     let maxmem: Vec<String> = q(&mut c, &["CONFIG", "GET", "maxmemory"]);

@@ -131,6 +131,9 @@ fn blocking_commands_never_stall_other_clients() {
         "others stalled: {:?}",
         t.elapsed()
     );
+    // INFO counts the clients blocked at the proxy, as one server would.
+    let clients: String = q(&mut c, &["INFO", "clients"]);
+    assert!(clients.contains("blocked_clients:4\r\n"), "{clients}");
     let _: i64 = redis::cmd("RPUSH")
         .arg("blk:0")
         .arg("x")

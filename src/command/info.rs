@@ -17,23 +17,27 @@ use crate::cluster::slot::SlotTable;
 use crate::command::CommandTable;
 use crate::ops::stats::{ProxyInfo, VERSION};
 
-/// Sections reported for `INFO` and `INFO default`.
+/// Sections reported for `INFO` and `INFO default`, in Redis's order
+/// after the proxy's own.
 const DEFAULT: &[&str] = &[
     "proxy",
     "server",
     "clients",
     "memory",
-    "cpu",
+    "persistence",
     "stats",
+    "replication",
+    "cpu",
     "errorstats",
     "cluster",
     "keyspace",
 ];
 /// Extra sections for `INFO all` / `INFO everything`.
 const EXTRA: &[&str] = &["commandstats"];
-/// Sections merged from the masters by summing.
+/// Sections merged from the masters (summed where a sum means something).
 const SUMMED: &[&str] = &[
     "memory",
+    "persistence",
     "cpu",
     "stats",
     "errorstats",
@@ -167,15 +171,60 @@ fn merge_values(name: &str, values: &[&str]) -> Option<String> {
     None
 }
 
-/// Renders the INFO reply text. `proxy` and `clients` are the proxy's own
-/// sections (without headers); `nodes` are the masters' INFO texts.
-pub fn render(wanted: &[&str], proxy: &str, clients: &str, nodes: &[&str]) -> String {
+/// A persistence field over the masters: changes and saves add up; the
+/// oldest save time is the one that tells what may be lost; flags (a save
+/// or load in progress) and durations take the largest; a status is `err`
+/// if any master's is.
+fn merge_persistence(name: &str, values: &[&str]) -> Option<String> {
+    let first = values.first()?;
+    if values.iter().all(|v| v == first) && !name.contains("changes") && !name.ends_with("saves") {
+        return Some((*first).to_string());
+    }
+    if name.ends_with("_status") {
+        return Some(
+            if values.contains(&"err") {
+                "err"
+            } else {
+                first
+            }
+            .to_string(),
+        );
+    }
+    let ints: Vec<i64> = values
+        .iter()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(if name.contains("last_save_time") {
+        ints.iter().min()?.to_string()
+    } else if name.contains("changes") || name.ends_with("saves") || name.contains("cow_size") {
+        ints.iter().sum::<i64>().to_string()
+    } else {
+        ints.iter().max()?.to_string()
+    })
+}
+
+/// The proxy's own sections (bodies without headers): what a client of
+/// the proxy sees as one server's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Own {
+    /// `# Proxy`.
+    pub proxy: String,
+    /// `# Clients`.
+    pub clients: String,
+    /// `# Replication`.
+    pub replication: String,
+}
+
+/// Renders the INFO reply text from the proxy's own sections and the
+/// masters' INFO texts (`nodes`).
+pub fn render(wanted: &[&str], own: &Own, nodes: &[&str]) -> String {
     let parsed: Vec<Vec<(String, Vec<&str>)>> = nodes.iter().map(|t| sections(t)).collect();
     let mut out = String::new();
     for &section in wanted {
         let body = match section {
-            "proxy" => proxy.to_string(),
-            "clients" => clients.to_string(),
+            "proxy" => own.proxy.clone(),
+            "clients" => own.clients.clone(),
+            "replication" => own.replication.clone(),
             "cluster" => "cluster_enabled:1\r\n".to_string(),
             "server" => parsed
                 .first()
@@ -228,7 +277,12 @@ pub fn render(wanted: &[&str], proxy: &str, clients: &str, nodes: &[&str]) -> St
                     if !complete {
                         continue;
                     }
-                    if let Some(v) = merge_values(k, &vals) {
+                    let merged = if name == "persistence" {
+                        merge_persistence(k, &vals)
+                    } else {
+                        merge_values(k, &vals)
+                    };
+                    if let Some(v) = merged {
                         let _ = write!(body, "{k}:{v}\r\n");
                     }
                 }
@@ -292,13 +346,35 @@ pub fn proxy_section(
     out
 }
 
-/// Body of INFO's `# Clients` section.
+/// Body of INFO's `# Clients` section: the proxy's clients, those blocked
+/// at the proxy (a blocking command or WAIT) included.
 pub fn clients_section(proxy: &ProxyInfo) -> String {
     format!(
-        "connected_clients:{}\r\nmaxclients:{}\r\ntotal_connections_received:{}\r\n",
+        "connected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\
+         total_connections_received:{}\r\n",
         proxy.connected_clients.load(Ordering::Relaxed),
         proxy.max_clients,
+        proxy.blocked_clients.load(Ordering::Relaxed),
         proxy.total_connections.load(Ordering::Relaxed),
+    )
+}
+
+/// Body of INFO's `# Replication` section: the proxy is a master to its
+/// clients, and the replicas a WAIT can count on are those of the master
+/// with the fewest (WAIT answers the smallest count over the masters).
+pub fn replication_section(proxy: &ProxyInfo, slots: &SlotTable) -> String {
+    let replicas = slots
+        .shards()
+        .iter()
+        .map(|s| s.replicas.len())
+        .min()
+        .unwrap_or(0);
+    format!(
+        "role:master\r\nconnected_slaves:{replicas}\r\nmaster_failover_state:no-failover\r\n\
+         master_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:0\r\n\
+         second_repl_offset:-1\r\nrepl_backlog_active:0\r\n",
+        proxy.id,
+        "0".repeat(40),
     )
 }
 
@@ -311,12 +387,12 @@ mod tests {
 
     #[test]
     fn sums_what_makes_sense() {
-        let text = render(
-            &wanted(&[]),
-            "proxy_version:1\r\n",
-            "connected_clients:2\r\n",
-            &[A, B],
-        );
+        let own = Own {
+            proxy: "proxy_version:1\r\n".into(),
+            clients: "connected_clients:2\r\n".into(),
+            replication: "role:master\r\n".into(),
+        };
+        let text = render(&wanted(&[]), &own, &[A, B]);
         assert!(text.starts_with("# Proxy\r\nproxy_version:1\r\n\r\n# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\n"), "{text}");
         assert!(!text.contains("process_id"));
         assert!(text.contains("used_memory:150\r\n"));
@@ -334,8 +410,34 @@ mod tests {
             ["keyspace"]
         );
         assert!(wanted(&["all".into()]).contains(&"commandstats"));
-        assert!(wanted(&["replication".into()]).is_empty());
+        assert_eq!(
+            wanted(&["cpu".into(), "replication".into()]),
+            ["cpu", "replication"]
+        );
+        assert_eq!(wanted(&["nonsense".into()]), Vec::<&str>::new());
+        assert!(wanted(&["all".into()]).contains(&"persistence"));
         assert!(!needs_backends(&["proxy", "clients"]));
         assert!(needs_backends(&["keyspace"]));
+    }
+
+    #[test]
+    fn persistence_adds_up_what_adds_up() {
+        let a = "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:3\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:1700000100\r\nrdb_last_bgsave_status:ok\r\nrdb_saves:1\r\n";
+        let b = "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:4\r\nrdb_bgsave_in_progress:1\r\nrdb_last_save_time:1700000000\r\nrdb_last_bgsave_status:err\r\nrdb_saves:1\r\n";
+        let text = render(&["persistence"], &Own::default(), &[a, b]);
+        assert_eq!(
+            text,
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:7\r\n\
+             rdb_bgsave_in_progress:1\r\nrdb_last_save_time:1700000000\r\n\
+             rdb_last_bgsave_status:err\r\nrdb_saves:2\r\n"
+        );
+        let own = Own {
+            replication: "role:master\r\nconnected_slaves:1\r\n".into(),
+            ..Own::default()
+        };
+        assert_eq!(
+            render(&["replication"], &own, &[a, b]),
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n"
+        );
     }
 }

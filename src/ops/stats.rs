@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::ops::slowlog::SlowLog;
@@ -27,6 +27,8 @@ pub struct ProxyInfo {
     pub total_connections: AtomicU64,
     /// Requests received since start.
     pub total_commands: AtomicU64,
+    /// Clients waiting in a blocking command or WAIT now.
+    pub blocked_clients: AtomicUsize,
     /// The next CLIENT ID (shared by the TCP and Unix socket listeners).
     pub next_client_id: AtomicU64,
     /// SLOWLOG.
@@ -53,10 +55,29 @@ impl ProxyInfo {
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
             total_commands: AtomicU64::new(0),
+            blocked_clients: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             slowlog,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             unix_client: None,
         }
+    }
+}
+
+impl ProxyInfo {
+    /// Counts a client as blocked (INFO's `blocked_clients`) until the
+    /// guard is dropped.
+    pub fn blocked(&self) -> Blocked<'_> {
+        self.blocked_clients.fetch_add(1, Ordering::Relaxed);
+        Blocked(&self.blocked_clients)
+    }
+}
+
+/// A client counted as blocked while this lives.
+pub struct Blocked<'a>(&'a AtomicUsize);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -206,18 +206,14 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             }
             out.freeze()
         }
-        Merge::Info {
-            sections,
-            proxy,
-            clients,
-        } => {
+        Merge::Info { sections, own } => {
             let texts: Vec<String> = frames
                 .iter()
                 .filter_map(|f| Value::parse(f).ok())
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect();
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            encode::bulk(crate::command::info::render(sections, proxy, clients, &texts).as_bytes())
+            encode::bulk(crate::command::info::render(sections, own, &texts).as_bytes())
         }
         Merge::AnyNonNil => frames
             .iter()

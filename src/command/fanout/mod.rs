@@ -67,10 +67,8 @@ pub enum Merge {
     Info {
         /// Sections to report.
         sections: Vec<&'static str>,
-        /// Body of `# Proxy`.
-        proxy: String,
-        /// Body of `# Clients`.
-        clients: String,
+        /// The proxy's own sections.
+        own: crate::command::info::Own,
     },
     /// SCRIPT KILL, FUNCTION KILL: OK if any master killed something, a
     /// master's UNKILLABLE as it is, NOTBUSY when none was busy.
@@ -212,8 +210,11 @@ pub fn info(
     commands: &CommandTable,
     retries: &RetryCounters,
 ) -> Plan {
-    let proxy = crate::command::info::proxy_section(stats, table, commands, retries);
-    let clients = crate::command::info::clients_section(stats);
+    let own = crate::command::info::Own {
+        proxy: crate::command::info::proxy_section(stats, table, commands, retries),
+        clients: crate::command::info::clients_section(stats),
+        replication: crate::command::info::replication_section(stats, table),
+    };
     let parts = if crate::command::info::needs_backends(&sections) {
         let frame = encode::command(&["INFO", "everything"]);
         table
@@ -231,11 +232,7 @@ pub fn info(
         command: "INFO".into(),
         write: false,
         parts,
-        merge: Merge::Info {
-            sections,
-            proxy,
-            clients,
-        },
+        merge: Merge::Info { sections, own },
         dedicated: false,
     }
 }

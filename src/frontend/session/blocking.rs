@@ -65,6 +65,8 @@ impl Session {
                 return Some(Err(e));
             }
         }
+        let proxy = self.shared.proxy.clone();
+        let _blocked = proxy.blocked();
         let reply = match self.while_client_waits(conn.read()).await? {
             Ok(reply) => reply,
             Err(e) => return Some(Err(e)),

@@ -56,6 +56,7 @@ impl Session {
             }
         });
         let all = futures_util::future::join_all(each);
+        let _blocked = shared.proxy.blocked();
         match self.while_client_waits(all).await {
             None => ProxyError::ShuttingDown.to_resp(),
             Some(results) => match results.into_iter().collect::<Result<Vec<i64>, _>>() {

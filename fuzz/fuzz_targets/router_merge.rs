@@ -5,11 +5,11 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use slotproxy::command::CommandTable;
-use slotproxy::command::fanout;
-use slotproxy::resp::{Limits, ReplyDecoder, RequestDecoder};
-use slotproxy::command::router::Router;
 use slotproxy::cluster::slot::SlotTable;
+use slotproxy::command::fanout;
+use slotproxy::command::router::Router;
+use slotproxy::command::CommandTable;
+use slotproxy::resp::{Limits, ReplyDecoder, RequestDecoder};
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {

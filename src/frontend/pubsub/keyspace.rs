@@ -32,6 +32,16 @@ pub(super) fn wants_events(pattern: bool, name: &[u8]) -> bool {
     }
 }
 
+/// The channels (or patterns) of `names` that can receive keyspace
+/// notifications.
+fn event_names<'a>(names: impl IntoIterator<Item = &'a Bytes>, pattern: bool) -> Vec<Bytes> {
+    names
+        .into_iter()
+        .filter(|n| wants_events(pattern, n))
+        .cloned()
+        .collect()
+}
+
 /// Whether the glob `pattern` (Redis's syntax: `*`, `?`, `[...]` with `^`
 /// and ranges, `\` escapes) matches some string that starts with `prefix`.
 fn may_start_with(pattern: &[u8], prefix: &[u8]) -> bool {
@@ -90,12 +100,7 @@ impl Task {
     /// every master but the home connection's; what goes to the client
     /// waits for their confirmations.
     pub(super) async fn subscribe_events(&mut self, kind: Kind, names: &[Bytes]) {
-        let pattern = kind == Kind::Pattern;
-        let wanted: Vec<Bytes> = names
-            .iter()
-            .filter(|n| wants_events(pattern, n))
-            .cloned()
-            .collect();
+        let wanted = event_names(names, kind == Kind::Pattern);
         if wanted.is_empty() {
             return;
         }
@@ -163,18 +168,8 @@ impl Task {
     /// has keyspace subscriptions (masters added or promoted included),
     /// and none elsewhere.
     pub(super) async fn repair_events(&mut self) {
-        let channels: Vec<Bytes> = self
-            .channels
-            .iter()
-            .filter(|n| wants_events(false, n))
-            .cloned()
-            .collect();
-        let patterns: Vec<Bytes> = self
-            .patterns
-            .iter()
-            .filter(|n| wants_events(true, n))
-            .cloned()
-            .collect();
+        let channels = event_names(&self.channels, false);
+        let patterns = event_names(&self.patterns, true);
         let wanted = if (channels.is_empty() && patterns.is_empty())
             || !self.conns.contains_key(&Key::Global)
         {

@@ -140,8 +140,43 @@ fn cluster_wide_commands() {
     assert_eq!(q::<String>(&mut c, &["FCALL", "pget", "1", "cw:3"]), "v");
     let list: Value = q(&mut c, &["FUNCTION", "LIST"]);
     assert!(format!("{list:?}").contains("plib"));
+    // A backup's round trip: DUMP from one master, RESTORE on every one.
+    let dump: Vec<u8> = q(&mut c, &["FUNCTION", "DUMP"]);
+    let _: () = q(&mut c, &["FUNCTION", "FLUSH"]);
+    assert!(err(&mut c, &["FCALL", "pget", "1", "cw:3"]).contains("Function not found"));
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&dump)
+        .query(&mut c)
+        .unwrap();
+    for i in 0..30 {
+        let k = format!("cw:{i}");
+        assert_eq!(q::<String>(&mut c, &["FCALL", "pget", "1", &k]), "v");
+    }
     let _: () = q(&mut c, &["FUNCTION", "DELETE", "plib"]);
     assert!(err(&mut c, &["FCALL", "pget", "1", "cw:3"]).contains("Function not found"));
+
+    // Keyless node commands with an answer at the proxy: it is one master,
+    // and its last save is the oldest of the masters'.
+    let role: Value = q(&mut c, &["ROLE"]);
+    assert_eq!(
+        format!("{role:?}"),
+        format!(
+            "{:?}",
+            Value::Array(vec![
+                Value::BulkString(b"master".to_vec()),
+                Value::Int(0),
+                Value::Array(vec![]),
+            ])
+        )
+    );
+    let oldest = cluster
+        .master_ports()
+        .into_iter()
+        .map(|p| cluster.cli(p, &["LASTSAVE"]).trim().parse::<i64>().unwrap())
+        .min()
+        .unwrap();
+    assert_eq!(q::<i64>(&mut c, &["LASTSAVE"]), oldest);
 
     // INFO: the proxy's section plus the keyspace summed over masters.
     let info: String = q(&mut c, &["INFO"]);

@@ -94,6 +94,9 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             _ => return Err(ProxyError::WrongArity("ping".into())),
         },
         "echo" => encode::bulk(req.arg(1)),
+        // To its clients the proxy is one master; the nodes' replicas are
+        // its own business.
+        "role" => Bytes::from_static(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"),
         "quit" => {
             client.closing = true;
             Bytes::from_static(encode::OK)

@@ -61,7 +61,7 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "readonly" | "readwrite" | "asking" | "reset" | "client|setname" | "client|getname"
         | "client|id" | "client|setinfo" | "client|info" | "client|list" | "client|no-evict"
         | "client|no-touch" | "slowlog|get" | "slowlog|len" | "slowlog|reset" | "cluster|slots"
-        | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" => {
+        | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" | "role" => {
             return Policy::Local
         }
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
@@ -69,7 +69,9 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"
         | "script|load" | "script|exists" | "script|flush" | "function|load"
         | "function|delete" | "function|flush" | "config|set" | "config|resetstat"
-        | "config|rewrite" | "script|kill" | "function|kill" => return Policy::AllMasters,
+        | "config|rewrite" | "script|kill" | "function|kill" | "function|restore" | "lastsave" => {
+            return Policy::AllMasters
+        }
         // The same answer from any master.
         "time"
         | "lolwut"
@@ -80,6 +82,7 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "acl|genpass"
         | "acl|whoami"
         | "function|list"
+        | "function|dump"
         | "config|get" => return Policy::AnyMaster,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => return Policy::Transaction,
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
@@ -211,7 +214,12 @@ mod tests {
         assert_eq!(policy("swapdb"), Policy::Unsupported(CLUSTER_WIDE));
         assert_eq!(policy("shutdown"), Policy::Unsupported(NODE_ADMIN));
         assert_eq!(policy("cluster|meet"), Policy::Unsupported(NODE_ADMIN));
-        assert_eq!(policy("lastsave"), Policy::Unsupported(KEYLESS));
+        // Keyless node commands with a meaningful answer at the proxy.
+        assert_eq!(policy("role"), Policy::Local);
+        assert_eq!(policy("lastsave"), Policy::AllMasters);
+        assert_eq!(policy("function|dump"), Policy::AnyMaster);
+        assert_eq!(policy("function|restore"), Policy::AllMasters);
+        assert_eq!(policy("save"), Policy::Unsupported(NODE_ADMIN));
     }
 
     #[test]

@@ -141,6 +141,8 @@ impl<'a> Router<'a, '_> {
                 fanout::every_master(t, req, name, true, Merge::Same)
             }
             "script|exists" => fanout::every_master(t, req, name, false, Merge::AllOfFlags),
+            "function|restore" => fanout::every_master(t, req, name, true, Merge::AllOk),
+            "lastsave" => fanout::every_master(t, req, name, false, Merge::Min),
             "script|kill" | "function|kill" => Plan {
                 dedicated: true,
                 ..fanout::every_master(t, req, name, false, Merge::Kill)

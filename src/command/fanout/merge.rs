@@ -133,18 +133,21 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             }
             out.freeze()
         }
-        Merge::Sum => {
-            let mut sum: i64 = 0;
+        Merge::Sum | Merge::Min => {
+            let mut ints = Vec::with_capacity(frames.len());
             for f in &frames {
                 match Value::parse(f).ok().and_then(|v| match v {
                     Value::Integer(n) => Some(n),
                     _ => None,
                 }) {
-                    Some(n) => sum = sum.saturating_add(n),
+                    Some(n) => ints.push(n),
                     None => return invalid(command, "expected an integer"),
                 }
             }
-            encode::integer(sum)
+            encode::integer(match merge {
+                Merge::Min => ints.into_iter().min().unwrap_or(0),
+                _ => ints.into_iter().fold(0i64, i64::saturating_add),
+            })
         }
         Merge::AllOk => frames
             .first()

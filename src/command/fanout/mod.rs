@@ -51,6 +51,8 @@ pub enum Merge {
     },
     /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: integer replies summed.
     Sum,
+    /// LASTSAVE: the smallest integer reply (the oldest save).
+    Min,
     /// MSET, FLUSHALL, SCRIPT FLUSH, ...: every part must succeed; the first
     /// part's reply is returned.
     AllOk,

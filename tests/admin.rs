@@ -315,6 +315,71 @@ fn slowlog_records_slow_requests() {
             .unwrap(),
         0
     );
+
+    // CONFIG reaches the proxy's slow log, which SLOWLOG answers from; the
+    // nodes' stay as they were (no allow_config_write needed).
+    let cfg = |c: &mut redis::Connection, args: &[&str]| -> redis::RedisResult<redis::Value> {
+        common::cmd(args).query(c)
+    };
+    let got = cfg(&mut c, &["CONFIG", "GET", "slowlog-log-slower-than"]).unwrap();
+    assert!(format!("{got:?}").contains("\"30000\""), "{got:?}");
+    let _ = cfg(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "slowlog-log-slower-than",
+            "0",
+            "slowlog-max-len",
+            "2",
+        ],
+    )
+    .unwrap();
+    for i in 0..5 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("sl{i}"))
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+    }
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert_eq!(len, 2);
+    let pairs: std::collections::HashMap<String, String> =
+        common::cmd(&["CONFIG", "GET", "slowlog*"])
+            .query(&mut c)
+            .unwrap();
+    assert_eq!(pairs["slowlog-log-slower-than"], "0");
+    assert_eq!(pairs["slowlog-max-len"], "2");
+    for p in cluster.master_ports() {
+        let node = cluster.cli(p, &["CONFIG", "GET", "slowlog-log-slower-than"]);
+        assert!(node.contains("10000"), "node {p}: {node}");
+    }
+    // Negative: nothing is logged, as in Redis.
+    let _ = cfg(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "-1"]).unwrap();
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("unlogged")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert_eq!(len, 0);
+    let e = cfg(&mut c, &["CONFIG", "SET", "slowlog-max-len", "many"]).unwrap_err();
+    assert!(e.to_string().contains("slowlog-max-len"), "{e}");
+    // Mixed with a node setting, it is a node write: refused by default.
+    let e = cfg(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "slowlog-max-len",
+            "5",
+            "maxmemory-samples",
+            "6",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("allow_config_write"), "{e}");
     drop(proxy);
 
     // Logging everything: each kind of request is logged with its own

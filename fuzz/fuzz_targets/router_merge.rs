@@ -9,6 +9,7 @@ use slotproxy::cluster::slot::SlotTable;
 use slotproxy::command::fanout;
 use slotproxy::command::router::Router;
 use slotproxy::command::CommandTable;
+use slotproxy::ops::slowlog::SlowLog;
 use slotproxy::resp::{Limits, ReplyDecoder, RequestDecoder};
 use tokio_util::codec::Decoder;
 
@@ -18,10 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(&data[..mid]);
     let mut d = RequestDecoder::new(Limits::default());
     let slots = SlotTable::empty();
+    let slowlog = SlowLog::new(Default::default(), 0);
     let router = Router {
         commands: CommandTable::builtin(),
         slots: &slots,
         allow_config_write: &|| false,
+        slowlog: &slowlog,
     };
     let mut replies_buf = BytesMut::from(&data[mid..]);
     let mut rd = ReplyDecoder::new();

@@ -6,9 +6,11 @@
 //! * [`fanout`]: multi-key and cluster-wide commands: the plan, the sends,
 //!   the completion of every part and the merge, in one place.
 //! * [`info`]: INFO's sections and their merge.
+//! * [`glob`]: Redis's glob patterns, where the proxy must match one.
 //! * [`local`]: the commands the proxy answers itself.
 
 pub mod fanout;
+pub mod glob;
 pub mod info;
 pub mod local;
 pub mod policy;

@@ -4,8 +4,10 @@
 use crate::cluster::retry::Target;
 use crate::cluster::slot::{key_slot, SlotTable, SLOTS};
 use crate::command::fanout::{self, Merge, Plan};
+use crate::command::glob;
 use crate::command::{policy_reason, CommandSpec, CommandTable, Flags, Policy};
 use crate::error::ProxyError;
+use crate::ops::slowlog::SlowLog;
 use crate::resp::Request;
 
 /// The routing decision for one request.
@@ -32,9 +34,16 @@ pub enum Route<'a> {
     FanOut(Plan),
     /// INFO: the proxy's sections plus the masters' merged ones.
     Info(Vec<&'static str>),
+    /// CONFIG SET of the proxy's own settings only: applied at the proxy.
+    OwnConfig(Vec<(&'static str, i64)>),
     /// Refused with this error.
     Reject(ProxyError),
 }
+
+/// The proxy's own settings among the nodes' CONFIG parameters: SLOWLOG
+/// answers from the proxy, so CONFIG GET and SET of these reach the
+/// proxy's slow log.
+pub const OWN_SETTINGS: [&str; 2] = ["slowlog-log-slower-than", "slowlog-max-len"];
 
 /// What the router needs besides the request.
 pub struct Router<'a, 'f> {
@@ -45,6 +54,9 @@ pub struct Router<'a, 'f> {
     /// Whether CONFIG SET/RESETSTAT/REWRITE may be broadcast (asked only
     /// for those: it reads the reloadable configuration).
     pub allow_config_write: &'f (dyn Fn() -> bool + Sync),
+    /// The proxy's slow log: CONFIG GET of [`OWN_SETTINGS`] answers its
+    /// values.
+    pub slowlog: &'f SlowLog,
 }
 
 impl<'a> Router<'a, '_> {
@@ -73,6 +85,10 @@ impl<'a> Router<'a, '_> {
                 }
                 Route::Local(spec)
             }
+            Policy::AnyMaster if spec.name == "config|get" => match self.config_get(req) {
+                Some(plan) => Route::FanOut(plan),
+                None => forward(Target::AnyMaster),
+            },
             Policy::AnyMaster => forward(Target::AnyMaster),
             Policy::Unsupported(reason) => Route::Reject(unsupported(spec, reason)),
             Policy::SlotArgument => {
@@ -127,6 +143,15 @@ impl<'a> Router<'a, '_> {
                 .collect();
             return Route::Info(crate::command::info::wanted(&args));
         }
+        if name == "config|set" {
+            match own_settings(req) {
+                Err(e) => return Route::Reject(e),
+                // The nodes are not touched: no permission, nor a cluster,
+                // needed.
+                Ok(own) if own.len() * 2 == req.argc() - 2 => return Route::OwnConfig(own),
+                Ok(_) => {}
+            }
+        }
         if t.shards().is_empty() {
             return Route::Reject(t.undiscovered_error());
         }
@@ -167,6 +192,61 @@ impl<'a> Router<'a, '_> {
         };
         Route::FanOut(plan)
     }
+}
+
+impl Router<'_, '_> {
+    /// CONFIG GET that asks for any of the proxy's own settings: one
+    /// master answers, with those values replaced by the proxy's.
+    fn config_get(&self, req: &Request) -> Option<Plan> {
+        let own: Vec<(String, String)> = OWN_SETTINGS
+            .iter()
+            .filter(|s| (2..req.argc()).any(|i| glob::matches(req.arg(i), s.as_bytes(), true)))
+            .map(|&s| {
+                let value = match s {
+                    "slowlog-max-len" => self.slowlog.max_len().to_string(),
+                    _ => self.slowlog.threshold_micros().to_string(),
+                };
+                (s.to_string(), value)
+            })
+            .collect();
+        (!own.is_empty()).then(|| Plan {
+            command: "CONFIG".into(),
+            write: false,
+            parts: vec![fanout::Part {
+                target: Target::AnyMaster,
+                frame: req.frame().clone(),
+            }],
+            merge: Merge::Override(own),
+            dedicated: false,
+        })
+    }
+}
+
+/// The proxy's own settings among a CONFIG SET's parameters, their values
+/// checked as Redis checks them.
+pub fn own_settings(req: &Request) -> Result<Vec<(&'static str, i64)>, ProxyError> {
+    if req.argc() % 2 != 0 {
+        // A parameter without its value.
+        return Err(ProxyError::WrongArity("config|set".into()));
+    }
+    let mut out = Vec::new();
+    for i in (2..req.argc()).step_by(2) {
+        let name = String::from_utf8_lossy(req.arg(i)).to_ascii_lowercase();
+        let Some(&own) = OWN_SETTINGS.iter().find(|s| **s == name) else {
+            continue;
+        };
+        let value = std::str::from_utf8(req.arg(i + 1))
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|&v| own != "slowlog-max-len" || v >= 0)
+            .ok_or_else(|| {
+                ProxyError::Syntax(format!(
+                    "CONFIG SET failed (possibly related to argument '{own}') - argument couldn't be parsed into an integer"
+                ))
+            })?;
+        out.push((own, value));
+    }
+    Ok(out)
 }
 
 /// Node settings that decide how the proxy reaches and authenticates to
@@ -224,10 +304,12 @@ mod tests {
         let args: Vec<&str> = s.split(' ').collect();
         let req = Request::from_args(&args);
         let slots: &'static SlotTable = Box::leak(Box::new(SlotTable::empty()));
+        let slowlog: &'static SlowLog = Box::leak(Box::new(SlowLog::new(Default::default(), 0)));
         Router {
             commands: CommandTable::builtin(),
             slots,
             allow_config_write: &|| false,
+            slowlog,
         }
         .route(&req, &mut Vec::new())
         .0
@@ -329,6 +411,35 @@ mod tests {
             r("ACL DELUSER proxy"),
             Route::Reject(ProxyError::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn config_set_of_the_proxys_own_settings() {
+        let own = |s: &str| {
+            let args: Vec<&str> = s.split(' ').collect();
+            own_settings(&Request::from_args(&args))
+        };
+        assert_eq!(
+            own("CONFIG SET slowlog-max-len 5 maxmemory 1").unwrap(),
+            [("slowlog-max-len", 5)]
+        );
+        assert_eq!(
+            own("CONFIG SET SLOWLOG-LOG-SLOWER-THAN -1").unwrap(),
+            [("slowlog-log-slower-than", -1)]
+        );
+        assert!(own("CONFIG SET slowlog-max-len -1").is_err());
+        assert!(own("CONFIG SET slowlog-max-len x").is_err());
+        assert!(matches!(
+            own("CONFIG SET slowlog-max-len 1 maxmemory"),
+            Err(ProxyError::WrongArity(_))
+        ));
+        // Only the proxy's: answered at the proxy, whatever allow_config_write.
+        assert!(matches!(
+            r("CONFIG SET slowlog-max-len 5"),
+            Route::OwnConfig(ref o) if o == &[("slowlog-max-len", 5)]
+        ));
+        assert!(matches!(r("CONFIG GET slowlog*"), Route::FanOut(_)));
+        assert!(matches!(r("CONFIG GET maxmemory"), Route::Forward { .. }));
     }
 
     #[test]

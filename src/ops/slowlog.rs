@@ -62,6 +62,33 @@ impl SlowLog {
         Duration::from_nanos(self.threshold.load(Ordering::Relaxed))
     }
 
+    /// The threshold as Redis's `slowlog-log-slower-than` says it: in
+    /// microseconds, -1 when nothing is logged.
+    pub fn threshold_micros(&self) -> i64 {
+        match self.threshold.load(Ordering::Relaxed) {
+            u64::MAX => -1,
+            nanos => (nanos / 1000) as i64,
+        }
+    }
+
+    /// Sets the threshold from `slowlog-log-slower-than` (microseconds; a
+    /// negative one logs nothing, as in Redis).
+    pub fn set_threshold_micros(&self, micros: i64) {
+        let nanos = u64::try_from(micros).map_or(u64::MAX, |m| m.saturating_mul(1000));
+        self.threshold.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The most entries kept (`slowlog-max-len`).
+    pub fn max_len(&self) -> usize {
+        self.max_len.load(Ordering::Relaxed)
+    }
+
+    /// Sets the most entries kept, dropping the oldest beyond it.
+    pub fn set_max_len(&self, max_len: usize) {
+        self.max_len.store(max_len, Ordering::Relaxed);
+        self.entries.lock().expect("slowlog lock").truncate(max_len);
+    }
+
     /// Records a request that took `took`, if it is slow enough. `client`
     /// gives the client's address as SLOWLOG GET shows it (asked only for
     /// a request that is recorded).

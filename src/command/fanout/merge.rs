@@ -70,6 +70,30 @@ fn kill(command: &str, replies: &[ReplyResult]) -> Bytes {
     })
 }
 
+/// A CONFIG GET reply (an array of names and values, or a RESP3 map) with
+/// the values of `own` settings replaced; `None` if it is neither.
+fn override_values(frame: &Bytes, own: &[(String, String)]) -> Option<Bytes> {
+    let elements = split_aggregate(frame)?;
+    if elements.len() % 2 != 0 || !matches!(frame.first(), Some(b'*' | b'%')) {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(frame.len());
+    match frame[0] {
+        b'%' => out.extend_from_slice(format!("%{}\r\n", elements.len() / 2).as_bytes()),
+        _ => encode::array_header(elements.len(), &mut out),
+    }
+    for pair in elements.chunks(2) {
+        out.extend_from_slice(&pair[0]);
+        let name = Value::parse(&pair[0]).ok()?;
+        let name = name.as_str()?;
+        match own.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, value)) => encode::bulk_into(value.as_bytes(), &mut out),
+            None => out.extend_from_slice(&pair[1]),
+        }
+    }
+    Some(out.freeze())
+}
+
 /// Merges the parts' replies (in part order) into the client's reply.
 pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult]) -> Bytes {
     let mut frames = Vec::with_capacity(replies.len());
@@ -97,6 +121,13 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
     }
     match merge {
         Merge::Kill => kill(command, replies),
+        Merge::Override(own) => {
+            let Some(frame) = frames.first() else {
+                return invalid(command, "no reply");
+            };
+            override_values(frame, own)
+                .unwrap_or_else(|| invalid(command, "expected name-value pairs"))
+        }
         Merge::Gather {
             total,
             positions,

@@ -53,6 +53,9 @@ pub enum Merge {
     Sum,
     /// LASTSAVE: the smallest integer reply (the oldest save).
     Min,
+    /// CONFIG GET: one node's reply, with the values of the proxy's own
+    /// settings (name, value) put in place of the node's.
+    Override(Vec<(String, String)>),
     /// MSET, FLUSHALL, SCRIPT FLUSH, ...: every part must succeed; the first
     /// part's reply is returned.
     AllOk,
@@ -326,6 +329,25 @@ mod tests {
 
     fn ok(b: &[u8]) -> ReplyResult {
         Ok(Bytes::copy_from_slice(b))
+    }
+
+    #[test]
+    fn config_get_takes_the_proxys_own_values() {
+        let own = Merge::Override(vec![("slowlog-max-len".into(), "7".into())]);
+        let resp2: &[u8] =
+            b"*4\r\n$15\r\nslowlog-max-len\r\n$3\r\n128\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n";
+        assert_eq!(
+            merge("CONFIG", false, &own, &[ok(resp2)]),
+            &b"*4\r\n$15\r\nslowlog-max-len\r\n$1\r\n7\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n"[..]
+        );
+        let resp3: &[u8] = b"%1\r\n$15\r\nslowlog-max-len\r\n$3\r\n128\r\n";
+        assert_eq!(
+            merge("CONFIG", false, &own, &[ok(resp3)]),
+            &b"%1\r\n$15\r\nslowlog-max-len\r\n$1\r\n7\r\n"[..]
+        );
+        // Not name-value pairs: an error, never a made-up reply.
+        let r = merge("CONFIG", false, &own, &[ok(b":1\r\n")]);
+        assert!(r.starts_with(b"-ERR slotproxy: invalid reply"), "{r:?}");
     }
 
     #[test]

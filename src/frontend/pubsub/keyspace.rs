@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::{text_at, Key, Kind, Task};
+use crate::command::glob;
 use crate::resp::reply::split_aggregate;
 
 /// The channel prefixes of keyspace notifications.
@@ -26,7 +27,7 @@ pub(super) fn is_event_channel(channel: &[u8]) -> bool {
 /// a subscription on the other masters, a false no loses events.
 pub(super) fn wants_events(pattern: bool, name: &[u8]) -> bool {
     if pattern {
-        PREFIXES.iter().any(|p| may_start_with(name, p))
+        PREFIXES.iter().any(|p| glob::may_start_with(name, p))
     } else {
         is_event_channel(name)
     }
@@ -40,59 +41,6 @@ fn event_names<'a>(names: impl IntoIterator<Item = &'a Bytes>, pattern: bool) ->
         .filter(|n| wants_events(pattern, n))
         .cloned()
         .collect()
-}
-
-/// Whether the glob `pattern` (Redis's syntax: `*`, `?`, `[...]` with `^`
-/// and ranges, `\` escapes) matches some string that starts with `prefix`.
-fn may_start_with(pattern: &[u8], prefix: &[u8]) -> bool {
-    let Some((&c, more)) = prefix.split_first() else {
-        return true;
-    };
-    match pattern.split_first() {
-        None => false,
-        Some((b'*', _)) => true,
-        Some((b'?', rest)) => may_start_with(rest, more),
-        Some((b'[', rest)) => {
-            let (hit, after) = class(rest, c);
-            hit && may_start_with(after, more)
-        }
-        Some((b'\\', rest)) if !rest.is_empty() => rest[0] == c && may_start_with(&rest[1..], more),
-        Some((&p, rest)) => p == c && may_start_with(rest, more),
-    }
-}
-
-/// Matches `c` against the class that starts `pattern` (after its `[`):
-/// whether it matched, and the pattern after the class. An unterminated
-/// class ends with the pattern, as in Redis.
-fn class(pattern: &[u8], c: u8) -> (bool, &[u8]) {
-    let (negate, mut p) = match pattern.split_first() {
-        Some((b'^', rest)) => (true, rest),
-        _ => (false, pattern),
-    };
-    let mut hit = false;
-    loop {
-        match p {
-            [] => break,
-            [b']', rest @ ..] => {
-                p = rest;
-                break;
-            }
-            [b'\\', e, rest @ ..] => {
-                hit |= *e == c;
-                p = rest;
-            }
-            [a, b'-', b, rest @ ..] => {
-                let (lo, hi) = if a <= b { (*a, *b) } else { (*b, *a) };
-                hit |= (lo..=hi).contains(&c);
-                p = rest;
-            }
-            [a, rest @ ..] => {
-                hit |= *a == c;
-                p = rest;
-            }
-        }
-    }
-    (hit != negate, p)
 }
 
 impl Task {

@@ -7,7 +7,7 @@ use super::Session;
 use crate::cluster::slot::SlotTable;
 use crate::command::fanout::{self, Plan};
 use crate::command::local::{self, Ctx};
-use crate::command::router::{Route, Router};
+use crate::command::router::{self, Route, Router};
 use crate::command::CommandTable;
 use crate::error::ProxyError;
 use crate::frontend::pending::{Dispatched, Pending};
@@ -52,8 +52,10 @@ impl Session {
             commands,
             slots,
             allow_config_write: &|| frontend.load().allow_config_write,
+            slowlog: &self.shared.proxy.slowlog,
         };
         let (route, spec) = router.route(req, &mut self.keys);
+        let config_set = spec.is_some_and(|s| s.name == "config|set");
         self.command = spec.map(|s| s.metrics);
         if let Some(spec) = spec {
             if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
@@ -115,6 +117,18 @@ impl Session {
                 Dispatched::Now(Pending::Ready(local::execute(spec, req, &mut ctx)))
             }
             Route::Reject(e) => Dispatched::Now(Pending::Ready(e.to_resp())),
+            Route::OwnConfig(own) => {
+                self.set_own(&own);
+                Dispatched::Now(Pending::Ready(Bytes::from_static(encode::OK)))
+            }
+            Route::FanOut(plan) if config_set => {
+                // CONFIG SET broadcast: the proxy's own settings among its
+                // parameters (checked by the router) take effect here too.
+                if let Ok(own) = router::own_settings(req) {
+                    self.set_own(&own);
+                }
+                Dispatched::Now(Box::pin(self.fan_out(plan)).await)
+            }
             Route::FanOut(plan) if plan.dedicated => {
                 let pool = &self.shared.dedicated;
                 let run = fanout::run_dedicated(plan, pool, self.client.resp3);
@@ -190,6 +204,17 @@ impl Session {
                 e.to_string().replace('\n', ";")
             ))
             .to_resp(),
+        }
+    }
+
+    /// Applies CONFIG SET of the proxy's own settings.
+    fn set_own(&self, own: &[(&'static str, i64)]) {
+        let slowlog = &self.shared.proxy.slowlog;
+        for &(name, value) in own {
+            match name {
+                "slowlog-max-len" => slowlog.set_max_len(usize::try_from(value).unwrap_or(0)),
+                _ => slowlog.set_threshold_micros(value),
+            }
         }
     }
 }

@@ -68,7 +68,7 @@ impl Txn {
             Route::Forward { target, .. } | Route::Dedicated(target) => target,
             Route::Local(_) => &Target::AnyMaster,
             Route::FanOut(_) => return self.refuse(ProxyError::CrossSlot),
-            Route::Info(_) | Route::PubSub(_) | Route::Wait => {
+            Route::Info(_) | Route::PubSub(_) | Route::Wait | Route::OwnConfig(_) => {
                 let name = String::from_utf8_lossy(req.arg(0)).to_uppercase();
                 return self.refuse(ProxyError::NotInMulti(name));
             }
@@ -338,10 +338,12 @@ mod tests {
     fn take(txn: &mut Txn, args: &[&str]) -> InMulti {
         let req = Request::from_args(args);
         let slots = SlotTable::empty();
+        let slowlog = crate::ops::slowlog::SlowLog::new(Default::default(), 0);
         let router = Router {
             commands: CommandTable::builtin(),
             slots: &slots,
             allow_config_write: &|| false,
+            slowlog: &slowlog,
         };
         let (route, _) = router.route(&req, &mut Vec::new());
         txn.take(&route, &req)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::proxy::Proxy;
 use common::{err, q, Cluster};
 use redis::Value;
+use slotproxy::cluster::slot::key_slot;
 
 #[test]
 fn multi_key_commands_merge_in_key_order() {
@@ -286,6 +287,57 @@ fn a_runaway_script_is_killed_through_the_proxy() {
         let _: () = q(&mut c, &["SET", &format!("after-kill:{i}"), "1"]);
     }
     assert!(err(&mut c, &["SCRIPT", "KILL"]).starts_with("NOTBUSY"));
+}
+
+#[test]
+fn scan_of_a_small_keyspace_ends_in_one_call() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut c = proxy.conn();
+    // One key on each master: one server returns all three and cursor 0.
+    let keys: Vec<String> = cluster
+        .master_ports()
+        .into_iter()
+        .map(|m| {
+            (0..)
+                .map(|i| format!("few:{i}"))
+                .find(|k| cluster.node_for_slot(key_slot(k.as_bytes())) == m)
+                .unwrap()
+        })
+        .collect();
+    for k in &keys {
+        let _: () = q(&mut c, &["SET", k, "1"]);
+    }
+    // RANDOMKEY picks among every master, as one server picks among all keys.
+    let mut picked = std::collections::HashSet::new();
+    for _ in 0..300 {
+        picked.insert(q::<String>(&mut c, &["RANDOMKEY"]));
+    }
+    assert_eq!(picked.len(), 3, "{picked:?}");
+    let (cursor, mut found): (String, Vec<String>) = q(&mut c, &["SCAN", "0"]);
+    found.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!((cursor.as_str(), found), ("0", want));
+    // COUNT 1 stops after the first node with keys; iterating still
+    // visits every key once.
+    let mut cursor = "0".to_string();
+    let mut seen = Vec::new();
+    let mut calls = 0;
+    loop {
+        let (next, found): (String, Vec<String>) = q(&mut c, &["SCAN", &cursor, "COUNT", "1"]);
+        seen.extend(found);
+        calls += 1;
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    seen.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(calls >= 3, "{calls} calls");
 }
 
 #[test]

@@ -255,6 +255,11 @@ impl Retrier {
         Ok(&shard.master)
     }
 
+    /// The current slot table.
+    pub fn table(&self) -> arc_swap::Guard<Arc<SlotTable>> {
+        self.table.load()
+    }
+
     /// The topology refresher (for MOVED patches).
     pub fn topology(&self) -> &Arc<Topology> {
         &self.topology

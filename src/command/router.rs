@@ -158,7 +158,7 @@ impl<'a> Router<'a, '_> {
         let plan = match name {
             "keys" => fanout::every_master(t, req, name, write, Merge::Concat),
             "dbsize" => fanout::every_master(t, req, name, write, Merge::Sum),
-            "randomkey" => fanout::every_master(t, req, name, write, Merge::AnyNonNil),
+            "randomkey" => fanout::random_key(t),
             "flushall" | "flushdb" | "script|flush" | "function|flush" | "function|delete" => {
                 fanout::every_master(t, req, name, true, Merge::AllOk)
             }
@@ -172,7 +172,7 @@ impl<'a> Router<'a, '_> {
                 dedicated: true,
                 ..fanout::every_master(t, req, name, false, Merge::Kill)
             },
-            "scan" => match fanout::scan(t, req) {
+            "scan" => match fanout::scan::plan(t, req) {
                 Ok(plan) => plan,
                 Err(e) => return Route::Reject(e),
             },

@@ -84,6 +84,14 @@ impl FanOut {
                 })
             })
             .collect();
+        if let (Merge::Scan { .. }, [only]) = (&self.merge, &outcomes[..]) {
+            let first = if Retrier::is_final(only) {
+                only.clone()
+            } else {
+                retrier.finish(&self.attempts[0], only.clone()).await
+            };
+            return super::scan::finish(&self.merge, &self.attempts[0], retrier, first).await;
+        }
         if outcomes.iter().all(Retrier::is_final) {
             return merge(&self.command, self.write, &self.merge, &outcomes);
         }

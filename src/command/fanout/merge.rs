@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Merge, SCAN_SLOT_BITS};
+use super::Merge;
 use crate::backend::ReplyResult;
 use crate::error::ProxyError;
 use crate::resp::reply::{split_aggregate, Elements};
@@ -249,39 +249,41 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             encode::bulk(crate::command::info::render(sections, own, &texts).as_bytes())
         }
-        Merge::AnyNonNil => frames
-            .iter()
-            .find(|f| f.as_ref() != b"$-1\r\n" && f.as_ref() != b"_\r\n")
-            .map(|f| (*f).clone())
-            .unwrap_or_else(encode::null_bulk),
+        Merge::RandomKey => {
+            // (size, key) of each master with a key.
+            let mut weighted = Vec::new();
+            for pair in frames.chunks(2) {
+                let [size, key] = pair else {
+                    return invalid(command, "a master without its two replies");
+                };
+                let Some(size) = Value::parse(size).ok().and_then(|v| v.as_int()) else {
+                    return invalid(command, "expected an integer");
+                };
+                if key.as_ref() != b"$-1\r\n" && key.as_ref() != b"_\r\n" {
+                    weighted.push((size.max(1) as u64, *key));
+                }
+            }
+            let total: u64 = weighted.iter().map(|(n, _)| n).sum();
+            let mut pick = if total == 0 {
+                0
+            } else {
+                rand::random_range(0..total)
+            };
+            for (n, key) in &weighted {
+                if pick < *n {
+                    return (*key).clone();
+                }
+                pick -= n;
+            }
+            encode::null_bulk()
+        }
         Merge::Scan {
             node_slot,
             next_slot,
-        } => {
-            let Some(frame) = frames.first() else {
-                return invalid(command, "no reply");
-            };
-            let Some(parts) = split_aggregate(frame).filter(|p| p.len() == 2) else {
-                return invalid(command, "expected [cursor, keys]");
-            };
-            let node_cursor: Option<u64> = Value::parse(&parts[0])
-                .ok()
-                .and_then(|v| v.as_str().and_then(|s| s.parse().ok()));
-            let Some(node_cursor) = node_cursor else {
-                return invalid(command, "invalid cursor");
-            };
-            let cursor = if node_cursor == 0 {
-                next_slot.map_or(0, u64::from)
-            } else if node_cursor >> (64 - SCAN_SLOT_BITS) != 0 {
-                return invalid(command, "node cursor too large to encode");
-            } else {
-                node_cursor << SCAN_SLOT_BITS | u64::from(*node_slot)
-            };
-            let mut out = BytesMut::new();
-            encode::array_header(2, &mut out);
-            encode::bulk_into(cursor.to_string().as_bytes(), &mut out);
-            out.extend_from_slice(&parts[1]);
-            out.freeze()
-        }
+        } => match frames.first() {
+            Some(frame) => super::scan::merge_step(frame, *node_slot, *next_slot)
+                .unwrap_or_else(|why| invalid(command, why)),
+            None => invalid(command, "no reply"),
+        },
     }
 }

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 mod exec;
 mod merge;
+pub mod scan;
 
 pub use exec::{run_dedicated, send, FanOut};
 pub use merge::merge;
@@ -23,7 +24,6 @@ use crate::cluster::retry::RetryCounters;
 use crate::cluster::retry::Target;
 use crate::cluster::slot::{key_slot, SlotTable};
 use crate::command::CommandTable;
-use crate::error::ProxyError;
 use crate::ops::stats::ProxyInfo;
 use crate::resp::{encode, Request};
 
@@ -66,8 +66,11 @@ pub enum Merge {
     Concat,
     /// SCRIPT EXISTS: arrays of 0/1 combined element-wise with AND.
     AllOfFlags,
-    /// RANDOMKEY: the first non-nil reply, else nil.
-    AnyNonNil,
+    /// RANDOMKEY: the parts are each master's DBSIZE and RANDOMKEY, in
+    /// turn; the key of a master picked at random, weighted by its size,
+    /// so every key is as likely as on one server. Nil only when every
+    /// master is empty.
+    RandomKey,
     /// INFO: the masters' INFO texts merged under the proxy's own sections.
     Info {
         /// Sections to report.
@@ -206,6 +209,31 @@ pub fn every_master(
     }
 }
 
+/// RANDOMKEY: each master's DBSIZE and a random key of its own, in one
+/// batch per master.
+pub fn random_key(table: &SlotTable) -> Plan {
+    let (dbsize, randomkey) = (
+        encode::command(&["DBSIZE"]),
+        encode::command(&["RANDOMKEY"]),
+    );
+    Plan {
+        command: "RANDOMKEY".into(),
+        write: false,
+        parts: table
+            .shards()
+            .iter()
+            .flat_map(|s| {
+                [&dbsize, &randomkey].map(|frame| Part {
+                    target: Target::Node(s.master.clone()),
+                    frame: frame.clone(),
+                })
+            })
+            .collect(),
+        merge: Merge::RandomKey,
+        dedicated: false,
+    }
+}
+
 /// INFO: asks every master for the sections that merge (none if only the
 /// proxy's own sections are wanted).
 pub fn info(
@@ -261,65 +289,11 @@ pub fn every_node(table: &SlotTable, req: &Request, name: &str) -> Plan {
     }
 }
 
-/// Bits of a proxy SCAN cursor that hold the node's first slot.
-pub(super) const SCAN_SLOT_BITS: u32 = 14;
-
-/// Plans one SCAN step. The proxy cursor is `node_cursor << 14 | first
-/// slot of the node`; cursor 0 starts at the node serving the lowest slot.
-/// Nodes are visited in the order of their first slot, so a full iteration
-/// over a stable topology visits every master once.
-pub fn scan(table: &SlotTable, req: &Request) -> Result<Plan, ProxyError> {
-    let cursor: u64 = std::str::from_utf8(req.arg(1))
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ProxyError::Syntax("invalid cursor".into()))?;
-    let slot = (cursor & ((1 << SCAN_SLOT_BITS) - 1)) as u16;
-    let node_cursor = cursor >> SCAN_SLOT_BITS;
-    let firsts = table.first_slots();
-    // The shard whose first slot is `slot`, else (topology changed) the shard serving it.
-    let (idx, node_slot) = firsts
-        .iter()
-        .position(|&(s, _)| s == slot)
-        .or_else(|| {
-            let served = table.shard_index(slot)?;
-            firsts.iter().position(|&(_, i)| i == served)
-        })
-        .or_else(|| (cursor == 0).then_some(0).filter(|_| !firsts.is_empty()))
-        .map(|p| (firsts[p].1, firsts[p].0))
-        .ok_or_else(|| {
-            if firsts.is_empty() {
-                table.undiscovered_error()
-            } else {
-                ProxyError::Syntax("invalid cursor".into())
-            }
-        })?;
-    let next_slot = firsts
-        .iter()
-        .map(|&(s, _)| s)
-        .filter(|&s| s > node_slot)
-        .min();
-    let mut args: Vec<&[u8]> = req.args().collect();
-    let nc = node_cursor.to_string();
-    args[1] = nc.as_bytes();
-    Ok(Plan {
-        command: "SCAN".into(),
-        write: false,
-        parts: vec![Part {
-            target: Target::Node(table.shards()[idx].master.clone()),
-            frame: encode::command(&args),
-        }],
-        merge: Merge::Scan {
-            node_slot,
-            next_slot,
-        },
-        dedicated: false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::ReplyResult;
+    use crate::error::ProxyError;
     use crate::resp::Value;
     use proptest::prelude::*;
 
@@ -347,6 +321,28 @@ mod tests {
         );
         // Not name-value pairs: an error, never a made-up reply.
         let r = merge("CONFIG", false, &own, &[ok(b":1\r\n")]);
+        assert!(r.starts_with(b"-ERR slotproxy: invalid reply"), "{r:?}");
+    }
+
+    #[test]
+    fn random_key_is_weighted_by_each_masters_size() {
+        let pick = |rs: &[&[u8]]| {
+            let replies: Vec<ReplyResult> = rs.iter().map(|r| ok(r)).collect();
+            merge("RANDOMKEY", false, &Merge::RandomKey, &replies)
+        };
+        let a: &[u8] = b"$1\r\na\r\n";
+        let b: &[u8] = b"$1\r\nb\r\n";
+        assert_eq!(pick(&[b":0\r\n", b"$-1\r\n", b":5\r\n", a]), a);
+        assert_eq!(
+            pick(&[b":0\r\n", b"$-1\r\n", b":0\r\n", b"_\r\n"]),
+            &b"$-1\r\n"[..]
+        );
+        let bs = (0..4000)
+            .filter(|_| pick(&[b":1\r\n", a, b":3\r\n", b]) == b)
+            .count();
+        // Three in four, give or take (p < 1e-9 outside this band).
+        assert!((2700..3300).contains(&bs), "{bs} of 4000");
+        let r = pick(&[b":1\r\n"]);
         assert!(r.starts_with(b"-ERR slotproxy: invalid reply"), "{r:?}");
     }
 

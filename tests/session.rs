@@ -294,6 +294,63 @@ fn keyspace_events_arrive_from_every_master_exactly_once() {
     assert!(!after.contains("pmessage"), "{after:?}");
 }
 
+/// A subscriber connection that has SUBSCRIBEd `channel`.
+fn subscribed(proxy: &Proxy, channel: &str) -> TcpStream {
+    let mut sub = TcpStream::connect(proxy.addr).unwrap();
+    sub.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let req = format!(
+        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+        channel.len()
+    );
+    sub.write_all(req.as_bytes()).unwrap();
+    let confirmed = format!("subscribe\r\n${}\r\n{channel}\r\n:1\r\n", channel.len());
+    read_until(&mut sub, &confirmed, Duration::from_secs(5));
+    sub
+}
+
+#[test]
+fn publish_counts_subscribers_through_every_proxy() {
+    let cluster = Cluster::start(3, 0);
+    let one = Proxy::start(cluster.seeds());
+    let two = Proxy::start(cluster.seeds());
+    let mut c = one.conn();
+    // Nobody listens yet.
+    assert_eq!(q::<i64>(&mut c, &["PUBLISH", "news", "first"]), 0);
+    let mut a = subscribed(&one, "news");
+    let mut b = subscribed(&two, "news");
+    // Two subscribers, one through each proxy: as one server counts them.
+    assert_eq!(q::<i64>(&mut c, &["PUBLISH", "news", "hello"]), 2);
+    // A pattern that matches counts too, wherever the channel lives.
+    let mut p = psubscribed(&two, "n*");
+    assert_eq!(q::<i64>(&mut c, &["PUBLISH", "news", "again"]), 3);
+    for (name, s) in [("a", &mut a), ("b", &mut b)] {
+        let got = read_for(s, Duration::from_millis(500));
+        assert_eq!(got.matches("again").count(), 1, "{name}: {got:?}");
+    }
+    let got = read_for(&mut p, Duration::from_millis(500));
+    assert_eq!(got.matches("again").count(), 1, "{got:?}");
+    // PUBSUB across the cluster.
+    let numsub: Vec<Value> = q(&mut c, &["PUBSUB", "NUMSUB", "news", "other"]);
+    assert_eq!(
+        numsub,
+        [
+            Value::BulkString(b"news".to_vec()),
+            Value::Int(2),
+            Value::BulkString(b"other".to_vec()),
+            Value::Int(0)
+        ]
+    );
+    assert_eq!(q::<Vec<String>>(&mut c, &["PUBSUB", "CHANNELS"]), ["news"]);
+    assert_eq!(q::<i64>(&mut c, &["PUBSUB", "NUMPAT"]), 1);
+    // Unsubscribed: the count follows.
+    a.write_all(b"*1\r\n$11\r\nUNSUBSCRIBE\r\n").unwrap();
+    read_until(&mut a, "unsubscribe", Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), "one subscriber left", || {
+        q::<i64>(&mut c, &["PUBLISH", "news", "last"]) == 2
+    });
+}
+
 #[test]
 fn subscriptions_survive_failover() {
     let mut cluster = Cluster::start_with(3, 1, &["--cluster-node-timeout", "2000"]);

@@ -1,7 +1,6 @@
 //! Redis's glob patterns (`stringmatchlen`): `*`, `?`, `[...]` classes with
 //! `^` and ranges, and `\` escapes. Used where the proxy itself must decide
-//! what a client's pattern matches: CONFIG GET of the proxy's own settings,
-//! and the subscriptions that can receive keyspace notifications.
+//! what a client's pattern matches: CONFIG GET of the proxy's own settings.
 
 /// Whether `pattern` matches all of `s` (`nocase`: ASCII case ignored, as
 /// CONFIG GET does). Linear in `pattern.len() * s.len()`: a pattern with
@@ -15,24 +14,6 @@ pub fn matches(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
         memo: &mut memo,
     }
     .at(0, 0)
-}
-
-/// Whether `pattern` matches some string that starts with `prefix`.
-pub fn may_start_with(pattern: &[u8], prefix: &[u8]) -> bool {
-    let Some((&c, more)) = prefix.split_first() else {
-        return true;
-    };
-    match pattern.split_first() {
-        None => false,
-        Some((b'*', _)) => true,
-        Some((b'?', rest)) => may_start_with(rest, more),
-        Some((b'[', rest)) => {
-            let (hit, after) = class(rest, c, false);
-            hit && may_start_with(after, more)
-        }
-        Some((b'\\', rest)) if !rest.is_empty() => rest[0] == c && may_start_with(&rest[1..], more),
-        Some((&p, rest)) => p == c && may_start_with(rest, more),
-    }
 }
 
 struct Matcher<'a> {
@@ -140,14 +121,6 @@ mod tests {
         assert!(!m(&p, &"a".repeat(200)));
     }
 
-    #[test]
-    fn prefixes() {
-        assert!(may_start_with(b"*", b"__keyspace@"));
-        assert!(may_start_with(b"__key*", b"__keyspace@"));
-        assert!(!may_start_with(b"foo*", b"__keyspace@"));
-        assert!(!may_start_with(b"_", b"__"));
-    }
-
     proptest! {
         /// A pattern without special bytes matches exactly itself; with a
         /// star appended, every extension of itself.
@@ -157,7 +130,6 @@ mod tests {
             let star = format!("{s}*");
             let longer = format!("{s}{tail}");
             prop_assert!(m(&star, &longer));
-            prop_assert!(may_start_with(star.as_bytes(), longer.as_bytes()));
             if !tail.is_empty() {
                 prop_assert!(!m(&s, &longer));
             }

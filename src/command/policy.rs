@@ -91,9 +91,11 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         "xread" | "xreadgroup" => return Policy::Keyed,
         "wait" => return Policy::Wait,
         "waitaof" => return Policy::Unsupported(WAIT),
-        "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat" | "pubsub|shardchannels" => {
-            return Policy::Unsupported(CLUSTER_WIDE)
-        }
+        "pubsub|channels"
+        | "pubsub|numsub"
+        | "pubsub|numpat"
+        | "pubsub|shardchannels"
+        | "pubsub|shardnumsub" => return Policy::AllMasters,
         _ => {}
     }
     if sub == Some("help") {
@@ -210,7 +212,8 @@ mod tests {
         assert_eq!(policy("cluster|getkeysinslot"), Policy::SlotArgument);
         assert_eq!(policy("config|get"), Policy::AnyMaster);
         assert_eq!(policy("config|set"), Policy::AllMasters);
-        assert_eq!(policy("pubsub|numsub"), Policy::Unsupported(CLUSTER_WIDE));
+        assert_eq!(policy("pubsub|numsub"), Policy::AllMasters);
+        assert_eq!(policy("pubsub|numpat"), Policy::AllMasters);
         assert_eq!(policy("swapdb"), Policy::Unsupported(CLUSTER_WIDE));
         assert_eq!(policy("shutdown"), Policy::Unsupported(NODE_ADMIN));
         assert_eq!(policy("cluster|meet"), Policy::Unsupported(NODE_ADMIN));

@@ -85,6 +85,11 @@ impl<'a> Router<'a, '_> {
                 }
                 Route::Local(spec)
             }
+            // With the subscriptions to the channel (see the pub/sub task),
+            // so its count is the channel's subscribers.
+            Policy::AnyMaster if spec.name == "publish" => {
+                forward(Target::Slot(key_slot(req.arg(1))))
+            }
             Policy::AnyMaster if spec.name == "config|get" => match self.config_get(req) {
                 Some(plan) => Route::FanOut(plan),
                 None => forward(Target::AnyMaster),
@@ -168,6 +173,14 @@ impl<'a> Router<'a, '_> {
             "script|exists" => fanout::every_master(t, req, name, false, Merge::AllOfFlags),
             "function|restore" => fanout::every_master(t, req, name, true, Merge::AllOk),
             "lastsave" => fanout::every_master(t, req, name, false, Merge::Min),
+            "pubsub|channels" | "pubsub|shardchannels" => {
+                fanout::every_master(t, req, name, false, Merge::Union)
+            }
+            "pubsub|numsub" | "pubsub|shardnumsub" => {
+                fanout::every_master(t, req, name, false, Merge::SumPairs)
+            }
+            // Every master holds every pattern of the proxy's clients.
+            "pubsub|numpat" => fanout::every_master(t, req, name, false, Merge::Max),
             "script|kill" | "function|kill" => Plan {
                 dedicated: true,
                 ..fanout::every_master(t, req, name, false, Merge::Kill)
@@ -346,6 +359,13 @@ mod tests {
                 target: Target::AnyMaster,
                 ..
             }
+        ));
+        assert!(matches!(
+            r("PUBLISH news m"),
+            Route::Forward {
+                target: Target::Slot(s),
+                ..
+            } if s == key_slot(b"news")
         ));
         assert!(matches!(
             r("SPUBLISH ch m"),

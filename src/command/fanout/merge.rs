@@ -164,7 +164,7 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             }
             out.freeze()
         }
-        Merge::Sum | Merge::Min => {
+        Merge::Sum | Merge::Min | Merge::Max => {
             let mut ints = Vec::with_capacity(frames.len());
             for f in &frames {
                 match Value::parse(f).ok().and_then(|v| match v {
@@ -177,6 +177,7 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             }
             encode::integer(match merge {
                 Merge::Min => ints.into_iter().min().unwrap_or(0),
+                Merge::Max => ints.into_iter().max().unwrap_or(0),
                 _ => ints.into_iter().fold(0i64, i64::saturating_add),
             })
         }
@@ -198,6 +199,51 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
                 );
             }
             first
+        }
+        Merge::Union => {
+            let mut seen = std::collections::HashSet::new();
+            let mut elems = Vec::new();
+            for f in &frames {
+                match split_aggregate(f) {
+                    Some(e) => elems.extend(e.into_iter().filter(|x| seen.insert(x.clone()))),
+                    None => return invalid(command, "expected an array"),
+                }
+            }
+            let mut out = BytesMut::new();
+            encode::array_header(elems.len(), &mut out);
+            for e in elems {
+                out.extend_from_slice(&e);
+            }
+            out.freeze()
+        }
+        Merge::SumPairs => {
+            let mut names: Vec<Bytes> = Vec::new();
+            let mut counts: Vec<i64> = Vec::new();
+            for f in &frames {
+                let Some(e) = split_aggregate(f).filter(|e| e.len() % 2 == 0) else {
+                    return invalid(command, "expected name and count pairs");
+                };
+                if names.is_empty() {
+                    names = e.iter().step_by(2).cloned().collect();
+                    counts = vec![0; names.len()];
+                }
+                if e.len() != names.len() * 2 {
+                    return invalid(command, "arrays of different lengths");
+                }
+                for (i, pair) in e.chunks(2).enumerate() {
+                    match Value::parse(&pair[1]).ok().and_then(|v| v.as_int()) {
+                        Some(n) => counts[i] = counts[i].saturating_add(n),
+                        None => return invalid(command, "expected an integer"),
+                    }
+                }
+            }
+            let mut out = BytesMut::new();
+            encode::array_header(names.len() * 2, &mut out);
+            for (name, n) in names.iter().zip(counts) {
+                out.extend_from_slice(name);
+                out.extend_from_slice(&encode::integer(n));
+            }
+            out.freeze()
         }
         Merge::Concat => {
             let mut elems = Vec::new();

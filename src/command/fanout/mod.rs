@@ -53,6 +53,13 @@ pub enum Merge {
     Sum,
     /// LASTSAVE: the smallest integer reply (the oldest save).
     Min,
+    /// PUBSUB NUMPAT: the largest integer reply.
+    Max,
+    /// PUBSUB CHANNELS, SHARDCHANNELS: the arrays' elements, each once.
+    Union,
+    /// PUBSUB NUMSUB, SHARDNUMSUB: arrays of name and count pairs, in the
+    /// request's order on every master; the counts summed.
+    SumPairs,
     /// CONFIG GET: one node's reply, with the values of the proxy's own
     /// settings (name, value) put in place of the node's.
     Override(Vec<(String, String)>),

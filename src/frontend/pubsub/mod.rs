@@ -2,8 +2,12 @@
 //! connections, forwards their messages, and re-subscribes after failover
 //! or resharding.
 //!
-//! * SUBSCRIBE / PSUBSCRIBE go to one connection to any master: a cluster
-//!   propagates PUBLISH to every node.
+//! * SUBSCRIBE goes to the master of the channel's slot, where PUBLISH is
+//!   routed too, so PUBLISH's count is the channel's subscribers through
+//!   every proxy (a cluster propagates the message itself to every node).
+//!   PSUBSCRIBE goes to one master, the home connection, and to every other
+//!   master, so a PUBLISH on any node counts it; its messages are taken
+//!   from the home connection only (see `keyspace`).
 //! * SSUBSCRIBE goes to the master of the channel's slot (one connection per
 //!   node), and SPUBLISH is routed by the channel's slot like a key.
 //! * When a subscription connection breaks (failover) or the node drops
@@ -120,6 +124,7 @@ pub fn start(deps: Deps) -> (Handle, mpsc::Receiver<Bytes>) {
         channels: BTreeSet::new(),
         patterns: BTreeSet::new(),
         shard: BTreeMap::new(),
+        routed: BTreeMap::new(),
         leaving: BTreeSet::new(),
         next_id: 0,
         held: None,
@@ -129,6 +134,7 @@ pub fn start(deps: Deps) -> (Handle, mpsc::Receiver<Bytes>) {
 }
 
 mod keyspace;
+mod routed;
 
 /// Which connection: the one for channels and patterns (the home
 /// connection), one per node for shard channels, and one per other master
@@ -161,8 +167,8 @@ enum Event {
     Closed(u64),
 }
 
-/// A shard channel subscription and the connection that holds it (none
-/// while it waits to be re-subscribed).
+/// A shard channel's (or a routed channel's) subscription and the
+/// connection that holds it (none while it waits to be re-subscribed).
 struct ShardSub {
     slot: u16,
     holder: Option<Key>,
@@ -177,6 +183,9 @@ struct Task {
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
     shard: BTreeMap<Bytes, ShardSub>,
+    /// Where each SUBSCRIBE channel is held (the master of its slot), but
+    /// keyspace notification channels, which the home connection holds.
+    routed: BTreeMap<Bytes, ShardSub>,
     /// Shard channels the client asked to leave (their sunsubscribe is expected).
     leaving: BTreeSet<Bytes>,
     next_id: u64,
@@ -333,11 +342,20 @@ impl Task {
             Command::Subscribe(kind, names) => {
                 let result = match kind {
                     Kind::Channel | Kind::Pattern => {
-                        let home = self.send_subscribe(&Key::Global, kind, &names, false).await;
-                        if home.is_ok() {
-                            self.subscribe_events(kind, &names).await;
+                        let (home, routed): (Vec<Bytes>, Vec<Bytes>) = names
+                            .into_iter()
+                            .partition(|n| kind == Kind::Pattern || keyspace::is_event_channel(n));
+                        let mut result = Ok(());
+                        if !home.is_empty() {
+                            result = self.send_subscribe(&Key::Global, kind, &home, false).await;
+                            if result.is_ok() {
+                                self.subscribe_events(kind, &home).await;
+                            }
                         }
-                        home
+                        if !routed.is_empty() {
+                            result = result.and(self.subscribe_routed(&routed).await);
+                        }
+                        result
                     }
                     Kind::Shard => {
                         let slot = key_slot(&names[0]);
@@ -374,6 +392,9 @@ impl Task {
 
     async fn unsubscribe(&mut self, kind: Kind, names: Vec<Bytes>) {
         match kind {
+            Kind::Channel if !names.is_empty() || !self.routed.is_empty() => {
+                self.unsubscribe_channels(names).await
+            }
             Kind::Channel | Kind::Pattern => {
                 let mut args: Vec<&[u8]> = vec![kind.unsubscribe().as_bytes()];
                 args.extend(names.iter().map(|n| &n[..]));
@@ -497,10 +518,14 @@ impl Task {
     /// Re-subscribes what lost its connection: channels and patterns on a
     /// new global connection, shard channels where their slot is now.
     async fn repair(&mut self) {
-        if !self.conns.contains_key(&Key::Global)
-            && (!self.channels.is_empty() || !self.patterns.is_empty())
-        {
-            let channels: Vec<Bytes> = self.channels.iter().cloned().collect();
+        let home_channels = self.channels.iter().any(|c| keyspace::is_event_channel(c));
+        if !self.conns.contains_key(&Key::Global) && (home_channels || !self.patterns.is_empty()) {
+            let channels: Vec<Bytes> = self
+                .channels
+                .iter()
+                .filter(|c| keyspace::is_event_channel(c))
+                .cloned()
+                .collect();
             let patterns: Vec<Bytes> = self.patterns.iter().cloned().collect();
             let mut ok = true;
             if !channels.is_empty() {
@@ -545,6 +570,7 @@ impl Task {
                 debug!(channel = ?name, "shard channel re-subscribed");
             }
         }
+        self.repair_routed().await;
         self.repair_events().await;
     }
 
@@ -554,7 +580,7 @@ impl Task {
                 if let Some(key) = self.key_of(id) {
                     warn!(?key, "subscription connection lost; re-subscribing");
                     self.conns.remove(&key);
-                    for s in self.shard.values_mut() {
+                    for s in self.shard.values_mut().chain(self.routed.values_mut()) {
                         if s.holder.as_ref() == Some(&key) {
                             s.holder = None;
                         }

@@ -225,7 +225,11 @@ pub fn render(wanted: &[&str], own: &Own, nodes: &[&str]) -> String {
             "proxy" => own.proxy.clone(),
             "clients" => own.clients.clone(),
             "replication" => own.replication.clone(),
-            "cluster" => "cluster_enabled:1\r\n".to_string(),
+            // To its clients the proxy is one server: tools and client
+            // fixtures that read this pick their standalone mode. The
+            // one-node cluster face (CLUSTER SLOTS, ...) still answers a
+            // cluster-aware client pointed at the proxy.
+            "cluster" => "cluster_enabled:0\r\n".to_string(),
             "server" => parsed
                 .first()
                 .and_then(|p| p.iter().find(|(n, _)| n == "server"))
@@ -399,7 +403,7 @@ mod tests {
         assert!(!text.contains("mem_fragmentation_ratio"));
         assert!(!text.contains("used_memory_human"));
         assert!(text.contains("db0:keys=7,expires=1\r\n"), "{text}");
-        assert!(text.contains("# Cluster\r\ncluster_enabled:1\r\n"));
+        assert!(text.contains("# Cluster\r\ncluster_enabled:0\r\n"));
     }
 
     #[test]

@@ -114,7 +114,12 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         "command" => table.command_reply(),
         "command|count" => encode::integer(table.len() as i64),
         "command|list" => {
-            let mut names: Vec<&str> = table.iter().map(|c| c.name.as_str()).collect();
+            // Subcommands too (`config|get`), as Redis lists them.
+            let mut names: Vec<&str> = table
+                .iter()
+                .flat_map(|c| std::iter::once(c).chain(c.subcommands()))
+                .map(|c| c.name.as_str())
+                .collect();
             names.sort_unstable();
             let mut out = BytesMut::new();
             encode::array_header(names.len(), &mut out);
@@ -163,7 +168,7 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         }
         "client|getname" => match &client.name {
             Some(n) => encode::bulk(n),
-            None => encode::null_bulk(),
+            None => encode::null(client.resp3),
         },
         "client|id" => encode::integer(client.id as i64),
         "client|setinfo" => {

@@ -148,6 +148,11 @@ impl CommandSpec {
         &self.raw
     }
 
+    /// The subcommands of a container command (`config|get`, ...).
+    pub fn subcommands(&self) -> impl Iterator<Item = &CommandSpec> {
+        self.subcommands.values()
+    }
+
     /// Whether the command has any key spec (it can take keys).
     pub fn has_keys(&self) -> bool {
         !self.key_specs.is_empty()

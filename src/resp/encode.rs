@@ -77,6 +77,16 @@ pub fn null_bulk() -> Bytes {
     Bytes::from_static(b"$-1\r\n")
 }
 
+/// A null in the client's protocol: RESP3's `_\r\n`, else RESP2's null
+/// bulk string (a RESP3 parser may not take `$-1`).
+pub fn null(resp3: bool) -> Bytes {
+    if resp3 {
+        Bytes::from_static(b"_\r\n")
+    } else {
+        null_bulk()
+    }
+}
+
 /// The RESP2 null array, `*-1\r\n`.
 pub fn null_array() -> Bytes {
     Bytes::from_static(b"*-1\r\n")

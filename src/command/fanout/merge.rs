@@ -296,8 +296,10 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             encode::bulk(crate::command::info::render(sections, own, &texts).as_bytes())
         }
         Merge::RandomKey => {
-            // (size, key) of each master with a key.
+            // (size, key) of each master with a key; a master's nil, in the
+            // client's protocol, for when none has one.
             let mut weighted = Vec::new();
+            let mut nil = None;
             for pair in frames.chunks(2) {
                 let [size, key] = pair else {
                     return invalid(command, "a master without its two replies");
@@ -307,6 +309,8 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
                 };
                 if key.as_ref() != b"$-1\r\n" && key.as_ref() != b"_\r\n" {
                     weighted.push((size.max(1) as u64, *key));
+                } else {
+                    nil.get_or_insert(*key);
                 }
             }
             let total: u64 = weighted.iter().map(|(n, _)| n).sum();
@@ -321,7 +325,7 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
                 }
                 pick -= n;
             }
-            encode::null_bulk()
+            nil.map_or_else(encode::null_bulk, |n| n.clone())
         }
         Merge::Scan {
             node_slot,

@@ -125,7 +125,8 @@ pub fn start(deps: Deps) -> (Handle, mpsc::Receiver<Bytes>) {
         patterns: BTreeSet::new(),
         shard: BTreeMap::new(),
         routed: BTreeMap::new(),
-        leaving: BTreeSet::new(),
+        order: Default::default(),
+        leaving: BTreeMap::new(),
         next_id: 0,
         held: None,
     };
@@ -172,6 +173,23 @@ enum Event {
 struct ShardSub {
     slot: u16,
     holder: Option<Key>,
+    /// The node confirmed it (subscription counts are the confirmed ones).
+    confirmed: bool,
+    /// The client wants it (false from its unsubscribe until the node's
+    /// confirmation, when it is dropped unless subscribed again meanwhile).
+    wanted: bool,
+}
+
+impl ShardSub {
+    /// A subscription on its way to `holder`.
+    fn new(slot: u16, holder: Key) -> ShardSub {
+        ShardSub {
+            slot,
+            holder: Some(holder),
+            confirmed: false,
+            wanted: true,
+        }
+    }
 }
 
 struct Task {
@@ -186,8 +204,11 @@ struct Task {
     /// Where each SUBSCRIBE channel is held (the master of its slot), but
     /// keyspace notification channels, which the home connection holds.
     routed: BTreeMap<Bytes, ShardSub>,
+    /// Routed channels' confirmations in the order the client asked for
+    /// them (see `routed`).
+    order: std::collections::VecDeque<routed::Confirmation>,
     /// Shard channels the client asked to leave (their sunsubscribe is expected).
-    leaving: BTreeSet<Bytes>,
+    leaving: BTreeMap<Bytes, usize>,
     next_id: u64,
     /// What goes to the client while the other masters have not confirmed
     /// a keyspace subscription yet (since when), in order.
@@ -342,6 +363,8 @@ impl Task {
             Command::Subscribe(kind, names) => {
                 let result = match kind {
                     Kind::Channel | Kind::Pattern => {
+                        // Confirmed in this order, wherever each is held.
+                        self.expect(kind, true, &names);
                         let (home, routed): (Vec<Bytes>, Vec<Bytes>) = names
                             .into_iter()
                             .partition(|n| kind == Kind::Pattern || keyspace::is_event_channel(n));
@@ -350,6 +373,8 @@ impl Task {
                             result = self.send_subscribe(&Key::Global, kind, &home, false).await;
                             if result.is_ok() {
                                 self.subscribe_events(kind, &home).await;
+                            } else {
+                                self.unexpect(kind, &home).await;
                             }
                         }
                         if !routed.is_empty() {
@@ -366,14 +391,12 @@ impl Task {
                                 Ok(addr) => {
                                     let key = Key::Node(addr);
                                     for n in &names {
-                                        self.leaving.remove(n);
-                                        self.shard.insert(
-                                            n.clone(),
-                                            ShardSub {
-                                                slot,
-                                                holder: Some(key.clone()),
-                                            },
-                                        );
+                                        let s = self
+                                            .shard
+                                            .entry(n.clone())
+                                            .or_insert_with(|| ShardSub::new(slot, key.clone()));
+                                        s.holder = Some(key.clone());
+                                        s.wanted = true;
                                     }
                                     self.send_subscribe(&key, kind, &names, false).await
                                 }
@@ -392,10 +415,19 @@ impl Task {
 
     async fn unsubscribe(&mut self, kind: Kind, names: Vec<Bytes>) {
         match kind {
-            Kind::Channel if !names.is_empty() || !self.routed.is_empty() => {
+            Kind::Channel if !names.is_empty() || !self.intended(Kind::Channel).is_empty() => {
                 self.unsubscribe_channels(names).await
             }
             Kind::Channel | Kind::Pattern => {
+                let names: Vec<Bytes> = if names.is_empty() {
+                    self.intended(kind)
+                } else {
+                    names
+                };
+                if names.is_empty() {
+                    return self.confirm_locally(kind, names).await;
+                }
+                self.expect(kind, false, &names);
                 let mut args: Vec<&[u8]> = vec![kind.unsubscribe().as_bytes()];
                 args.extend(names.iter().map(|n| &n[..]));
                 let frame = encode::command(&args);
@@ -405,23 +437,16 @@ impl Task {
                         let _ = conn.writer.write(&frame).await;
                     }
                 }
-                if let Some(conn) = self.conns.get_mut(&Key::Global) {
-                    if conn.writer.write(&frame).await.is_ok() {
-                        return;
+                let written = match self.conns.get_mut(&Key::Global) {
+                    Some(conn) => conn.writer.write(&frame).await.is_ok(),
+                    None => false,
+                };
+                if !written {
+                    // No connection: confirmed here, as Redis would.
+                    for n in &names {
+                        self.arrived(kind, false, n).await;
                     }
                 }
-                // No connection: confirm locally, as Redis would.
-                let tracked = if kind == Kind::Channel {
-                    &self.channels
-                } else {
-                    &self.patterns
-                };
-                let names = if names.is_empty() {
-                    tracked.iter().cloned().collect()
-                } else {
-                    names
-                };
-                self.confirm_locally(kind, names).await;
             }
             Kind::Shard => {
                 let targets: Vec<Bytes> = if names.is_empty() {
@@ -439,7 +464,10 @@ impl Task {
                 for n in targets {
                     match self.shard.get(&n).and_then(|s| s.holder.clone()) {
                         Some(k) if self.conns.contains_key(&k) => {
-                            self.leaving.insert(n.clone());
+                            *self.leaving.entry(n.clone()).or_default() += 1;
+                            if let Some(s) = self.shard.get_mut(&n) {
+                                s.wanted = false;
+                            }
                             by_node.entry(k).or_default().push(n)
                         }
                         _ => local.push(n),
@@ -493,7 +521,7 @@ impl Task {
     fn count(&self, kind: Kind) -> usize {
         match kind {
             Kind::Channel | Kind::Pattern => self.channels.len() + self.patterns.len(),
-            Kind::Shard => self.shard.len(),
+            Kind::Shard => self.shard.values().filter(|s| s.confirmed).count(),
         }
     }
 
@@ -580,6 +608,9 @@ impl Task {
                 if let Some(key) = self.key_of(id) {
                     warn!(?key, "subscription connection lost; re-subscribing");
                     self.conns.remove(&key);
+                    // Its confirmations will not come: the repair subscribes
+                    // again, unseen.
+                    self.confirmed_by_loss(&key).await;
                     for s in self.shard.values_mut().chain(self.routed.values_mut()) {
                         if s.holder.as_ref() == Some(&key) {
                             s.holder = None;
@@ -627,6 +658,19 @@ impl Task {
         };
         let name = text(1);
         let subscribing = !verb.contains("unsub");
+        if let (Kind::Channel | Kind::Pattern, Some(n)) = (kind, &name) {
+            // A re-subscription's confirmation, or one the client awaits in
+            // order (a routed channel's).
+            let swallowed = subscribing
+                && self.conns.get_mut(&key).is_some_and(|c| {
+                    let owed = c.swallow > 0;
+                    c.swallow = c.swallow.saturating_sub(1);
+                    owed
+                });
+            if swallowed || self.arrived(kind, subscribing, n).await {
+                return;
+            }
+        }
         if let Some(n) = &name {
             match (kind, subscribing) {
                 (Kind::Channel, true) => {
@@ -641,9 +685,23 @@ impl Task {
                 (Kind::Pattern, false) => {
                     self.patterns.remove(n);
                 }
-                (Kind::Shard, true) => {}
+                (Kind::Shard, true) => {
+                    if let Some(s) = self.shard.get_mut(n) {
+                        s.confirmed = true;
+                    }
+                }
                 (Kind::Shard, false) => {
-                    if !self.leaving.remove(n) {
+                    let asked = match self.leaving.get_mut(n) {
+                        Some(left) => {
+                            *left -= 1;
+                            if *left == 0 {
+                                self.leaving.remove(n);
+                            }
+                            true
+                        }
+                        None => false,
+                    };
+                    if !asked {
                         // The node dropped it (its slot moved): follow the slot.
                         debug!(channel = ?n, "shard channel's slot moved; re-subscribing");
                         if let Some(s) = self.shard.get_mut(n) {
@@ -652,7 +710,13 @@ impl Task {
                         self.deps.retrier.topology().trigger().notify_one();
                         return;
                     }
-                    self.shard.remove(n);
+                    // Dropped unless the client subscribed again meanwhile.
+                    if let Some(s) = self.shard.get_mut(n) {
+                        s.confirmed = false;
+                        if !s.wanted {
+                            self.shard.remove(n);
+                        }
+                    }
                 }
             }
         }

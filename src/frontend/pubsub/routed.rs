@@ -3,7 +3,7 @@
 //! every proxy, as one server counts them. (Keyspace notification channels
 //! stay on the home connection: their events come from every master.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
@@ -21,14 +21,21 @@ impl Task {
         let mut placed = Vec::with_capacity(names.len());
         for n in names {
             let slot = key_slot(n);
-            let addr = self.resolve(Target::Slot(slot))?;
+            let addr = match self.resolve(Target::Slot(slot)) {
+                Ok(addr) => addr,
+                Err(e) => {
+                    self.unexpect(Kind::Channel, names).await;
+                    return Err(e);
+                }
+            };
             by_node.entry(addr.clone()).or_default().push(n.clone());
             placed.push((n.clone(), slot, addr));
         }
         for (name, slot, addr) in placed {
-            let holder = Some(Key::Node(addr));
-            self.routed.insert(name, ShardSub { slot, holder });
+            self.routed
+                .insert(name, ShardSub::new(slot, Key::Node(addr)));
         }
+
         for (addr, names) in by_node {
             let sent = self
                 .send_subscribe(&Key::Node(addr), Kind::Channel, &names, false)
@@ -37,6 +44,7 @@ impl Task {
                 for n in &names {
                     self.routed.remove(n);
                 }
+                self.unexpect(Kind::Channel, &names).await;
                 return Err(e);
             }
         }
@@ -48,16 +56,11 @@ impl Task {
     /// confirmed here, as Redis would.
     pub(super) async fn unsubscribe_channels(&mut self, names: Vec<Bytes>) {
         let names: Vec<Bytes> = if names.is_empty() {
-            let all: BTreeSet<Bytes> = self
-                .channels
-                .iter()
-                .chain(self.routed.keys())
-                .cloned()
-                .collect();
-            all.into_iter().collect()
+            self.intended(Kind::Channel)
         } else {
             names
         };
+        self.expect(Kind::Channel, false, &names);
         let mut by_holder: HashMap<Key, Vec<Bytes>> = HashMap::new();
         let mut local = Vec::new();
         for n in names {
@@ -91,8 +94,9 @@ impl Task {
                 local.extend(names);
             }
         }
-        if !local.is_empty() {
-            self.confirm_locally(Kind::Channel, local).await;
+        // The proxy confirms what no node holds, in its turn.
+        for n in local {
+            self.arrived(Kind::Channel, false, &n).await;
         }
     }
 
@@ -122,6 +126,108 @@ impl Task {
                     s.holder = Some(key);
                 }
             }
+        }
+    }
+}
+
+/// A channel's or pattern's (un)subscribe confirmation the client waits
+/// for: held on different nodes, they confirm in any order, and Redis
+/// replies in the order asked.
+#[derive(Debug)]
+pub(super) struct Confirmation {
+    kind: Kind,
+    subscribe: bool,
+    name: Bytes,
+    /// The node (or the proxy, for a channel no node holds) confirmed it.
+    arrived: bool,
+}
+
+impl Task {
+    /// Waits for `names`' confirmations, in this order.
+    pub(super) fn expect(&mut self, kind: Kind, subscribe: bool, names: &[Bytes]) {
+        self.order.extend(names.iter().map(|n| Confirmation {
+            kind,
+            subscribe,
+            name: n.clone(),
+            arrived: false,
+        }));
+    }
+
+    /// The channels (or patterns) the client holds once every awaited
+    /// confirmation has come: what an UNSUBSCRIBE without names leaves.
+    pub(super) fn intended(&self, kind: Kind) -> Vec<Bytes> {
+        let mut set = match kind {
+            Kind::Pattern => self.patterns.clone(),
+            _ => self.channels.clone(),
+        };
+        for c in self.order.iter().filter(|c| c.kind == kind) {
+            if c.subscribe {
+                set.insert(c.name.clone());
+            } else {
+                set.remove(&c.name);
+            }
+        }
+        set.into_iter().collect()
+    }
+
+    /// No confirmation comes for subscribing `names` (the client gets an
+    /// error instead).
+    pub(super) async fn unexpect(&mut self, kind: Kind, names: &[Bytes]) {
+        self.order
+            .retain(|c| !(c.kind == kind && c.subscribe && names.contains(&c.name)));
+        self.send_due().await;
+    }
+
+    /// A node confirmed `name`: true if it was awaited; what is due then
+    /// goes to the client, in the order asked.
+    pub(super) async fn arrived(&mut self, kind: Kind, subscribe: bool, name: &Bytes) -> bool {
+        let Some(c) = self
+            .order
+            .iter_mut()
+            .find(|c| !c.arrived && c.kind == kind && c.subscribe == subscribe && c.name == *name)
+        else {
+            return false;
+        };
+        c.arrived = true;
+        self.send_due().await;
+        true
+    }
+
+    /// The confirmations a lost connection owed count as given.
+    pub(super) async fn confirmed_by_loss(&mut self, key: &Key) {
+        for c in self.order.iter_mut().filter(|c| !c.arrived) {
+            let held_there = match c.kind {
+                Kind::Channel if !keyspace::is_event_channel(&c.name) => self
+                    .routed
+                    .get(&c.name)
+                    .is_some_and(|s| s.holder.as_ref() == Some(key)),
+                _ => *key == Key::Global,
+            };
+            c.arrived |= held_there;
+        }
+        self.send_due().await;
+    }
+
+    /// Sends the confirmations that arrived, up to the first still awaited.
+    async fn send_due(&mut self) {
+        while self.order.front().is_some_and(|c| c.arrived) {
+            let Some(c) = self.order.pop_front() else {
+                break;
+            };
+            let set = match c.kind {
+                Kind::Pattern => &mut self.patterns,
+                _ => &mut self.channels,
+            };
+            let verb = if c.subscribe {
+                set.insert(c.name.clone());
+                c.kind.subscribe()
+            } else {
+                set.remove(&c.name);
+                c.kind.unsubscribe()
+            };
+            let count = self.count(c.kind);
+            let verb = verb.to_ascii_lowercase();
+            self.emit(self.message(&verb, Some(&c.name), count)).await;
         }
     }
 }

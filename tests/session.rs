@@ -352,6 +352,40 @@ fn publish_counts_subscribers_through_every_proxy() {
 }
 
 #[test]
+fn monitor_streams_every_request_through_the_proxy() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut mon = TcpStream::connect(proxy.addr).unwrap();
+    mon.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    mon.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
+    read_until(&mut mon, "+OK\r\n", Duration::from_secs(5));
+    let mut c = proxy.conn();
+    // Keys on every master, a fan-out and a local command: all of them.
+    for i in 0..10 {
+        let _: () = q(&mut c, &["SET", &format!("mon:{i}"), "v \"1\""]);
+    }
+    let _: Vec<Option<String>> = q(&mut c, &["MGET", "mon:1", "mon:2"]);
+    let _: String = q(&mut c, &["PING"]);
+    let got = read_until(&mut mon, "\"PING\"", Duration::from_secs(5));
+    for i in 0..10 {
+        let line = format!("\"SET\" \"mon:{i}\" \"v \\\"1\\\"\"\r\n");
+        assert_eq!(got.matches(&line).count(), 1, "{line} in {got}");
+    }
+    assert!(got.contains("\"MGET\" \"mon:1\" \"mon:2\""), "{got}");
+    let from = "[0 127.0.0.1:";
+    assert!(
+        got.lines()
+            .filter(|l| l.starts_with('+'))
+            .all(|l| l.contains(from) || l == "+OK"),
+        "{got}"
+    );
+    // The monitor leaves: nothing more is recorded for it, nothing breaks.
+    drop(mon);
+    let _: () = q(&mut c, &["SET", "after", "1"]);
+}
+
+#[test]
 fn subscriptions_survive_failover() {
     let mut cluster = Cluster::start_with(3, 1, &["--cluster-node-timeout", "2000"]);
     let proxy = Proxy::start(cluster.seeds());

@@ -40,6 +40,8 @@ pub struct ClientState {
     pub user: Option<Arc<User>>,
     /// Set by QUIT: close after replying.
     pub closing: bool,
+    /// MONITOR: every request through the proxy is streamed to it.
+    pub monitoring: bool,
 }
 
 impl ClientState {
@@ -56,6 +58,7 @@ impl ClientState {
             resp3: false,
             user: None,
             closing: false,
+            monitoring: false,
         }
     }
 }

@@ -61,9 +61,8 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "readonly" | "readwrite" | "asking" | "reset" | "client|setname" | "client|getname"
         | "client|id" | "client|setinfo" | "client|info" | "client|list" | "client|no-evict"
         | "client|no-touch" | "slowlog|get" | "slowlog|len" | "slowlog|reset" | "cluster|slots"
-        | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" | "role" => {
-            return Policy::Local
-        }
+        | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" | "role"
+        | "monitor" => return Policy::Local,
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
         // Fanned out to every master (or node) and merged.
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"
@@ -219,6 +218,7 @@ mod tests {
         assert_eq!(policy("cluster|meet"), Policy::Unsupported(NODE_ADMIN));
         // Keyless node commands with a meaningful answer at the proxy.
         assert_eq!(policy("role"), Policy::Local);
+        assert_eq!(policy("monitor"), Policy::Local);
         assert_eq!(policy("lastsave"), Policy::AllMasters);
         assert_eq!(policy("function|dump"), Policy::AnyMaster);
         assert_eq!(policy("function|restore"), Policy::AllMasters);

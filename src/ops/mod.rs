@@ -3,10 +3,12 @@
 //! * [`admin`]: the admin HTTP server (health, readiness, topology, metrics).
 //! * [`metrics`]: Prometheus metrics. The data path reports to it; it
 //!   reaches into nothing (scrape-time figures are handed to it).
+//! * [`monitor`]: MONITOR's feed of every request.
 //! * [`slowlog`]: the proxy's SLOWLOG.
 //! * [`stats`]: process-wide facts and counters (INFO, CLIENT, metrics).
 
 pub mod admin;
 pub mod metrics;
+pub mod monitor;
 pub mod slowlog;
 pub mod stats;

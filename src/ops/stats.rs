@@ -5,8 +5,10 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ops::monitor::Monitor;
 use crate::ops::slowlog::SlowLog;
 
 /// The version slotproxy reports in HELLO and INFO.
@@ -33,6 +35,8 @@ pub struct ProxyInfo {
     pub next_client_id: AtomicU64,
     /// SLOWLOG.
     pub slowlog: SlowLog,
+    /// MONITOR's feed.
+    pub monitor: Arc<Monitor>,
     /// The frontend TCP listener's address (what CLUSTER SLOTS announces to
     /// clients of the Unix socket).
     pub listen: SocketAddr,
@@ -58,6 +62,7 @@ impl ProxyInfo {
             blocked_clients: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             slowlog,
+            monitor: Arc::default(),
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             unix_client: None,
         }

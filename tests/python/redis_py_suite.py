@@ -30,6 +30,7 @@ FILES = [
     "tests/test_pubsub.py",
     "tests/test_lock.py",
     "tests/test_encoding.py",
+    "tests/test_monitor.py",
 ]
 MARKERS = "not onlycluster and not redismod and not replica and not ssl"
 

@@ -63,6 +63,10 @@ impl Session {
             }
         }
         self.remember_script(req);
+        let monitor = &self.shared.proxy.monitor;
+        if monitor.active() && spec.is_some() {
+            monitor.record(req.args(), &self.client_addr());
+        }
         if !matches!(route, Route::Forward { .. }) && !self.staged.is_empty() {
             // What is not a plain forward may wait for earlier replies (a
             // barrier) or send on its own: this read's staged requests go
@@ -99,6 +103,9 @@ impl Session {
             }
         }
         match route {
+            Route::Local(spec) if spec.name == "monitor" => {
+                Dispatched::Now(Box::pin(self.monitor()).await)
+            }
             Route::Local(spec) => {
                 if matches!(spec.name.as_str(), "hello" | "reset") && !self.barrier().await {
                     return Dispatched::Now(Pending::Ready(ProxyError::ShuttingDown.to_resp()));

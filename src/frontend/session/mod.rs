@@ -112,6 +112,7 @@ impl Session {
             && self.pubsub.as_ref().is_none_or(|p| p.active() == 0)
             && self.watch.is_none()
             && self.txn.is_none()
+            && !self.client.monitoring
     }
 
     /// Reads and dispatches requests until the client goes idle or must be
@@ -422,7 +423,8 @@ impl Session {
         let busy = self.outstanding.load(Ordering::Relaxed) > 0
             || self.pubsub.as_ref().is_some_and(|p| p.active() > 0)
             || self.watch.is_some()
-            || self.txn.is_some();
+            || self.txn.is_some()
+            || self.client.monitoring;
         let idle = !self.idle_timeout.is_zero() && now >= last_request + self.idle_timeout;
         if idle && busy {
             self.last_request = now;
@@ -449,6 +451,18 @@ impl Session {
             } else if sub.eq_ignore_ascii_case(b"flush") {
                 self.shared.retrier.forget_scripts();
             }
+        }
+    }
+
+    /// The client's address as CLIENT LIST and MONITOR show it.
+    pub(crate) fn client_addr(&self) -> String {
+        match (self.client.unix, &self.shared.proxy.unix_client) {
+            (true, Some(name)) => name.clone(),
+            _ => self
+                .client
+                .peer_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }
     }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::proxy::Proxy;
 use common::{err, q, Cluster};
 use redis::Value;
-use slotproxy::cluster::slot::key_slot;
 
 #[test]
 fn multi_key_commands_merge_in_key_order() {
@@ -295,16 +294,7 @@ fn scan_of_a_small_keyspace_ends_in_one_call() {
     let proxy = Proxy::start(cluster.seeds());
     let mut c = proxy.conn();
     // One key on each master: one server returns all three and cursor 0.
-    let keys: Vec<String> = cluster
-        .master_ports()
-        .into_iter()
-        .map(|m| {
-            (0..)
-                .map(|i| format!("few:{i}"))
-                .find(|k| cluster.node_for_slot(key_slot(k.as_bytes())) == m)
-                .unwrap()
-        })
-        .collect();
+    let keys = cluster.key_on_each_master("few");
     for k in &keys {
         let _: () = q(&mut c, &["SET", k, "1"]);
     }

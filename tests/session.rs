@@ -232,19 +232,27 @@ fn read_for(s: &mut TcpStream, window: Duration) -> String {
     seen
 }
 
-/// A subscriber connection that has PSUBSCRIBEd `pattern`.
-fn psubscribed(proxy: &Proxy, pattern: &str) -> TcpStream {
+/// A subscriber connection that has sent `verb` (SUBSCRIBE or PSUBSCRIBE)
+/// for `name` and got its confirmation.
+fn subscribed_to(proxy: &Proxy, verb: &str, name: &str) -> TcpStream {
     let mut sub = TcpStream::connect(proxy.addr).unwrap();
     sub.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let req = format!(
-        "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{pattern}\r\n",
-        pattern.len()
+        "*2\r\n${}\r\n{verb}\r\n${}\r\n{name}\r\n",
+        verb.len(),
+        name.len()
     );
     sub.write_all(req.as_bytes()).unwrap();
-    let confirmed = format!("psubscribe\r\n${}\r\n{pattern}\r\n:1\r\n", pattern.len());
+    let verb = verb.to_ascii_lowercase();
+    let confirmed = format!("{verb}\r\n${}\r\n{name}\r\n:1\r\n", name.len());
     read_until(&mut sub, &confirmed, Duration::from_secs(5));
     sub
+}
+
+/// A subscriber connection that has PSUBSCRIBEd `pattern`.
+fn psubscribed(proxy: &Proxy, pattern: &str) -> TcpStream {
+    subscribed_to(proxy, "PSUBSCRIBE", pattern)
 }
 
 #[test]
@@ -252,16 +260,7 @@ fn keyspace_events_arrive_from_every_master_exactly_once() {
     let cluster = Cluster::start_with(3, 0, &["--notify-keyspace-events", "KEA"]);
     let proxy = Proxy::start(cluster.seeds());
     // One key on each master.
-    let keys: Vec<String> = cluster
-        .master_ports()
-        .into_iter()
-        .map(|m| {
-            (0..)
-                .map(|i| format!("ks:{i}"))
-                .find(|k| cluster.node_for_slot(key_slot(k.as_bytes())) == m)
-                .unwrap()
-        })
-        .collect();
+    let keys = cluster.key_on_each_master("ks");
     let mut events = psubscribed(&proxy, "__keyspace@0__:ks:*");
     let mut everything = psubscribed(&proxy, "*");
     // Right after the confirmation: every master's events are subscribed.
@@ -296,17 +295,7 @@ fn keyspace_events_arrive_from_every_master_exactly_once() {
 
 /// A subscriber connection that has SUBSCRIBEd `channel`.
 fn subscribed(proxy: &Proxy, channel: &str) -> TcpStream {
-    let mut sub = TcpStream::connect(proxy.addr).unwrap();
-    sub.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let req = format!(
-        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
-        channel.len()
-    );
-    sub.write_all(req.as_bytes()).unwrap();
-    let confirmed = format!("subscribe\r\n${}\r\n{channel}\r\n:1\r\n", channel.len());
-    read_until(&mut sub, &confirmed, Duration::from_secs(5));
-    sub
+    subscribed_to(proxy, "SUBSCRIBE", channel)
 }
 
 #[test]

@@ -590,6 +590,22 @@ impl Cluster {
         out
     }
 
+    /// One key per master, `{prefix}:{n}` for the first `n` that the
+    /// master serves, in master order.
+    pub fn key_on_each_master(&self, prefix: &str) -> Vec<String> {
+        self.master_ports()
+            .into_iter()
+            .map(|m| {
+                (0..)
+                    .map(|i| format!("{prefix}:{i}"))
+                    .find(|k| {
+                        self.node_for_slot(slotproxy::cluster::slot::key_slot(k.as_bytes())) == m
+                    })
+                    .expect("a key for every master")
+            })
+            .collect()
+    }
+
     /// Port of the master owning `slot`.
     pub fn node_for_slot(&self, slot: u16) -> u16 {
         let live = self

@@ -94,6 +94,21 @@ fn override_values(frame: &Bytes, own: &[(String, String)]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// The elements of array replies, in order, as one array: those `keep`
+/// takes. `None` if a reply is not an array.
+fn concat(frames: &[&Bytes], mut keep: impl FnMut(&Bytes) -> bool) -> Option<Bytes> {
+    let mut elems = Vec::new();
+    for f in frames {
+        elems.extend(split_aggregate(f)?.into_iter().filter(|e| keep(e)));
+    }
+    let mut out = BytesMut::new();
+    encode::array_header(elems.len(), &mut out);
+    for e in elems {
+        out.extend_from_slice(&e);
+    }
+    Some(out.freeze())
+}
+
 /// Merges the parts' replies (in part order) into the client's reply.
 pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult]) -> Bytes {
     let mut frames = Vec::with_capacity(replies.len());
@@ -202,19 +217,8 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
         }
         Merge::Union => {
             let mut seen = std::collections::HashSet::new();
-            let mut elems = Vec::new();
-            for f in &frames {
-                match split_aggregate(f) {
-                    Some(e) => elems.extend(e.into_iter().filter(|x| seen.insert(x.clone()))),
-                    None => return invalid(command, "expected an array"),
-                }
-            }
-            let mut out = BytesMut::new();
-            encode::array_header(elems.len(), &mut out);
-            for e in elems {
-                out.extend_from_slice(&e);
-            }
-            out.freeze()
+            concat(&frames, |e| seen.insert(e.clone()))
+                .unwrap_or_else(|| invalid(command, "expected an array"))
         }
         Merge::SumPairs => {
             let mut names: Vec<Bytes> = Vec::new();
@@ -246,19 +250,7 @@ pub fn merge(command: &str, write: bool, merge: &Merge, replies: &[ReplyResult])
             out.freeze()
         }
         Merge::Concat => {
-            let mut elems = Vec::new();
-            for f in &frames {
-                match split_aggregate(f) {
-                    Some(e) => elems.extend(e),
-                    None => return invalid(command, "expected an array"),
-                }
-            }
-            let mut out = BytesMut::new();
-            encode::array_header(elems.len(), &mut out);
-            for e in elems {
-                out.extend_from_slice(&e);
-            }
-            out.freeze()
+            concat(&frames, |_| true).unwrap_or_else(|| invalid(command, "expected an array"))
         }
         Merge::AllOfFlags => {
             let mut flags: Option<Vec<bool>> = None;

@@ -576,29 +576,8 @@ impl Task {
                 );
             }
         }
-        let orphans: Vec<(Bytes, u16)> = self
-            .shard
-            .iter()
-            .filter(|(_, s)| s.holder.is_none())
-            .map(|(n, s)| (n.clone(), s.slot))
-            .collect();
-        for (name, slot) in orphans {
-            let Ok(addr) = self.resolve(Target::Slot(slot)) else {
-                continue;
-            };
-            let key = Key::Node(addr);
-            if self
-                .send_subscribe(&key, Kind::Shard, std::slice::from_ref(&name), true)
-                .await
-                .is_ok()
-            {
-                if let Some(s) = self.shard.get_mut(&name) {
-                    s.holder = Some(key);
-                }
-                debug!(channel = ?name, "shard channel re-subscribed");
-            }
-        }
-        self.repair_routed().await;
+        self.resubscribe_orphans(Kind::Shard).await;
+        self.resubscribe_orphans(Kind::Channel).await;
         self.repair_events().await;
     }
 

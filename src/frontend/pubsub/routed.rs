@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use tracing::debug;
 
 use super::{keyspace, Key, Kind, ShardSub, Task};
 use crate::cluster::retry::Target;
@@ -97,35 +98,6 @@ impl Task {
         // The proxy confirms what no node holds, in its turn.
         for n in local {
             self.arrived(Kind::Channel, false, &n).await;
-        }
-    }
-
-    /// Re-subscribes the channels whose connection was lost, where their
-    /// slot is now (the client saw their confirmation already).
-    pub(super) async fn repair_routed(&mut self) {
-        let orphans: Vec<(Bytes, u16)> = self
-            .routed
-            .iter()
-            .filter(|(_, s)| {
-                s.holder
-                    .as_ref()
-                    .is_none_or(|k| !self.conns.contains_key(k))
-            })
-            .map(|(n, s)| (n.clone(), s.slot))
-            .collect();
-        for (name, slot) in orphans {
-            let Ok(addr) = self.resolve(Target::Slot(slot)) else {
-                continue;
-            };
-            let key = Key::Node(addr);
-            let sent = self
-                .send_subscribe(&key, Kind::Channel, std::slice::from_ref(&name), true)
-                .await;
-            if sent.is_ok() {
-                if let Some(s) = self.routed.get_mut(&name) {
-                    s.holder = Some(key);
-                }
-            }
         }
     }
 }
@@ -228,6 +200,46 @@ impl Task {
             let count = self.count(c.kind);
             let verb = verb.to_ascii_lowercase();
             self.emit(self.message(&verb, Some(&c.name), count)).await;
+        }
+    }
+}
+
+impl Task {
+    /// Where the shard channels (`Kind::Shard`) or routed channels are held.
+    fn placements(&mut self, kind: Kind) -> &mut BTreeMap<Bytes, ShardSub> {
+        match kind {
+            Kind::Shard => &mut self.shard,
+            _ => &mut self.routed,
+        }
+    }
+
+    /// Re-subscribes the shard channels (`Kind::Shard`) or routed channels
+    /// (`Kind::Channel`) whose connection was lost, where their slot is now
+    /// (the client saw their confirmation already).
+    pub(super) async fn resubscribe_orphans(&mut self, kind: Kind) {
+        let conns = &self.conns;
+        let orphans: Vec<(Bytes, u16)> = match kind {
+            Kind::Shard => &self.shard,
+            _ => &self.routed,
+        }
+        .iter()
+        .filter(|(_, s)| s.holder.as_ref().is_none_or(|k| !conns.contains_key(k)))
+        .map(|(n, s)| (n.clone(), s.slot))
+        .collect();
+        for (name, slot) in orphans {
+            let Ok(addr) = self.resolve(Target::Slot(slot)) else {
+                continue;
+            };
+            let key = Key::Node(addr);
+            let sent = self
+                .send_subscribe(&key, kind, std::slice::from_ref(&name), true)
+                .await;
+            if sent.is_ok() {
+                if let Some(s) = self.placements(kind).get_mut(&name) {
+                    s.holder = Some(key);
+                }
+                debug!(channel = ?name, ?kind, "re-subscribed where its slot is");
+            }
         }
     }
 }

@@ -591,3 +591,77 @@ fn sighup_reloads_the_binary() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn client_list_and_kill_see_every_client_of_the_proxy() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let mut me = proxy.conn();
+    let mut other = proxy.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("victim")
+        .query(&mut other)
+        .unwrap();
+    let my_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut me).unwrap();
+    let their_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut other).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut me).unwrap();
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(list.contains(&format!("id={my_id} ")), "{list}");
+    assert!(
+        list.contains(&format!("id={their_id} ")) && list.contains("name=victim"),
+        "{list}"
+    );
+    let only: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("ID")
+        .arg(their_id)
+        .query(&mut me)
+        .unwrap();
+    assert_eq!(only.lines().count(), 1, "{only}");
+    // SKIPME (the default) spares the caller; the other one is closed.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(their_id)
+        .query(&mut me)
+        .unwrap();
+    assert_eq!(killed, 1);
+    wait_until(Duration::from_secs(5), "the killed client is gone", || {
+        redis::cmd("PING").query::<String>(&mut other).is_err()
+    });
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut me).unwrap();
+    assert_eq!(list.lines().count(), 1, "{list}");
+    // The old form: by address, OK or an error.
+    let third = proxy.conn();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut me).unwrap();
+    let addr = list
+        .lines()
+        .find(|l| !l.contains(&format!("id={my_id} ")))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("addr=")))
+        .unwrap()
+        .to_string();
+    let ok: String = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg(&addr)
+        .query(&mut me)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let e = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("127.0.0.1:1")
+        .query::<String>(&mut me)
+        .unwrap_err();
+    assert!(e.to_string().contains("No such client"), "{e}");
+    drop(third);
+    // Nothing matched: none killed, and the caller is still served.
+    let none: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg("nobody")
+        .query(&mut me)
+        .unwrap();
+    assert_eq!(none, 0);
+    let pong: String = redis::cmd("PING").query(&mut me).unwrap();
+    assert_eq!(pong, "PONG");
+}

@@ -62,7 +62,7 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "client|id" | "client|setinfo" | "client|info" | "client|list" | "client|no-evict"
         | "client|no-touch" | "slowlog|get" | "slowlog|len" | "slowlog|reset" | "cluster|slots"
         | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" | "role"
-        | "monitor" => return Policy::Local,
+        | "monitor" | "client|kill" => return Policy::Local,
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
         // Fanned out to every master (or node) and merged.
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"
@@ -219,6 +219,7 @@ mod tests {
         // Keyless node commands with a meaningful answer at the proxy.
         assert_eq!(policy("role"), Policy::Local);
         assert_eq!(policy("monitor"), Policy::Local);
+        assert_eq!(policy("client|kill"), Policy::Local);
         assert_eq!(policy("lastsave"), Policy::AllMasters);
         assert_eq!(policy("function|dump"), Policy::AnyMaster);
         assert_eq!(policy("function|restore"), Policy::AllMasters);

@@ -40,6 +40,7 @@ use tracing::debug;
 
 use crate::backend::queue;
 use crate::command::local::ClientState;
+use crate::ops::clients::ClientEntry;
 use crate::server::shared::Shared;
 use crate::tls::Stream;
 
@@ -85,6 +86,21 @@ pub fn serve<G: Send + 'static>(
     let usable = local_addr.is_ok();
     let local_addr = local_addr.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let peer_addr = stream.peer_addr().ok();
+    // CLIENT KILL cancels this session's own token; shutdown cancels all.
+    let shutdown = shutdown.child_token();
+    let registration = shared.proxy.clients.register(ClientEntry::new(
+        id,
+        match (unix, &shared.proxy.unix_client) {
+            (true, Some(name)) => name.clone(),
+            _ => peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+        },
+        match (unix, &shared.proxy.unix_client) {
+            (true, Some(name)) => name.clone(),
+            _ => local_addr.to_string(),
+        },
+        unix,
+        shutdown.clone(),
+    ));
     let (rd, wr) = stream.into_split();
     let settings = shared.frontend.load();
     // The reader and the writer run in one task, polled in turn (`in_turn`).
@@ -128,7 +144,7 @@ pub fn serve<G: Send + 'static>(
     };
     async move {
         // Held (not moved) by this future, so dropped when it ends.
-        let _ = &guard;
+        let _ = (&guard, &registration);
         if !usable {
             return;
         }

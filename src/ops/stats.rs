@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ops::clients::Clients;
 use crate::ops::monitor::Monitor;
 use crate::ops::slowlog::SlowLog;
 
@@ -37,6 +38,8 @@ pub struct ProxyInfo {
     pub slowlog: SlowLog,
     /// MONITOR's feed.
     pub monitor: Arc<Monitor>,
+    /// The connected clients.
+    pub clients: Arc<Clients>,
     /// The frontend TCP listener's address (what CLUSTER SLOTS announces to
     /// clients of the Unix socket).
     pub listen: SocketAddr,
@@ -63,6 +66,7 @@ impl ProxyInfo {
             next_client_id: AtomicU64::new(1),
             slowlog,
             monitor: Arc::default(),
+            clients: Arc::default(),
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             unix_client: None,
         }

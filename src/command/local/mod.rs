@@ -14,7 +14,11 @@ use crate::cluster::slot::{key_slot, SlotTable, SLOTS};
 use crate::command::{CommandSpec, CommandTable};
 use crate::error::ProxyError;
 use crate::ops::stats::ProxyInfo;
+
+mod client;
+
 use crate::resp::{encode, Request};
+use client::{client_kill, client_line, client_list};
 
 /// Per-connection state the local commands read and change.
 #[derive(Debug)]
@@ -81,10 +85,21 @@ pub struct Ctx<'a> {
 
 /// Executes a command the router answered locally and returns its reply.
 pub fn execute(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Bytes {
-    match run(spec, req, ctx) {
+    let reply = match run(spec, req, ctx) {
         Ok(b) => b,
         Err(e) => e.to_resp(),
+    };
+    if matches!(
+        spec.name.as_str(),
+        "client|setname" | "hello" | "auth" | "reset"
+    ) {
+        // What CLIENT LIST shows of this client to the others.
+        let (c, clients) = (&*ctx.client, &ctx.proxy.clients);
+        clients.set_name(c.id, c.name.clone());
+        clients.set_user(c.id, c.user.as_ref().map(|u| u.name.clone()));
+        clients.set_resp3(c.id, c.resp3);
     }
+    reply
 }
 
 fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, ProxyError> {
@@ -189,9 +204,11 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             Bytes::from_static(encode::OK)
         }
         // This proxy connection only: other clients' sessions are not shared.
-        "client|info" | "client|list" => {
+        "client|info" => {
             encode::bulk(client_line(client, ctx.proxy.unix_client.as_deref()).as_bytes())
         }
+        "client|list" => client_list(req, client, ctx.proxy)?,
+        "client|kill" => client_kill(req, client, ctx.proxy)?,
         "client|no-evict" | "client|no-touch" => match req.arg(2).to_ascii_lowercase().as_slice() {
             b"on" | b"off" => Bytes::from_static(encode::OK),
             _ => return Err(ProxyError::Syntax("syntax error".into())),
@@ -226,36 +243,6 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             })
         }
     })
-}
-
-/// A CLIENT INFO line for this connection, in Redis's format (a client of
-/// the Unix socket, named `unix`, is listed as Redis lists one: `addr=PATH:0
-/// laddr=PATH:0 flags=U`).
-fn client_line(c: &ClientState, unix: Option<&str>) -> String {
-    // Redis's flag for a Unix socket client is U.
-    let (addr, laddr, flags) = match (c.unix, unix) {
-        (true, Some(name)) => (name.to_string(), name.to_string(), "U"),
-        _ => (
-            c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
-            c.local_addr.to_string(),
-            "N",
-        ),
-    };
-    let name = c
-        .name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
-    format!(
-        "id={} addr={addr} laddr={laddr} fd=-1 name={name} age={} idle=0 flags={flags} db=0 sub=0 psub=0 ssub=0 \
-         multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
-        c.id,
-        c.connected.elapsed().as_secs(),
-        if c.resp3 { 3 } else { 2 },
-        c.lib.0.as_deref().unwrap_or(""),
-        c.lib.1.as_deref().unwrap_or(""),
-    )
 }
 
 /// Redis's answer to AUTH when no password is set.

@@ -1,0 +1,181 @@
+//! CLIENT INFO, LIST and KILL: the proxy's own clients, in Redis's format.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+
+use super::{not_an_integer, ClientState};
+use crate::error::ProxyError;
+use crate::ops::stats::ProxyInfo;
+use crate::resp::{encode, Request};
+
+/// A CLIENT INFO line for this connection, in Redis's format (a client of
+/// the Unix socket, named `unix`, is listed as Redis lists one: `addr=PATH:0
+/// laddr=PATH:0 flags=U`).
+pub(super) fn client_line(c: &ClientState, unix: Option<&str>) -> String {
+    // Redis's flag for a Unix socket client is U.
+    let (addr, laddr, flags) = match (c.unix, unix) {
+        (true, Some(name)) => (name.to_string(), name.to_string(), "U"),
+        _ => (
+            c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+            c.local_addr.to_string(),
+            "N",
+        ),
+    };
+    let name = c
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    format!(
+        "id={} addr={addr} laddr={laddr} fd=-1 name={name} age={} idle=0 flags={flags} db=0 sub=0 psub=0 ssub=0 \
+         multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+         cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        c.id,
+        c.connected.elapsed().as_secs(),
+        if c.resp3 { 3 } else { 2 },
+        c.lib.0.as_deref().unwrap_or(""),
+        c.lib.1.as_deref().unwrap_or(""),
+    )
+}
+
+/// CLIENT LIST [TYPE type] [ID id ...]: every client of this proxy (the
+/// caller's own line in full), as Redis lists a server's.
+pub(super) fn client_list(
+    req: &Request,
+    me: &ClientState,
+    proxy: &ProxyInfo,
+) -> Result<Bytes, ProxyError> {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut normal = true;
+    let mut i = 2;
+    while i < req.argc() {
+        let opt = req.arg(i).to_ascii_lowercase();
+        match opt.as_slice() {
+            b"type" if i + 1 < req.argc() => {
+                let t = req.arg(i + 1).to_ascii_lowercase();
+                match t.as_slice() {
+                    b"normal" => normal = true,
+                    b"master" | b"replica" | b"slave" | b"pubsub" => normal = false,
+                    _ => {
+                        return Err(ProxyError::Syntax(format!(
+                            "Unknown client type '{}'",
+                            String::from_utf8_lossy(req.arg(i + 1))
+                        )))
+                    }
+                }
+                i += 2;
+            }
+            b"id" if i + 1 < req.argc() => {
+                let list = req
+                    .args()
+                    .skip(i + 1)
+                    .map(|a| std::str::from_utf8(a).ok().and_then(|s| s.parse().ok()))
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(|| ProxyError::Syntax("Invalid client ID".into()))?;
+                ids = Some(list);
+                i = req.argc();
+            }
+            _ => return Err(ProxyError::Syntax("syntax error".into())),
+        }
+    }
+    let mut out = String::new();
+    for e in proxy.clients.all() {
+        if !normal || ids.as_ref().is_some_and(|ids| !ids.contains(&e.id)) {
+            continue;
+        }
+        if e.id == me.id {
+            out.push_str(&client_line(me, proxy.unix_client.as_deref()));
+            continue;
+        }
+        let name = e
+            .name()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
+        let flags = if e.unix { "U" } else { "N" };
+        let _ = writeln!(
+            out,
+            "id={} addr={} laddr={} fd=-1 name={name} age={} idle=0 flags={flags} db=0 sub=0 psub=0 \
+             ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
+             tot-mem=0 events=r cmd=NULL user={} redir=-1 resp={} lib-name= lib-ver=",
+            e.id,
+            e.addr,
+            e.laddr,
+            e.connected.elapsed().as_secs(),
+            e.user().unwrap_or_else(|| "default".into()),
+            if e.resp3() { 3 } else { 2 },
+        );
+    }
+    Ok(encode::bulk(out.as_bytes()))
+}
+
+/// CLIENT KILL addr:port (the old form: OK or an error), or CLIENT KILL
+/// with filters (ID, ADDR, LADDR, USER, SKIPME, MAXAGE, TYPE): the number of
+/// clients of this proxy killed. A killed client's session ends as on
+/// shutdown: what it read is answered, then its connection closes.
+pub(super) fn client_kill(
+    req: &Request,
+    me: &ClientState,
+    proxy: &ProxyInfo,
+) -> Result<Bytes, ProxyError> {
+    let text = |i: usize| String::from_utf8_lossy(req.arg(i)).into_owned();
+    if req.argc() == 3 {
+        let addr = text(2);
+        let victim = proxy.clients.all().into_iter().find(|e| e.addr == addr);
+        return match victim {
+            Some(e) => {
+                e.kill();
+                Ok(Bytes::from_static(encode::OK))
+            }
+            None => Err(ProxyError::Syntax("No such client".into())),
+        };
+    }
+    if req.argc() % 2 != 0 {
+        return Err(ProxyError::Syntax("syntax error".into()));
+    }
+    let (mut id, mut addr, mut laddr, mut user, mut max_age) = (None, None, None, None, None);
+    let (mut skip_me, mut normal) = (true, true);
+    for i in (2..req.argc()).step_by(2) {
+        let value = text(i + 1);
+        match req.arg(i).to_ascii_lowercase().as_slice() {
+            b"id" => {
+                id =
+                    Some(value.parse::<u64>().map_err(|_| {
+                        ProxyError::Syntax("client-id should be greater than 0".into())
+                    })?)
+            }
+            b"addr" => addr = Some(value),
+            b"laddr" => laddr = Some(value),
+            b"user" => user = Some(value),
+            b"maxage" => max_age = Some(value.parse::<u64>().map_err(|_| not_an_integer())?),
+            b"skipme" => match value.to_ascii_lowercase().as_str() {
+                "yes" => skip_me = true,
+                "no" => skip_me = false,
+                _ => return Err(ProxyError::Syntax("syntax error".into())),
+            },
+            b"type" => match value.to_ascii_lowercase().as_str() {
+                "normal" => normal = true,
+                "master" | "replica" | "slave" | "pubsub" => normal = false,
+                other => return Err(ProxyError::Syntax(format!("Unknown client type '{other}'"))),
+            },
+            _ => return Err(ProxyError::Syntax("syntax error".into())),
+        }
+    }
+    let mut killed = 0;
+    for e in proxy.clients.all() {
+        let matches = normal
+            && !(skip_me && e.id == me.id)
+            && id.is_none_or(|id| e.id == id)
+            && addr.as_ref().is_none_or(|a| *a == e.addr)
+            && laddr.as_ref().is_none_or(|a| *a == e.laddr)
+            && user
+                .as_ref()
+                .is_none_or(|u| *u == e.user().unwrap_or_else(|| "default".into()))
+            && max_age.is_none_or(|age| e.connected.elapsed().as_secs() >= age);
+        if matches {
+            e.kill();
+            killed += 1;
+        }
+    }
+    Ok(encode::integer(killed))
+}

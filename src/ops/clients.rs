@@ -1,0 +1,158 @@
+//! The proxy's own clients, for CLIENT LIST and CLIENT KILL: each session
+//! registers while it lives. Nothing here is on a request's path: a
+//! session touches its entry only when its name, user or protocol changes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// One client, as CLIENT LIST shows it.
+#[derive(Debug)]
+pub struct ClientEntry {
+    /// CLIENT ID.
+    pub id: u64,
+    /// The client's address (`PATH:0` for the Unix socket).
+    pub addr: String,
+    /// The proxy's address it connected to.
+    pub laddr: String,
+    /// Connected through the Unix socket.
+    pub unix: bool,
+    /// When it connected.
+    pub connected: Instant,
+    name: Mutex<Option<Bytes>>,
+    user: Mutex<Option<String>>,
+    resp3: AtomicBool,
+    /// Cancelled by CLIENT KILL: the session ends as on shutdown (the
+    /// requests it read are answered, then the connection closes).
+    kill: CancellationToken,
+}
+
+impl ClientEntry {
+    /// A client whose session stops when `kill` is cancelled.
+    pub fn new(id: u64, addr: String, laddr: String, unix: bool, kill: CancellationToken) -> Self {
+        ClientEntry {
+            id,
+            addr,
+            laddr,
+            unix,
+            connected: Instant::now(),
+            name: Mutex::new(None),
+            user: Mutex::new(None),
+            resp3: AtomicBool::new(false),
+            kill,
+        }
+    }
+
+    /// CLIENT SETNAME's name.
+    pub fn name(&self) -> Option<Bytes> {
+        self.name.lock().expect("client lock").clone()
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<String> {
+        self.user.lock().expect("client lock").clone()
+    }
+
+    /// Whether the client speaks RESP3.
+    pub fn resp3(&self) -> bool {
+        self.resp3.load(Ordering::Relaxed)
+    }
+
+    /// Ends the client's session.
+    pub fn kill(&self) {
+        self.kill.cancel();
+    }
+}
+
+/// Every connected client.
+#[derive(Debug, Default)]
+pub struct Clients {
+    map: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+}
+
+/// A client's place in [`Clients`], given up when dropped.
+pub struct Registration {
+    clients: Arc<Clients>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.clients
+            .map
+            .lock()
+            .expect("clients lock")
+            .remove(&self.id);
+    }
+}
+
+impl Clients {
+    /// Registers a client until the returned registration is dropped.
+    pub fn register(self: &Arc<Self>, entry: ClientEntry) -> Registration {
+        let id = entry.id;
+        self.map
+            .lock()
+            .expect("clients lock")
+            .insert(id, Arc::new(entry));
+        Registration {
+            clients: self.clone(),
+            id,
+        }
+    }
+
+    /// Every client, by id.
+    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+        self.map
+            .lock()
+            .expect("clients lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn with(&self, id: u64, f: impl FnOnce(&ClientEntry)) {
+        if let Some(e) = self.map.lock().expect("clients lock").get(&id) {
+            f(e);
+        }
+    }
+
+    /// Records a client's new name.
+    pub fn set_name(&self, id: u64, name: Option<Bytes>) {
+        self.with(id, |e| *e.name.lock().expect("client lock") = name);
+    }
+
+    /// Records a client's user.
+    pub fn set_user(&self, id: u64, user: Option<String>) {
+        self.with(id, |e| *e.user.lock().expect("client lock") = user);
+    }
+
+    /// Records a client's protocol.
+    pub fn set_resp3(&self, id: u64, resp3: bool) {
+        self.with(id, |e| e.resp3.store(resp3, Ordering::Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_lasts_as_long_as_its_session() {
+        let clients = Arc::new(Clients::default());
+        let kill = CancellationToken::new();
+        let entry = ClientEntry::new(7, "a:1".into(), "b:2".into(), false, kill.clone());
+        let reg = clients.register(entry);
+        clients.set_name(7, Some(Bytes::from_static(b"n")));
+        let all = clients.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name().as_deref(), Some(&b"n"[..]));
+        all[0].kill();
+        assert!(kill.is_cancelled());
+        drop(reg);
+        assert!(clients.all().is_empty());
+    }
+}

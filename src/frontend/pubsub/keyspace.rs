@@ -114,8 +114,10 @@ impl Task {
     /// has keyspace subscriptions (masters added or promoted included),
     /// and none elsewhere.
     pub(super) async fn repair_events(&mut self) {
-        let channels = event_names(&self.channels, false);
-        let patterns = event_names(&self.patterns, true);
+        // What the client holds once awaited confirmations come: a
+        // subscription still on its way keeps its connections.
+        let channels = event_names(&self.intended(Kind::Channel), false);
+        let patterns = event_names(&self.intended(Kind::Pattern), true);
         let wanted = if (channels.is_empty() && patterns.is_empty())
             || !self.conns.contains_key(&Key::Global)
         {

@@ -29,6 +29,9 @@ const IDLE_PER_NODE: usize = 4;
 pub struct Dedicated {
     addr: String,
     resp3: bool,
+    /// The node's CLIENT ID for this connection, once asked (see
+    /// [`Dedicated::wants_client_id`]); `Some(None)` if the node refused.
+    client_id: Option<Option<u64>>,
     reader: DedicatedReader,
     writer: DedicatedWriter,
 }
@@ -37,6 +40,28 @@ impl Dedicated {
     /// The node's address.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Whether the node's CLIENT ID for this connection is still to be
+    /// asked: a blocking command pipelines `CLIENT ID` before itself, so
+    /// CLIENT UNBLOCK at the proxy can unblock it on the node.
+    pub fn wants_client_id(&self) -> bool {
+        self.client_id.is_none()
+    }
+
+    /// Records the reply to `CLIENT ID`.
+    pub fn set_client_id(&mut self, reply: &[u8]) {
+        let id = reply
+            .strip_prefix(b":")
+            .and_then(|r| r.strip_suffix(b"\r\n"))
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse().ok());
+        self.client_id = Some(id);
+    }
+
+    /// The node's CLIENT ID for this connection, if known.
+    pub fn client_id(&self) -> Option<u64> {
+        self.client_id.flatten()
     }
 
     /// Writes one or more complete requests.
@@ -163,6 +188,7 @@ impl DedicatedPool {
         let mut c = Dedicated {
             addr: addr.to_string(),
             resp3,
+            client_id: None,
             reader: DedicatedReader {
                 rd: FramedRead::new(rd, ReplyDecoder::new()),
                 _permit: permit,

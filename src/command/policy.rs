@@ -49,6 +49,23 @@ pub const NODE_ADMIN: &str = "node administration commands must be sent to a clu
 /// Reason: keyless, and the answer depends on the node.
 pub const KEYLESS: &str = "the command has no key to route by";
 
+/// Whether a command without the `write` flag still replicates (Redis's
+/// `may-replicate`, which COMMAND does not report): a WRITE pause holds it.
+pub fn may_replicate(name: &str) -> bool {
+    matches!(
+        name,
+        "eval"
+            | "evalsha"
+            | "fcall"
+            | "publish"
+            | "spublish"
+            | "pfcount"
+            | "wait"
+            | "script|load"
+            | "script|flush"
+    )
+}
+
 /// Derives the policy of a command or subcommand (`parent` is the container
 /// name for subcommands; `name` is the full `parent|sub` name).
 pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bool) -> Policy {
@@ -62,7 +79,8 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "client|id" | "client|setinfo" | "client|info" | "client|list" | "client|no-evict"
         | "client|no-touch" | "slowlog|get" | "slowlog|len" | "slowlog|reset" | "cluster|slots"
         | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" | "role"
-        | "monitor" | "client|kill" => return Policy::Local,
+        | "monitor" | "client|kill" | "client|unblock" | "client|pause" | "client|unpause"
+        | "client|reply" => return Policy::Local,
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
         // Fanned out to every master (or node) and merged.
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"

@@ -21,6 +21,8 @@ pub(crate) struct Timing {
     pub(crate) frame: Option<Bytes>,
     /// The client's name then, for the slow log.
     pub(crate) name: Option<Bytes>,
+    /// CLIENT REPLY OFF or SKIP: the reply is not written.
+    pub(crate) silent: bool,
 }
 
 /// What the read side hands the write side: a reply slot (in request

@@ -257,6 +257,7 @@ impl Writer {
                 }
             };
             out_batch = timing.as_ref().map(|t| t.started);
+            let silent = timing.as_ref().is_some_and(|t| t.silent);
             if let Some(t) = timing {
                 let took = tally.now().saturating_duration_since(t.started);
                 let (peer, unix) = (self.peer, unix);
@@ -274,6 +275,10 @@ impl Writer {
                         .inc();
                 }
                 tally.reply(t.command, took, error);
+            }
+            if silent {
+                // CLIENT REPLY OFF or SKIP.
+                continue;
             }
             tally.bytes_out += reply.len() as u64;
             if reply.len() >= LARGE_REPLY {

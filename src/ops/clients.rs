@@ -1,13 +1,14 @@
-//! The proxy's own clients, for CLIENT LIST and CLIENT KILL: each session
-//! registers while it lives. Nothing here is on a request's path: a
+//! The proxy's own clients, for CLIENT LIST, KILL and UNBLOCK: each
+//! session registers while it lives. Nothing here is on a request's path: a
 //! session touches its entry only when its name, user or protocol changes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One client, as CLIENT LIST shows it.
@@ -29,6 +30,21 @@ pub struct ClientEntry {
     /// Cancelled by CLIENT KILL: the session ends as on shutdown (the
     /// requests it read are answered, then the connection closes).
     kill: CancellationToken,
+    /// Set while the client waits in a blocking command or WAIT.
+    blocked: AtomicBool,
+    /// CLIENT UNBLOCK's request (an [`Unblock`] as u8, 0 for none; kept
+    /// until the wait ends) and its wake-up.
+    unblock: AtomicU8,
+    unblocked: Notify,
+}
+
+/// How CLIENT UNBLOCK ends a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unblock {
+    /// As if the command's timeout had passed.
+    Timeout = 1,
+    /// With an UNBLOCKED error.
+    Error = 2,
 }
 
 impl ClientEntry {
@@ -44,6 +60,9 @@ impl ClientEntry {
             user: Mutex::new(None),
             resp3: AtomicBool::new(false),
             kill,
+            blocked: AtomicBool::new(false),
+            unblock: AtomicU8::new(0),
+            unblocked: Notify::new(),
         }
     }
 
@@ -65,6 +84,41 @@ impl ClientEntry {
     /// Ends the client's session.
     pub fn kill(&self) {
         self.kill.cancel();
+    }
+
+    /// Marks the client as waiting in a blocking command (or no longer),
+    /// which CLIENT UNBLOCK may end. A request left from an earlier wait
+    /// is dropped.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.unblock.store(0, Ordering::Relaxed);
+        self.blocked.store(blocked, Ordering::Release);
+    }
+
+    /// CLIENT UNBLOCK: whether the client was blocked (it is told how to
+    /// end its wait).
+    pub fn unblock(&self, how: Unblock) -> bool {
+        if !self.blocked.load(Ordering::Acquire) {
+            return false;
+        }
+        self.unblock.store(how as u8, Ordering::Release);
+        self.unblocked.notify_waiters();
+        true
+    }
+
+    /// Resolves when CLIENT UNBLOCK asks this client to end its wait (for
+    /// every waiter: WAIT waits on each master at once).
+    pub async fn unblocked(&self) -> Unblock {
+        loop {
+            let woken = self.unblocked.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a request in between wakes it.
+            woken.as_mut().enable();
+            match self.unblock.load(Ordering::Acquire) {
+                1 => return Unblock::Timeout,
+                2 => return Unblock::Error,
+                _ => woken.await,
+            }
+        }
     }
 }
 
@@ -114,6 +168,11 @@ impl Clients {
             .collect()
     }
 
+    /// The client with this id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        self.map.lock().expect("clients lock").get(&id).cloned()
+    }
+
     fn with(&self, id: u64, f: impl FnOnce(&ClientEntry)) {
         if let Some(e) = self.map.lock().expect("clients lock").get(&id) {
             f(e);
@@ -154,5 +213,25 @@ mod tests {
         assert!(kill.is_cancelled());
         drop(reg);
         assert!(clients.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unblock_reaches_only_a_blocked_client() {
+        let clients = Arc::new(Clients::default());
+        let entry = ClientEntry::new(
+            1,
+            "a:1".into(),
+            "b:2".into(),
+            false,
+            CancellationToken::new(),
+        );
+        let _reg = clients.register(entry);
+        let e = clients.get(1).expect("registered");
+        assert!(!e.unblock(Unblock::Error), "not blocked");
+        e.set_blocked(true);
+        assert!(e.unblock(Unblock::Error));
+        assert_eq!(e.unblocked().await, Unblock::Error);
+        e.set_blocked(false);
+        assert!(!e.unblock(Unblock::Timeout));
     }
 }

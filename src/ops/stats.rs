@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::ops::clients::Clients;
 use crate::ops::monitor::Monitor;
+use crate::ops::pause::Pause;
 use crate::ops::slowlog::SlowLog;
 
 /// The version slotproxy reports in HELLO and INFO.
@@ -40,6 +41,8 @@ pub struct ProxyInfo {
     pub monitor: Arc<Monitor>,
     /// The connected clients.
     pub clients: Arc<Clients>,
+    /// CLIENT PAUSE.
+    pub pause: Pause,
     /// The frontend TCP listener's address (what CLUSTER SLOTS announces to
     /// clients of the Unix socket).
     pub listen: SocketAddr,
@@ -67,6 +70,7 @@ impl ProxyInfo {
             slowlog,
             monitor: Arc::default(),
             clients: Arc::default(),
+            pause: Pause::default(),
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             unix_client: None,
         }

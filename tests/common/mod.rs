@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod standalone;
 
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};

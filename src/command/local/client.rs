@@ -1,11 +1,15 @@
-//! CLIENT INFO, LIST and KILL: the proxy's own clients, in Redis's format.
+//! CLIENT INFO, LIST, KILL, UNBLOCK, PAUSE and REPLY: the proxy's own
+//! clients, in Redis's format.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{not_an_integer, ClientState};
+use super::{not_an_integer, ClientState, ReplyMode};
 use crate::error::ProxyError;
+use crate::ops::clients::Unblock;
+use crate::ops::pause::PauseMode;
 use crate::ops::stats::ProxyInfo;
 use crate::resp::{encode, Request};
 
@@ -178,4 +182,93 @@ pub(super) fn client_kill(
         }
     }
     Ok(encode::integer(killed))
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client of this proxy was
+/// blocked (its command then answers as on timeout, or with UNBLOCKED).
+pub(super) fn client_unblock(req: &Request, proxy: &ProxyInfo) -> Result<Bytes, ProxyError> {
+    let id = std::str::from_utf8(req.arg(2))
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(not_an_integer)?;
+    let how = match req.args().nth(3).map(|a| a.to_ascii_lowercase()) {
+        None => Unblock::Timeout,
+        Some(m) if m == b"timeout" => Unblock::Timeout,
+        Some(m) if m == b"error" => Unblock::Error,
+        Some(_) => {
+            return Err(ProxyError::Syntax(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR".into(),
+            ))
+        }
+    };
+    if req.argc() > 4 {
+        return Err(ProxyError::Syntax("syntax error".into()));
+    }
+    let unblocked = u64::try_from(id)
+        .ok()
+        .and_then(|id| proxy.clients.get(id))
+        .is_some_and(|e| e.unblock(how));
+    Ok(encode::integer(i64::from(unblocked)))
+}
+
+/// CLIENT PAUSE timeout [WRITE|ALL]: holds this proxy's clients (not the
+/// nodes) until the timeout, as Redis holds its own.
+pub(super) fn client_pause(req: &Request, proxy: &ProxyInfo) -> Result<Bytes, ProxyError> {
+    let ms = std::str::from_utf8(req.arg(2))
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| ProxyError::Syntax("timeout is not an integer or out of range".into()))?;
+    if ms < 0 {
+        return Err(ProxyError::Syntax("timeout is negative".into()));
+    }
+    let mode = match req.args().nth(3).map(|a| a.to_ascii_lowercase()) {
+        None => PauseMode::All,
+        Some(m) if m == b"all" => PauseMode::All,
+        Some(m) if m == b"write" => PauseMode::Write,
+        Some(_) => {
+            return Err(ProxyError::Syntax(
+                "CLIENT PAUSE mode must be WRITE or ALL".into(),
+            ))
+        }
+    };
+    if req.argc() > 4 {
+        return Err(ProxyError::Syntax("syntax error".into()));
+    }
+    proxy
+        .pause
+        .pause(Duration::from_millis(ms.unsigned_abs()), mode);
+    Ok(Bytes::from_static(encode::OK))
+}
+
+/// CLIENT REPLY ON|OFF|SKIP. OFF and SKIP are not answered (an empty
+/// reply writes nothing); the session applies the mode to what follows.
+pub(super) fn client_reply(req: &Request, c: &mut ClientState) -> Result<Bytes, ProxyError> {
+    let mode = req.arg(2).to_ascii_lowercase();
+    let (mode, reply) = match mode.as_slice() {
+        b"on" => (ReplyMode::On, Bytes::from_static(encode::OK)),
+        b"off" => (ReplyMode::Off, Bytes::new()),
+        b"skip" => (ReplyMode::Skip, Bytes::new()),
+        _ => return Err(ProxyError::Syntax("syntax error".into())),
+    };
+    c.reply = mode;
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_modes_drop_what_redis_drops() {
+        let req = |args: &[&str]| Request::from_args(args);
+        let mut mode = ReplyMode::On;
+        assert!(!mode.drops(&req(&["GET", "k"])));
+        mode = ReplyMode::Skip;
+        assert!(mode.drops(&req(&["GET", "k"])), "the next one is skipped");
+        assert!(!mode.drops(&req(&["GET", "k"])), "and only that one");
+        mode = ReplyMode::Off;
+        assert!(mode.drops(&req(&["GET", "k"])));
+        assert!(mode.drops(&req(&["PING"])), "until CLIENT REPLY ON");
+        assert!(!mode.drops(&req(&["client", "reply", "on"])));
+    }
 }

@@ -18,7 +18,7 @@ use crate::ops::stats::ProxyInfo;
 mod client;
 
 use crate::resp::{encode, Request};
-use client::{client_kill, client_line, client_list};
+use client::{client_kill, client_line, client_list, client_pause, client_reply, client_unblock};
 
 /// Per-connection state the local commands read and change.
 #[derive(Debug)]
@@ -46,6 +46,39 @@ pub struct ClientState {
     pub closing: bool,
     /// MONITOR: every request through the proxy is streamed to it.
     pub monitoring: bool,
+    /// CLIENT REPLY.
+    pub reply: ReplyMode,
+}
+
+/// CLIENT REPLY's mode: which replies the client is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyMode {
+    /// Every reply.
+    #[default]
+    On,
+    /// None (until CLIENT REPLY ON).
+    Off,
+    /// None for the next command.
+    Skip,
+}
+
+impl ReplyMode {
+    /// Whether the reply to the request `req` (the next one read) is
+    /// dropped; a SKIP is used up by it. CLIENT REPLY ON is always
+    /// answered.
+    pub fn drops(&mut self, req: &Request) -> bool {
+        if *self == ReplyMode::On {
+            return false;
+        }
+        let on = req.argc() == 3
+            && req.arg(0).eq_ignore_ascii_case(b"client")
+            && req.arg(1).eq_ignore_ascii_case(b"reply")
+            && req.arg(2).eq_ignore_ascii_case(b"on");
+        if *self == ReplyMode::Skip {
+            *self = ReplyMode::On;
+        }
+        !on
+    }
 }
 
 impl ClientState {
@@ -63,6 +96,7 @@ impl ClientState {
             user: None,
             closing: false,
             monitoring: false,
+            reply: ReplyMode::On,
         }
     }
 }
@@ -209,6 +243,13 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         }
         "client|list" => client_list(req, client, ctx.proxy)?,
         "client|kill" => client_kill(req, client, ctx.proxy)?,
+        "client|unblock" => client_unblock(req, ctx.proxy)?,
+        "client|pause" => client_pause(req, ctx.proxy)?,
+        "client|unpause" => {
+            ctx.proxy.pause.unpause();
+            Bytes::from_static(encode::OK)
+        }
+        "client|reply" => client_reply(req, client)?,
         "client|no-evict" | "client|no-touch" => match req.arg(2).to_ascii_lowercase().as_slice() {
             b"on" | b"off" => Bytes::from_static(encode::OK),
             _ => return Err(ProxyError::Syntax("syntax error".into())),

@@ -2,7 +2,9 @@
 //! dedicated connection, after every earlier reply, and follows the
 //! cluster through the retrier's follower. Client input that arrives
 //! meanwhile is kept for later; if the client goes away, the connection is
-//! closed, which unblocks the node.
+//! closed, which unblocks the node. CLIENT UNBLOCK at the proxy is passed
+//! to the node as CLIENT UNBLOCK of the connection's node-side id, so the
+//! node answers (and nothing it popped is lost).
 
 use std::sync::Arc;
 
@@ -10,12 +12,15 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::Session;
+use crate::backend::dedicated::{Dedicated, DedicatedPool};
 use crate::backend::{Node, ReplyResult};
 use crate::cluster::redirect::Kind;
 use crate::cluster::retry::{Hop, Target};
 use crate::error::ProxyError;
 use crate::frontend::pending::reply_bytes;
-use crate::resp::{encode, Request};
+use crate::ops::clients::{ClientEntry, Unblock};
+use crate::resp::{encode, error_text, Request};
+use crate::server::shared::Shared;
 
 impl Session {
     /// A blocking command, after every earlier reply.
@@ -46,13 +51,20 @@ impl Session {
 
     /// One attempt on a dedicated connection to `addr` (ASKING first for an
     /// ASK): its reply, awaited while input from the client is kept for
-    /// later. `None` if the client disconnected meanwhile.
+    /// later and CLIENT UNBLOCK is listened for. `None` if the client
+    /// disconnected meanwhile.
     async fn block_on(&mut self, addr: &str, asking: bool, req: &Request) -> Option<ReplyResult> {
-        let mut conn = match self.shared.dedicated.get(addr, self.client.resp3).await {
+        let shared = self.shared.clone();
+        let mut conn = match shared.dedicated.get(addr, self.client.resp3).await {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
+        let ask_id = conn.wants_client_id();
         let mut frame = BytesMut::new();
+        if ask_id {
+            // Before ASKING, which applies to the next command only.
+            frame.extend_from_slice(&encode::command(&["CLIENT", "ID"]));
+        }
         if asking {
             frame.extend_from_slice(&encode::command(&["ASKING"]));
         }
@@ -60,18 +72,28 @@ impl Session {
         if let Err(e) = conn.write(&frame).await {
             return Some(Err(e));
         }
+        if ask_id {
+            match conn.read().await {
+                Ok(id) => conn.set_client_id(&id),
+                Err(e) => return Some(Err(e)),
+            }
+        }
         if asking {
             if let Err(e) = conn.read().await {
                 return Some(Err(e));
             }
         }
-        let proxy = self.shared.proxy.clone();
-        let _blocked = proxy.blocked();
-        let reply = match self.while_client_waits(conn.read()).await? {
-            Ok(reply) => reply,
-            Err(e) => return Some(Err(e)),
+        let _blocked = shared.proxy.blocked();
+        let me = BlockedMark::new(&shared, self.client.id);
+        let read = read_blocked(&mut conn, me.entry(), &shared.dedicated);
+        let reply = match self.while_client_waits(read).await? {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Some(Err(e)),
+            // The node could not be told: the connection is closed (which
+            // unblocks it there), and the reply is made here.
+            Err(how) => return Some(Ok(unblocked_reply(how, req.arg(0), self.client.resp3))),
         };
-        self.shared.dedicated.put(conn);
+        shared.dedicated.put(conn);
         Some(Ok(reply))
     }
 
@@ -116,5 +138,92 @@ impl Session {
                 },
             }
         }
+    }
+}
+
+/// Marks a client as blocked (for CLIENT UNBLOCK) while it lives.
+pub(super) struct BlockedMark(Option<Arc<ClientEntry>>);
+
+impl BlockedMark {
+    pub(super) fn new(shared: &Shared, id: u64) -> BlockedMark {
+        let entry = shared.proxy.clients.get(id);
+        if let Some(e) = &entry {
+            e.set_blocked(true);
+        }
+        BlockedMark(entry)
+    }
+
+    pub(super) fn entry(&self) -> Option<&ClientEntry> {
+        self.0.as_deref()
+    }
+}
+
+impl Drop for BlockedMark {
+    fn drop(&mut self) {
+        if let Some(e) = &self.0 {
+            e.set_blocked(false);
+        }
+    }
+}
+
+/// Reads a blocked command's reply on `conn`. When CLIENT UNBLOCK asks
+/// (through `me`), the node is sent `CLIENT UNBLOCK <id> TIMEOUT|ERROR`
+/// for the connection and its answer is read as usual. `Err(how)` if the
+/// node could not be told (its id unknown, or the command refused): the
+/// connection must then be dropped.
+pub(super) async fn read_blocked(
+    conn: &mut Dedicated,
+    me: Option<&ClientEntry>,
+    pool: &DedicatedPool,
+) -> Result<ReplyResult, Unblock> {
+    let Some(me) = me else {
+        return Ok(conn.read().await);
+    };
+    let how = tokio::select! {
+        reply = conn.read() => return Ok(reply),
+        how = me.unblocked() => how,
+    };
+    let Some(id) = conn.client_id() else {
+        return Err(how);
+    };
+    let mode = match how {
+        Unblock::Timeout => "TIMEOUT",
+        Unblock::Error => "ERROR",
+    };
+    let told = match pool.get(conn.addr(), false).await {
+        Ok(mut other) => {
+            let frame = encode::command(&["CLIENT", "UNBLOCK", &id.to_string(), mode]);
+            match other.call(&frame).await {
+                Ok(r) => {
+                    pool.put(other);
+                    error_text(&r).is_none()
+                }
+                Err(_) => false,
+            }
+        }
+        Err(_) => false,
+    };
+    // Told (or already answering: `:0`), the node's reply follows.
+    if told {
+        Ok(conn.read().await)
+    } else {
+        Err(how)
+    }
+}
+
+/// The reply to a command CLIENT UNBLOCK ended at the proxy: Redis's
+/// UNBLOCKED error, or the command's reply on timeout.
+pub(super) fn unblocked_reply(how: Unblock, command: &[u8], resp3: bool) -> Bytes {
+    match how {
+        Unblock::Error => Bytes::from_static(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"),
+        Unblock::Timeout if command.eq_ignore_ascii_case(b"wait") => encode::integer(0),
+        Unblock::Timeout if resp3 => encode::null(true),
+        Unblock::Timeout
+            if command.eq_ignore_ascii_case(b"blmove")
+                || command.eq_ignore_ascii_case(b"brpoplpush") =>
+        {
+            encode::null(false)
+        }
+        Unblock::Timeout => encode::null_array(),
     }
 }

@@ -8,7 +8,7 @@ use crate::cluster::slot::SlotTable;
 use crate::command::fanout::{self, Plan};
 use crate::command::local::{self, Ctx};
 use crate::command::router::{self, Route, Router};
-use crate::command::CommandTable;
+use crate::command::{policy, CommandSpec, CommandTable, Flags};
 use crate::error::ProxyError;
 use crate::frontend::pending::{Dispatched, Pending};
 use crate::resp::{encode, Request};
@@ -74,6 +74,17 @@ impl Session {
             // would otherwise sit in every dispatch's future, so in every
             // active client's.
             Box::pin(self.flush_staged()).await;
+        }
+        if let Some(spec) = spec {
+            let writes = spec.flags.contains(Flags::WRITE) || policy::may_replicate(&spec.name);
+            if self.shared.proxy.pause.active() && !Box::pin(self.paused(spec, writes)).await {
+                return Dispatched::Now(Pending::Ready(ProxyError::ShuttingDown.to_resp()));
+            }
+            if writes {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.mark_writes();
+                }
+            }
         }
         if self.txn.is_some() {
             return Dispatched::Now(Pending::Ready(Box::pin(self.queue(route, req)).await));
@@ -164,6 +175,26 @@ impl Session {
             }
             Route::Forward { target, readonly } => Dispatched::Forward { target, readonly },
         }
+    }
+
+    /// CLIENT PAUSE: holds a command while the pause holds it (a WRITE
+    /// pause, those that write; EXEC when a queued command writes), after
+    /// this read's earlier requests are sent. CLIENT PAUSE and UNPAUSE
+    /// themselves go through, so a pause can always be lifted. False if
+    /// the client went away meanwhile.
+    async fn paused(&mut self, spec: &CommandSpec, writes: bool) -> bool {
+        if matches!(spec.name.as_str(), "client|pause" | "client|unpause") {
+            return true;
+        }
+        let writes =
+            writes || (spec.name == "exec" && self.txn.as_ref().is_some_and(|t| t.writes()));
+        let shared = self.shared.clone();
+        let pause = &shared.proxy.pause;
+        if pause.holds(writes).is_none() {
+            return true;
+        }
+        self.flush_staged().await;
+        self.while_client_waits(pause.hold(writes)).await.is_some()
     }
 
     /// Sends a fan-out's parts on this client's lane; the writer completes

@@ -263,13 +263,14 @@ impl Session {
             // pipelined in one read share it (one clock read per read).
             let started = self.frames.decoder().last_progress;
             self.last_request = started;
-            let (dispatched, req) = match item {
+            let (dispatched, req, silent) = match item {
                 None => return End::Closed,
                 Some(Ok(req)) => {
                     intake.bytes += req.frame().len() as u64;
                     intake.requests += 1;
                     let (slots, commands) = (slot_table.load(), command_table.load());
-                    (self.dispatch(&req, slots, commands).await, req)
+                    let silent = self.client.reply.drops(&req);
+                    (self.dispatch(&req, slots, commands).await, req, silent)
                 }
                 Some(Err(ProtocolError::Io(e))) => {
                     debug!(client = id, error = %e, "client read failed");
@@ -290,6 +291,7 @@ impl Session {
                 command: self.command.take().unwrap_or(*UNKNOWN_COMMAND),
                 frame: None,
                 name: self.client.name.clone(),
+                silent,
             };
             let sent = match dispatched {
                 Dispatched::Forward { target, readonly } => {

@@ -29,6 +29,8 @@ pub(crate) struct Txn {
     queued: Vec<Bytes>,
     /// A command failed to queue: EXEC will abort.
     dirty: bool,
+    /// A queued command writes (a WRITE pause holds EXEC).
+    writes: bool,
 }
 
 /// What a command inside MULTI does.
@@ -87,6 +89,16 @@ impl Txn {
     fn refuse(&mut self, e: ProxyError) -> InMulti {
         self.dirty = true;
         InMulti::Reply(e.to_resp())
+    }
+
+    /// Notes that a queued command writes.
+    pub(crate) fn mark_writes(&mut self) {
+        self.writes = true;
+    }
+
+    /// Whether a queued command writes.
+    pub(crate) fn writes(&self) -> bool {
+        self.writes
     }
 
     /// Whether a command failed to queue (EXEC aborts).

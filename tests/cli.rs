@@ -170,3 +170,75 @@ fn health_subcommand_probes_the_admin_server() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("admin.listen is not set"), "{out}");
 }
+
+#[test]
+fn log_redirects_names_each_absorbed_moved_and_sums_them_per_refresh() {
+    let cluster = Cluster::start(3, 0);
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slotproxy.toml");
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[frontend]\nlisten = \"127.0.0.1:{port}\"\n[cluster]\nseeds = [{}]\nrefresh_interval = \"1h\"\n[log]\nredirects = true\n",
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let _proxy = Running(
+        Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start slotproxy"),
+    );
+    let url = format!("redis://127.0.0.1:{port}/");
+    common::wait_until(Duration::from_secs(20), "slotproxy answers PING", || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    });
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // "a" is in slot 15495; moved while the proxy's table still has the old owner.
+    let slot = slotproxy::cluster::slot::key_slot(b"a");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.move_empty_slot(slot);
+    let v: Option<String> = redis::cmd("GET").arg("a").query(&mut con).unwrap();
+    assert_eq!(v, None);
+    let line = format!("from=127.0.0.1:{from} to=127.0.0.1:{to}");
+    // Fields as plain `key=value` (no colours, no quotes).
+    let text = || {
+        let raw = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut plain = String::new();
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\u{1b}' => {
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                }
+                '"' => {}
+                c => plain.push(c),
+            }
+        }
+        plain
+    };
+    let logged = common::poll_until(Duration::from_secs(10), || {
+        let text = text();
+        text.contains("MOVED absorbed")
+            && text.contains(&format!("slot={slot}"))
+            && text.contains(&line)
+            && text.contains("moved=1")
+    });
+    assert!(logged, "{}", text());
+}

@@ -322,7 +322,7 @@ impl Node {
 }
 
 /// Owns one backend connection: connects lazily, reconnects with
-/// exponential backoff, and exits when the node is dropped.
+/// exponential backoff with jitter, and exits when the node is dropped.
 async fn connection_task(
     addr: String,
     rx: queue::Receiver<Job>,
@@ -360,14 +360,18 @@ async fn connection_task(
             }
             Err(reason) => {
                 health.store(false, Ordering::Relaxed);
-                warn!(backend = %addr, %reason, retry_in = ?backoff, "backend connect failed");
+                // Half fixed, half random ("equal jitter"): proxies that lost
+                // a node together do not all reconnect at the same instant,
+                // and none comes back sooner than half the backoff.
+                let wait = backoff / 2 + (backoff / 2).mul_f64(rand::random::<f64>());
+                warn!(backend = %addr, %reason, retry_in = ?wait, "backend connect failed");
                 s.refresh.notify_one();
                 let err = ProxyError::BackendUnavailable(reason);
                 for job in unwritten.drain(..) {
                     job.reply.fail(&err);
                 }
                 // Until the next attempt, the node is unreachable: fail fast.
-                let sleep = tokio::time::sleep(backoff);
+                let sleep = tokio::time::sleep(wait);
                 tokio::pin!(sleep);
                 loop {
                     tokio::select! {

@@ -5,10 +5,12 @@
 //! * [`topology`]: discovery and the refresher that swaps in new tables.
 //! * [`redirect`]: the pure classification of a backend outcome.
 //! * [`retry`]: target resolution and the one redirect follower.
+//! * [`redirect_log`]: `log.redirects` and the per-refresh summary.
 //! * [`check`]: `slotproxy check`, a one-shot cluster validation.
 
 pub mod check;
 pub mod redirect;
+pub mod redirect_log;
 pub mod retry;
 pub mod slot;
 pub mod topology;

@@ -1,8 +1,9 @@
 //! Redirects and the one decision about what a backend outcome means.
 //!
 //! [`classify`] is a pure function: given a request's outcome (a reply or
-//! a transport error) and what kind of request it was, it says whether the
-//! outcome is final or names the next attempt. The retry module
+//! a transport error), what kind of request it was and which node errors
+//! are retried (`retry.retryable_errors`), it says whether the outcome is
+//! final or names the next attempt. The retry module
 //! acts on that verdict for every kind of request.
 
 use crate::backend::ReplyResult;
@@ -87,11 +88,13 @@ pub enum Verdict {
     },
     /// `-ASK`: re-send to the importing node, after ASKING.
     Ask {
+        /// The slot.
+        slot: u16,
         /// The importing node.
         addr: String,
     },
-    /// `-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`, `-MASTERDOWN`: back off,
-    /// then re-send.
+    /// A node error in `retry.retryable_errors` (by default `-TRYAGAIN`,
+    /// `-CLUSTERDOWN`, `-LOADING`, `-MASTERDOWN`): back off, then re-send.
     Transient,
     /// `-NOSCRIPT`: load the script (if its body is known), then re-send.
     NoScript,
@@ -100,12 +103,21 @@ pub enum Verdict {
     WaitForMaster,
 }
 
-/// Error replies after which the request is re-sent unchanged.
-const TRANSIENT: [&[u8]; 4] = [b"-TRYAGAIN", b"-CLUSTERDOWN", b"-LOADING", b"-MASTERDOWN"];
+/// The code of an error reply: its first word (`CLUSTERDOWN` of
+/// `-CLUSTERDOWN The cluster is down`).
+pub fn error_code(frame: &[u8]) -> &[u8] {
+    let rest = frame.strip_prefix(b"-").unwrap_or_default();
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r')
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
 
-/// Classifies a request's outcome. Pure: the follower in the retry module
-/// acts on the verdict.
-pub fn classify(outcome: &ReplyResult, kind: Kind) -> Verdict {
+/// Classifies a request's outcome; `retryable` holds the error codes
+/// re-sent after a back-off. Pure: the follower in the retry module acts
+/// on the verdict.
+pub fn classify(outcome: &ReplyResult, kind: Kind, retryable: &[String]) -> Verdict {
     match outcome {
         Ok(frame) => {
             if !is_error(frame) {
@@ -113,12 +125,12 @@ pub fn classify(outcome: &ReplyResult, kind: Kind) -> Verdict {
             }
             match Redirect::parse(frame) {
                 Some(Redirect::Moved { slot, addr }) => return Verdict::Moved { slot, addr },
-                Some(Redirect::Ask { addr, .. }) => return Verdict::Ask { addr },
+                Some(Redirect::Ask { slot, addr }) => return Verdict::Ask { slot, addr },
                 None => {}
             }
             if frame.starts_with(b"-NOSCRIPT") {
                 Verdict::NoScript
-            } else if TRANSIENT.iter().any(|p| frame.starts_with(p)) {
+            } else if retryable.iter().any(|c| c.as_bytes() == error_code(frame)) {
                 Verdict::Transient
             } else {
                 Verdict::Final
@@ -178,6 +190,15 @@ mod tests {
         Ok(bytes::Bytes::from_static(s.as_bytes()))
     }
 
+    /// [`classify`] with the default retryable errors.
+    fn classify(outcome: &ReplyResult, kind: Kind) -> Verdict {
+        let retryable: Vec<String> = crate::config::DEFAULT_RETRYABLE_ERRORS
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        super::classify(outcome, kind, &retryable)
+    }
+
     #[test]
     fn replies_that_are_not_errors_are_final() {
         for r in ["+OK\r\n", ":1\r\n", "$1\r\nx\r\n", "*0\r\n", "_\r\n"] {
@@ -202,6 +223,7 @@ mod tests {
         assert_eq!(
             classify(&reply("-ASK 3999 127.0.0.1:7002\r\n"), WRITE),
             Verdict::Ask {
+                slot: 3999,
                 addr: "127.0.0.1:7002".into()
             }
         );
@@ -223,6 +245,34 @@ mod tests {
             classify(&reply("-NOSCRIPT No matching script\r\n"), WRITE),
             Verdict::NoScript
         );
+        // A code matches whole: a longer word is another error.
+        assert_eq!(
+            classify(&reply("-LOADINGX not a real error\r\n"), WRITE),
+            Verdict::Final
+        );
+    }
+
+    #[test]
+    fn the_retryable_set_is_configurable() {
+        let busy = vec!["BUSY".to_string(), "READONLY".to_string()];
+        let r = |s| super::classify(&reply(s), WRITE, &busy);
+        assert_eq!(
+            r("-BUSY Redis is busy running a script\r\n"),
+            Verdict::Transient
+        );
+        assert_eq!(
+            r("-READONLY You can't write against a read only replica.\r\n"),
+            Verdict::Transient
+        );
+        assert_eq!(r("-TRYAGAIN x\r\n"), Verdict::Final, "not in the set");
+        // Redirects are followed whatever the set.
+        assert!(matches!(
+            r("-MOVED 1 127.0.0.1:1\r\n"),
+            Verdict::Moved { .. }
+        ));
+        assert_eq!(error_code(b"-ERR x\r\n"), b"ERR");
+        assert_eq!(error_code(b"-ERR\r\n"), b"ERR");
+        assert_eq!(error_code(b"+OK\r\n"), b"");
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!   `addr`.
 //! * `-ASK slot addr`: `ASKING` and the request go to `addr` on one
 //!   connection; the table is left alone.
-//! * `-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`, `-MASTERDOWN`: re-sent after an
-//!   exponential backoff, within `retry.max_retries` and `retry.budget`.
+//! * A node error in `retry.retryable_errors` (by default `-TRYAGAIN`,
+//!   `-CLUSTERDOWN`, `-LOADING`, `-MASTERDOWN`): re-sent after a back-off
+//!   (`retry.backoff`: exponential with full jitter by default), within
+//!   `retry.max_retries` and `retry.budget`.
 //! * Never written (node unreachable, no master for the slot): re-resolved
 //!   and re-sent once the slot has a reachable master, within
 //!   `retry.master_wait`.
@@ -40,9 +42,10 @@ use tracing::debug;
 
 use crate::backend::{recv_reply, Lane, Node, ReplyResult, ReplyRx};
 use crate::cluster::redirect::{classify, Kind, Verdict};
+use crate::cluster::redirect_log::Redirected;
 use crate::cluster::slot::{SharedSlotTable, SlotTable};
 use crate::cluster::topology::Topology;
-use crate::config::{ReadFrom, RetryConfig};
+use crate::config::{Backoff, ReadFrom, RetryConfig};
 use crate::error::ProxyError;
 use crate::resp::{encode, error_text, is_error, Value};
 
@@ -305,7 +308,7 @@ impl Retrier {
             readonly: false,
             fixed_node: true,
         };
-        match classify(outcome, kind) {
+        match classify(outcome, kind, &self.policy.load().retryable_errors) {
             Verdict::Moved { slot, addr } => self.topology.apply_moved(slot, &addr),
             Verdict::Transient => self.topology.trigger().notify_one(),
             _ => {}
@@ -411,7 +414,7 @@ impl Follower<'_> {
     pub fn decide(&mut self, outcome: &mut ReplyResult, frame: &Bytes) -> Option<(Hop, Duration)> {
         let r = self.retrier;
         let c = &r.counters;
-        let verdict = classify(outcome, self.kind);
+        let verdict = classify(outcome, self.kind, &self.policy.retryable_errors);
         // A NOSCRIPT whose script the proxy never saw is final.
         let script = match verdict {
             Verdict::NoScript => Some(r.script_for(frame)?),
@@ -436,6 +439,10 @@ impl Follower<'_> {
             Verdict::Moved { slot, addr } => {
                 c.moved.fetch_add(1, Ordering::Relaxed);
                 debug!(slot, to = %addr, "MOVED: slot table patched, request re-sent");
+                let from = r.table.load().master(slot).map(|n| n.addr().to_string());
+                r.topology
+                    .redirects
+                    .record(Redirected::Moved, slot, from.as_deref(), &addr);
                 r.topology.apply_moved(slot, &addr);
                 self.retries += 1;
                 // A fixed-node part is not re-routed.
@@ -447,9 +454,13 @@ impl Follower<'_> {
                     asking: false,
                 }
             }
-            Verdict::Ask { addr } => {
+            Verdict::Ask { slot, addr } => {
                 c.ask.fetch_add(1, Ordering::Relaxed);
                 debug!(to = %addr, "ASK: request re-sent with ASKING");
+                let from = r.table.load().master(slot).map(|n| n.addr().to_string());
+                r.topology
+                    .redirects
+                    .record(Redirected::Ask, slot, from.as_deref(), &addr);
                 self.retries += 1;
                 Hop::To { addr, asking: true }
             }
@@ -500,11 +511,37 @@ impl Follower<'_> {
         Some(hop)
     }
 
-    /// The wait before this attempt; the next one waits twice as long, up
-    /// to `retry.backoff_max`.
+    /// The wait before this attempt (`retry.backoff`): the exponential
+    /// wait doubles up to `retry.backoff_max`; with jitter, a random part
+    /// of it is waited.
     fn back_off(&mut self) -> Duration {
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.policy.backoff_max);
-        wait
+        let cap = self.backoff;
+        if self.policy.backoff != Backoff::Constant {
+            self.backoff = (self.backoff * 2).min(self.policy.backoff_max);
+        }
+        match self.policy.backoff {
+            Backoff::Exponential | Backoff::Constant => cap,
+            Backoff::ExponentialJitter => full_jitter(cap),
+        }
+    }
+}
+
+/// A uniformly random wait of at most `cap` ("full jitter").
+pub fn full_jitter(cap: Duration) -> Duration {
+    cap.mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_jitter_spreads_waits_up_to_the_cap() {
+        let cap = Duration::from_millis(400);
+        let waits: Vec<Duration> = (0..1000).map(|_| full_jitter(cap)).collect();
+        assert!(waits.iter().all(|w| *w <= cap));
+        let early = waits.iter().filter(|w| **w < cap / 2).count();
+        // Half below the middle, give or take what chance allows.
+        assert!((350..650).contains(&early), "{early}");
     }
 }

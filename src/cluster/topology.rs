@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendSettings, Node};
+use crate::cluster::redirect_log::RedirectLog;
 use crate::cluster::slot::{SharedSlotTable, SlotRange, SlotTable, SLOTS};
 use crate::command::Commands;
 use crate::config::Tunable;
@@ -39,6 +40,8 @@ pub struct Topology {
     state: Mutex<State>,
     refreshes: AtomicU64,
     lag: Mutex<Vec<ReplicaLag>>,
+    /// `log.redirects`, and the redirects summed per refresh.
+    pub redirects: RedirectLog,
 }
 
 /// How far one replica is behind its master.
@@ -106,6 +109,7 @@ impl Topology {
             state: Mutex::new(State::default()),
             refreshes: AtomicU64::new(0),
             lag: Mutex::new(Vec::new()),
+            redirects: RedirectLog::default(),
         })
     }
 
@@ -269,6 +273,7 @@ impl Topology {
     async fn adopt(&self, ranges: Vec<SlotRange>, from: &str) {
         self.publish(ranges, from);
         self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.redirects.summary(self.table.load().version());
         self.probe_masters().await;
         self.maybe_refresh_commands().await;
     }

@@ -236,6 +236,30 @@ pub struct RetryConfig {
     /// reachable master again (node down, failover in progress).
     #[serde(with = "humantime_serde")]
     pub master_wait: Duration,
+    /// How the wait between retries grows.
+    pub backoff: Backoff,
+    /// Node errors (their code, the first word) after which a request is
+    /// re-sent. MOVED and ASK are always followed.
+    pub retryable_errors: Vec<String>,
+}
+
+/// The node errors retried by default (`retry.retryable_errors`): the
+/// cluster is changing, and the same request will succeed shortly.
+pub const DEFAULT_RETRYABLE_ERRORS: [&str; 4] =
+    ["TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN"];
+
+/// How the wait between retries grows from `backoff_min` to `backoff_max`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// Doubles each time.
+    Exponential,
+    /// A random wait up to the exponential one ("full jitter"), so proxies
+    /// that met the same error do not retry in lockstep.
+    #[default]
+    ExponentialJitter,
+    /// Always `backoff_min`.
+    Constant,
 }
 
 impl Default for RetryConfig {
@@ -246,6 +270,11 @@ impl Default for RetryConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             master_wait: Duration::from_secs(15),
+            backoff: Backoff::ExponentialJitter,
+            retryable_errors: DEFAULT_RETRYABLE_ERRORS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
         }
     }
 }
@@ -436,6 +465,8 @@ pub struct LogConfig {
     pub level: String,
     /// Output format.
     pub format: LogFormat,
+    /// Log each MOVED and ASK the proxy absorbs, at info (rate-limited).
+    pub redirects: bool,
 }
 
 impl Default for LogConfig {
@@ -443,6 +474,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".to_string(),
             format: LogFormat::Text,
+            redirects: false,
         }
     }
 }

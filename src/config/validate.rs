@@ -49,12 +49,21 @@ pub fn changed_keys(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
 }
 
 impl Config {
-    /// Parses TOML text (no validation).
+    /// Parses TOML text (no validation). Unknown keys are all reported at
+    /// once, each with the closest valid key.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: origin.to_string(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let unknown = match toml::from_str::<toml::Table>(text) {
+            Ok(table) => unknown_keys(&table),
+            Err(e) => return Err(parse_error(e.to_string())),
+        };
+        if !unknown.is_empty() {
+            return Err(parse_error(unknown.join("; ")));
+        }
+        toml::from_str(text).map_err(|e| parse_error(e.to_string()))
     }
 
     /// Reads the optional file and applies overrides, without validating
@@ -250,6 +259,18 @@ impl Config {
                 r.backoff_min, r.backoff_max
             ));
         }
+        for code in &r.retryable_errors {
+            if matches!(code.as_str(), "MOVED" | "ASK") {
+                p.push(format!(
+                    "retry.retryable_errors: {code} is always followed as a redirect; remove it"
+                ));
+            } else if code.is_empty() || !code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            {
+                p.push(format!(
+                    "retry.retryable_errors: {code:?} is not an error code (the first word of a node error, in capitals, such as TRYAGAIN)"
+                ));
+            }
+        }
         if self.runtime.threads > 1024 {
             p.push(format!(
                 "runtime.threads: {} is out of range 0..=1024",
@@ -268,6 +289,87 @@ impl Config {
             Err(Problems(p))
         }
     }
+}
+
+/// Names other tools (and earlier drafts of this config) use for our keys:
+/// a last segment here points to the key that does that job.
+const ALIASES: &[(&str, &str)] = &[
+    ("backoff_base_ms", "retry.backoff_min"),
+    ("backoff_base", "retry.backoff_min"),
+    ("base_backoff", "retry.backoff_min"),
+    ("backoff_max_ms", "retry.backoff_max"),
+    ("max_backoff", "retry.backoff_max"),
+    ("backoff_strategy", "retry.backoff"),
+    ("strategy", "retry.backoff"),
+    ("max_attempts", "retry.max_retries"),
+    ("max_redirects", "retry.max_retries"),
+    ("retry_config", "retry"),
+    ("log_redirects", "log.redirects"),
+    ("retryable_errors", "retry.retryable_errors"),
+    ("read_preference", "cluster.read_from"),
+    ("metrics_listen", "admin.listen"),
+];
+
+/// Every key of `table` (nested tables walked, arrays not: serde checks
+/// inside them) that no configuration has, each with a suggestion.
+fn unknown_keys(table: &toml::Table) -> Vec<String> {
+    let known = flatten(&Config::default());
+    let mut paths = Vec::new();
+    fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(inner) => walk(&path, inner, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    walk("", table, &mut paths);
+    paths
+        .into_iter()
+        .filter(|path| {
+            // Known, or under a known optional table (`frontend.tls`), whose
+            // keys serde checks.
+            let mut prefix = path.as_str();
+            loop {
+                if known.contains_key(prefix) {
+                    return false;
+                }
+                match prefix.rfind('.') {
+                    Some(i) => prefix = &prefix[..i],
+                    None => return true,
+                }
+            }
+        })
+        .map(|path| match closest_key(&path, &known) {
+            Some(s) => format!("unknown key `{path}`: did you mean `{s}`?"),
+            None => format!("unknown key `{path}` (config/slotproxy.toml lists every key)"),
+        })
+        .collect()
+}
+
+/// The valid key closest to an unknown one: a known alias of its last
+/// segment, else the most similar key (same last segment in another
+/// table, or a near spelling).
+fn closest_key(path: &str, known: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    if let Some((_, to)) = ALIASES.iter().find(|(a, _)| *a == last) {
+        return Some(to.to_string());
+    }
+    known
+        .keys()
+        .map(|k| {
+            let k_last = k.rsplit('.').next().unwrap_or(k);
+            let score = strsim::jaro_winkler(path, k).max(strsim::jaro_winkler(last, k_last));
+            (score, k)
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.clone())
 }
 
 fn positive(p: &mut Vec<String>, key: &str, v: usize) {
@@ -322,6 +424,59 @@ mod tests {
         let e = Config::default().validate().unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert!(e.0[0].starts_with("cluster.seeds"));
+    }
+
+    #[test]
+    fn unknown_keys_are_all_named_with_the_closest_valid_one() {
+        let text = r#"
+            [cluster]
+            seeds = ["127.0.0.1:7000"]
+            refresh_intervall = "5s"
+            [retry]
+            backoff_base_ms = 100
+            [log]
+            log_redirects = true
+            [frontend.tls]
+            cert_file = "c.pem"
+            [nonsense]
+            zzz = 1
+        "#;
+        let e = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("`cluster.refresh_intervall`: did you mean `cluster.refresh_interval`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`retry.backoff_base_ms`: did you mean `retry.backoff_min`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`log.log_redirects`: did you mean `log.redirects`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("unknown key `nonsense.zzz` (config/slotproxy.toml"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("frontend.tls"),
+            "keys of an optional table are serde's: {e}"
+        );
+        // A misplaced key points to its table.
+        let e = Config::from_toml("[cluster]\nmax_retries = 3\n", "t").unwrap_err();
+        assert!(
+            e.to_string().contains("did you mean `retry.max_retries`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn retryable_errors_are_error_codes_and_not_redirects() {
+        let mut c = valid();
+        c.retry.retryable_errors = vec!["BUSY".into(), "MOVED".into(), "try again".into()];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.0[0].contains("MOVED is always followed"));
     }
 
     #[test]

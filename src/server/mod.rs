@@ -107,6 +107,7 @@ impl Server {
             commands.clone(),
             settings.clone(),
         );
+        topology.redirects.set_enabled(config.log.redirects);
         if let Err(e) = topology.refresh().await {
             warn!(error = %e, "initial cluster discovery failed; retrying in the background");
         }

@@ -139,6 +139,7 @@ impl Reload for Reloader {
             .connect_timeout
             .set(new.backend.connect_timeout);
         self.topology.reconfigure(&new.cluster);
+        self.topology.redirects.set_enabled(new.log.redirects);
         self.drain_timeout.set(new.frontend.drain_timeout);
         let (old_max, new_max) = (current.frontend.max_clients, new.frontend.max_clients);
         if new_max > old_max {

@@ -6,7 +6,7 @@ help:
 	@echo "make run    start a local 6-node Redis Cluster and slotproxy on 127.0.0.1:6380"
 	@echo "make stop   stop the local cluster"
 	@echo "make test   install test dependencies, run unit, property and integration tests and deploy-lint"
-	@echo "make deploy-lint  hadolint the Dockerfile, validate the Kubernetes manifests and the systemd unit"
+	@echo "make deploy-lint  hadolint the Dockerfile, validate the Kubernetes manifests, the alerting rules and the systemd unit"
 	@echo "make lint   module graph (no import cycle, no file over 800 lines), rustfmt --check and clippy -D warnings, the fuzz targets included"
 	@echo "make bench  direct cluster vs slotproxy side by side (writes docs/benchmarks.md)"
 	@echo "make microbench  criterion micro-benchmarks: codec, slot hashing, fan-out"
@@ -31,13 +31,17 @@ test: test-deps
 	cargo test --doc
 	cargo test --all-targets
 
-# Static checks of deploy/ (the dashboard is checked by tests/deploy.rs).
+# Static checks of deploy/ (the dashboard is checked by tests/deploy.rs): the
+# Dockerfile, the Kubernetes manifests, the alerting rules (checked, and
+# unit-tested with promtool), the systemd unit.
 # The installs are in test-deps; call `make test-deps` first when running
 # this alone on a fresh machine.
 deploy-lint:
 	hadolint deploy/docker/Dockerfile
 	@echo "hadolint deploy/docker/Dockerfile: OK"
 	python3 deploy/kubernetes/check.py
+	promtool check rules deploy/prometheus/slotproxy-rules.yaml
+	cd deploy/prometheus && promtool test rules slotproxy-rules.test.yaml
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
 		out="$$(systemd-analyze verify deploy/systemd/slotproxy.service 2>&1 | grep -v 'slotproxy is not executable' || true)"; \
 		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; \

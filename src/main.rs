@@ -85,7 +85,7 @@ enum Command {
     /// curl, so it serves as a container HEALTHCHECK in a distroless image.
     Health {
         /// Admin address, HOST:PORT. Default: admin.listen of --config (a
-        /// wildcard address is probed on loopback), else 127.0.0.1:9121.
+        /// wildcard address is probed on loopback), else 127.0.0.1:8391.
         #[arg(long, value_name = "ADDR")]
         admin: Option<String>,
         /// Ask /readyz (all slots served, not draining) instead of /healthz.
@@ -98,7 +98,7 @@ enum Command {
 }
 
 /// Where `slotproxy health` looks without --admin.
-const DEFAULT_ADMIN: &str = "127.0.0.1:9121";
+const DEFAULT_ADMIN: &str = "127.0.0.1:8391";
 
 /// Runs `slotproxy health`: one HTTP/1.1 GET over a plain TCP connection.
 fn run_health(addr: &str, ready: bool, timeout: Duration) -> ExitCode {
@@ -124,7 +124,7 @@ fn probe(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, Str
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
     let mut last = std::io::Error::other("address resolves to nothing");
     for mut sa in addr.to_socket_addrs()? {
-        // A wildcard listen address (0.0.0.0:9121) is reachable on loopback.
+        // A wildcard listen address (0.0.0.0:8391) is reachable on loopback.
         if sa.ip().is_unspecified() {
             sa.set_ip(match sa.ip() {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),

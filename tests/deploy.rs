@@ -389,3 +389,69 @@ fn shipped_configurations_load() {
         assert!(toml.contains("[admin]"), "{manifest}: no admin server");
     }
 }
+
+/// The `expr:` of every rule in deploy/prometheus/slotproxy-rules.yaml
+/// (one line, or a folded block under `expr: >-`).
+fn alert_expressions() -> Vec<String> {
+    let text = std::fs::read_to_string("deploy/prometheus/slotproxy-rules.yaml").unwrap();
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((indent, rest)) = line.split_once("expr:") else {
+            continue;
+        };
+        let rest = rest.trim();
+        if rest != ">-" {
+            out.push(rest.to_string());
+            continue;
+        }
+        let mut expr = Vec::new();
+        while let Some(next) = lines.peek() {
+            if next.len() - next.trim_start().len() <= indent.len() {
+                break;
+            }
+            expr.push(next.trim());
+            lines.next();
+        }
+        out.push(expr.join(" "));
+    }
+    out
+}
+
+#[test]
+fn alert_rules_query_only_exported_metrics_and_labels() {
+    let exported = exported_metrics();
+    let exprs = alert_expressions();
+    assert_eq!(exprs.len(), 5, "{exprs:?}");
+    let mut problems = Vec::new();
+    for q in &exprs {
+        let refs = scan(q);
+        if refs.metrics.is_empty() {
+            problems.push(format!("no slotproxy metric in {q}"));
+        }
+        let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+        for m in &refs.metrics {
+            match resolve(&exported, m) {
+                Ok(labels) => known.extend(labels),
+                Err(e) => problems.push(e),
+            }
+        }
+        for (m, label) in &refs.selector_labels {
+            if let Ok(labels) = resolve(&exported, m) {
+                if !labels.contains(&label.as_str()) {
+                    problems.push(format!("{m} has no label {label:?} (in {q})"));
+                }
+            }
+        }
+        for label in &refs.grouping_labels {
+            if !known.contains(label.as_str()) {
+                problems.push(format!("grouping by unknown label {label:?} in {q}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "rule problems:\n{}",
+        problems.join("\n")
+    );
+}

@@ -11,11 +11,16 @@
    the Prometheus Operator's CRD schema that the example uses (field names,
    types, the duration pattern, required fields), written down below; the
    full CRD schema is not bundled anywhere offline.
+   PrometheusRule (same CRD group) likewise; its groups must equal
+   deploy/prometheus/slotproxy-rules.yaml, which promtool checks and
+   unit-tests (make deploy-lint).
 3. What no schema can see: probes hit /healthz and /readyz on the admin port
    of the mounted configuration, the Prometheus annotations and the
    PodMonitor point at it, the sidecar listens on 127.0.0.1:6379, every file
    the configuration names is on a mounted volume, the grace period covers
-   preStop + frontend.drain_timeout, and the pods run as the image's user.
+   preStop + frontend.drain_timeout, the pods run as the image's user and
+   mount no service account token, and a NetworkPolicy opens the admin port
+   of every slotproxy pod to a namespace (Prometheus's) rather than to all.
 
 Exits 1 on any problem, listing all of them.
 """
@@ -101,6 +106,54 @@ PODMONITOR_SCHEMA = {
     },
 }
 
+# The subset of monitoring.coreos.com/v1 PrometheusRule that the example uses.
+PROMETHEUSRULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": PODMONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "required": ["groups"],
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": {"type": "string", "pattern": DURATION},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+RULES_FILE = ROOT / "deploy/prometheus/slotproxy-rules.yaml"
+
 problems = []
 
 
@@ -148,6 +201,39 @@ def check_podmonitor(path, doc):
         problem(where, f"{'.'.join(str(p) for p in e.path)}: {e.message}")
     if len(problems) == before:
         print(f"checked {where} against the PodMonitor CRD subset")
+
+
+def check_prometheusrule(path, doc):
+    where = f"{path.name}: PrometheusRule/{doc.get('metadata', {}).get('name')}"
+    before = len(problems)
+    for e in jsonschema.Draft202012Validator(PROMETHEUSRULE_SCHEMA).iter_errors(doc):
+        problem(where, f"{'.'.join(str(p) for p in e.path)}: {e.message}")
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    if doc.get("spec", {}).get("groups") != rules.get("groups"):
+        problem(where, f"spec.groups differ from {RULES_FILE.relative_to(ROOT)}")
+    if len(problems) == before:
+        print(f"checked {where} against the PrometheusRule CRD subset and {RULES_FILE.name}")
+
+
+def check_admin_policy(deployment, labels, ports, policies):
+    """Some NetworkPolicy selects the pod and opens its admin port to a namespace only."""
+    # A policy names the port by name or by number.
+    admin = {"slotproxy-admin", ports.get("slotproxy-admin")}
+    for path, policy in policies:
+        spec = policy["spec"]
+        selector = spec.get("podSelector", {}).get("matchLabels", {})
+        if not all(labels.get(k) == v for k, v in selector.items()):
+            continue
+        for rule in spec.get("ingress", []):
+            if not any(p.get("port") in admin for p in rule.get("ports", [])):
+                continue
+            sources = rule.get("from", [])
+            if not sources:
+                problem(f"{path.name}: NetworkPolicy/{policy['metadata']['name']}", "opens the admin port to everyone")
+            elif all("namespaceSelector" in f and "podSelector" not in f for f in sources):
+                print(f"cross-checked {deployment}: admin port open to a namespace only")
+                return
+    problem(deployment, "no NetworkPolicy opens its admin port (slotproxy-admin) to a namespace only")
 
 
 def check_slotproxy_pod(path, deploy, configmaps):
@@ -238,6 +324,9 @@ def check_slotproxy_pod(path, deploy, configmaps):
     if mains and pre_stop == 0:
         problem(where, "a shared proxy needs a preStop sleep so endpoints are removed before the drain")
 
+    if spec.get("automountServiceAccountToken") is not False:
+        problem(where, "automountServiceAccountToken is not false (slotproxy needs no API token)")
+
     uid = image_user()
     run_as = proxy.get("securityContext", {}).get("runAsUser", spec.get("securityContext", {}).get("runAsUser"))
     if run_as is not None and run_as != uid:
@@ -257,11 +346,17 @@ def main():
     configmaps = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "ConfigMap"}
     pods = []
     monitors = []
+    policies = []
     for path, doc in docs:
         if doc.get("kind") == "PodMonitor":
             check_podmonitor(path, doc)
             monitors.append((path, doc))
             continue
+        if doc.get("kind") == "PrometheusRule":
+            check_prometheusrule(path, doc)
+            continue
+        if doc.get("kind") == "NetworkPolicy":
+            policies.append((path, doc))
         validate_core(path, doc)
         if doc["kind"] == "Deployment":
             spec = doc["spec"]["template"]["spec"]
@@ -271,6 +366,8 @@ def main():
                     pods.append((f"{path.name}: Deployment/{doc['metadata']['name']}", *pod))
     if not pods:
         problem("deploy/kubernetes", "no Deployment runs a container named slotproxy")
+    for deployment, labels, ports in pods:
+        check_admin_policy(deployment, labels, ports, policies)
     for path, monitor in monitors:
         where = f"{path.name}: PodMonitor/{monitor['metadata']['name']}"
         selector = monitor["spec"]["selector"].get("matchLabels", {})

@@ -264,6 +264,8 @@ fn client_list_and_kill_see_every_client_of_the_proxy() {
         list.contains(&format!("id={their_id} ")) && list.contains("name=victim"),
         "{list}"
     );
+    // The other client's last command, as Redis shows it.
+    let _: Option<String> = redis::cmd("GET").arg("k").query(&mut other).unwrap();
     let only: String = redis::cmd("CLIENT")
         .arg("LIST")
         .arg("ID")
@@ -271,6 +273,21 @@ fn client_list_and_kill_see_every_client_of_the_proxy() {
         .query(&mut me)
         .unwrap();
     assert_eq!(only.lines().count(), 1, "{only}");
+    assert!(only.contains(" cmd=get "), "{only}");
+    // One server's fields, in its order (newer servers' lib-name and
+    // lib-ver may follow).
+    let reference = Standalone::start();
+    let theirs: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query(&mut reference.conn())
+        .unwrap();
+    let keys = |line: &str| -> Vec<String> {
+        line.split_whitespace()
+            .map(|f| f.split('=').next().unwrap().to_string())
+            .collect()
+    };
+    let ours = keys(&only);
+    assert_eq!(ours[..keys(&theirs).len()], keys(&theirs)[..], "{only}");
     // SKIPME (the default) spares the caller; the other one is closed.
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")

@@ -140,6 +140,9 @@ pub struct CommandSpec {
     key_specs: Vec<KeySpec>,
     pub(super) subcommands: NameMap,
     raw: Bytes,
+    /// Its number for CLIENT LIST's `cmd`
+    /// ([`crate::ops::clients::intern_command`]).
+    pub number: u32,
 }
 
 impl CommandSpec {
@@ -519,6 +522,7 @@ fn parse_entry(v: &Value, raw: Bytes, parent: Option<&str>) -> Result<CommandSpe
         }
     }
     let policy = policy::classify(&name, parent, flags, !key_specs.is_empty());
+    let number = crate::ops::clients::intern_command(&name);
     Ok(CommandSpec {
         metrics: CommandMetrics::new(&name),
         name,
@@ -528,6 +532,7 @@ fn parse_entry(v: &Value, raw: Bytes, parent: Option<&str>) -> Result<CommandSpe
         key_specs,
         subcommands,
         raw,
+        number,
     })
 }
 

@@ -88,7 +88,7 @@ pub fn serve<G: Send + 'static>(
     let peer_addr = stream.peer_addr().ok();
     // CLIENT KILL cancels this session's own token; shutdown cancels all.
     let shutdown = shutdown.child_token();
-    let registration = shared.proxy.clients.register(ClientEntry::new(
+    let entry = Arc::new(ClientEntry::new(
         id,
         match (unix, &shared.proxy.unix_client) {
             (true, Some(name)) => name.clone(),
@@ -101,6 +101,7 @@ pub fn serve<G: Send + 'static>(
         unix,
         shutdown.clone(),
     ));
+    let registration = shared.proxy.clients.register(entry.clone());
     let (rd, wr) = stream.into_split();
     let settings = shared.frontend.load();
     // The reader and the writer run in one task, polled in turn (`in_turn`).
@@ -110,8 +111,7 @@ pub fn serve<G: Send + 'static>(
         shared: shared.clone(),
         client: ClientState {
             peer_addr,
-            unix,
-            ..ClientState::new(id, local_addr)
+            ..ClientState::with_entry(local_addr, entry)
         },
         keys: Vec::new(),
         tx,
@@ -291,7 +291,7 @@ mod tests {
         // step per idle client. A tripwire at the size measured last
         // (docs/benchmarks.md, "Figures behind the code").
         let kept = std::mem::size_of::<Session>() + std::mem::size_of::<Writer>();
-        assert!(kept <= 688, "idle session state grew to {kept} bytes");
+        assert!(kept <= 632, "idle session state grew to {kept} bytes");
     }
 
     /// The peek under `ReadHalf::poll_input`: a fresh socket is not

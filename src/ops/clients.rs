@@ -3,9 +3,10 @@
 //! session touches its entry only when its name, user or protocol changes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -26,7 +27,14 @@ pub struct ClientEntry {
     pub connected: Instant,
     name: Mutex<Option<Bytes>>,
     user: Mutex<Option<String>>,
+    /// CLIENT SETINFO LIB-NAME and LIB-VER.
+    lib: Mutex<(Option<String>, Option<String>)>,
     resp3: AtomicBool,
+    /// The last command (its [`intern_command`] number; 0 before the
+    /// first), and when it was read, in ms after `connected`: CLIENT
+    /// LIST's `cmd` and `idle`. One relaxed store each per request.
+    last_command: AtomicU32,
+    last_ms: AtomicU64,
     /// Cancelled by CLIENT KILL: the session ends as on shutdown (the
     /// requests it read are answered, then the connection closes).
     kill: CancellationToken,
@@ -58,7 +66,10 @@ impl ClientEntry {
             connected: Instant::now(),
             name: Mutex::new(None),
             user: Mutex::new(None),
+            lib: Mutex::new((None, None)),
             resp3: AtomicBool::new(false),
+            last_command: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
             kill,
             blocked: AtomicBool::new(false),
             unblock: AtomicU8::new(0),
@@ -74,6 +85,55 @@ impl ClientEntry {
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<String> {
         self.user.lock().expect("client lock").clone()
+    }
+
+    /// CLIENT SETINFO LIB-NAME and LIB-VER.
+    pub fn lib(&self) -> (Option<String>, Option<String>) {
+        self.lib.lock().expect("client lock").clone()
+    }
+
+    /// Sets LIB-NAME (`name`) or LIB-VER.
+    pub fn set_lib(&self, name: bool, value: String) {
+        let mut lib = self.lib.lock().expect("client lock");
+        if name {
+            lib.0 = Some(value);
+        } else {
+            lib.1 = Some(value);
+        }
+    }
+
+    /// Records a request: its command (an [`intern_command`] number),
+    /// read at `at`.
+    pub fn note_command(&self, command: u32, at: Instant) {
+        self.last_command.store(command, Ordering::Relaxed);
+        let ms = at.saturating_duration_since(self.connected).as_millis();
+        self.last_ms.store(ms as u64, Ordering::Relaxed);
+    }
+
+    /// The last command's name, if any (CLIENT LIST's `cmd`).
+    pub fn last_command(&self) -> Option<String> {
+        command_name(self.last_command.load(Ordering::Relaxed))
+    }
+
+    /// Seconds since the last request (or since connecting).
+    pub fn idle_secs(&self) -> u64 {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.connected.elapsed().saturating_sub(last).as_secs()
+    }
+
+    /// Records the client's new name.
+    pub fn set_name(&self, name: Option<Bytes>) {
+        *self.name.lock().expect("client lock") = name;
+    }
+
+    /// Records the client's user.
+    pub fn set_user(&self, user: Option<String>) {
+        *self.user.lock().expect("client lock") = user;
+    }
+
+    /// Records the client's protocol.
+    pub fn set_resp3(&self, resp3: bool) {
+        self.resp3.store(resp3, Ordering::Relaxed);
     }
 
     /// Whether the client speaks RESP3.
@@ -122,6 +182,34 @@ impl ClientEntry {
     }
 }
 
+/// Command names by number, for [`ClientEntry::note_command`]: a request
+/// stores a number, and only CLIENT LIST takes the lock.
+static COMMANDS: Mutex<Option<Interned>> = Mutex::new(None);
+
+/// Numbers by name, and names by number (less one).
+type Interned = (HashMap<String, u32>, Vec<String>);
+
+/// The number of a command name (from 1; the same name keeps its number
+/// across command-table refreshes).
+pub fn intern_command(name: &str) -> u32 {
+    let mut guard = COMMANDS.lock().expect("commands lock");
+    let (by_name, names) = guard.get_or_insert_with(Default::default);
+    if let Some(&n) = by_name.get(name) {
+        return n;
+    }
+    names.push(name.to_string());
+    let n = names.len() as u32;
+    by_name.insert(name.to_string(), n);
+    n
+}
+
+/// The name of an [`intern_command`] number.
+fn command_name(n: u32) -> Option<String> {
+    let guard = COMMANDS.lock().expect("commands lock");
+    let (_, names) = guard.as_ref()?;
+    names.get(n.checked_sub(1)? as usize).cloned()
+}
+
 /// Every connected client.
 #[derive(Debug, Default)]
 pub struct Clients {
@@ -146,12 +234,9 @@ impl Drop for Registration {
 
 impl Clients {
     /// Registers a client until the returned registration is dropped.
-    pub fn register(self: &Arc<Self>, entry: ClientEntry) -> Registration {
+    pub fn register(self: &Arc<Self>, entry: Arc<ClientEntry>) -> Registration {
         let id = entry.id;
-        self.map
-            .lock()
-            .expect("clients lock")
-            .insert(id, Arc::new(entry));
+        self.map.lock().expect("clients lock").insert(id, entry);
         Registration {
             clients: self.clone(),
             id,
@@ -172,27 +257,6 @@ impl Clients {
     pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
         self.map.lock().expect("clients lock").get(&id).cloned()
     }
-
-    fn with(&self, id: u64, f: impl FnOnce(&ClientEntry)) {
-        if let Some(e) = self.map.lock().expect("clients lock").get(&id) {
-            f(e);
-        }
-    }
-
-    /// Records a client's new name.
-    pub fn set_name(&self, id: u64, name: Option<Bytes>) {
-        self.with(id, |e| *e.name.lock().expect("client lock") = name);
-    }
-
-    /// Records a client's user.
-    pub fn set_user(&self, id: u64, user: Option<String>) {
-        self.with(id, |e| *e.user.lock().expect("client lock") = user);
-    }
-
-    /// Records a client's protocol.
-    pub fn set_resp3(&self, id: u64, resp3: bool) {
-        self.with(id, |e| e.resp3.store(resp3, Ordering::Relaxed));
-    }
 }
 
 #[cfg(test)]
@@ -204,8 +268,11 @@ mod tests {
         let clients = Arc::new(Clients::default());
         let kill = CancellationToken::new();
         let entry = ClientEntry::new(7, "a:1".into(), "b:2".into(), false, kill.clone());
-        let reg = clients.register(entry);
-        clients.set_name(7, Some(Bytes::from_static(b"n")));
+        let reg = clients.register(Arc::new(entry));
+        clients
+            .get(7)
+            .unwrap()
+            .set_name(Some(Bytes::from_static(b"n")));
         let all = clients.all();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name().as_deref(), Some(&b"n"[..]));
@@ -225,7 +292,7 @@ mod tests {
             false,
             CancellationToken::new(),
         );
-        let _reg = clients.register(entry);
+        let _reg = clients.register(Arc::new(entry));
         let e = clients.get(1).expect("registered");
         assert!(!e.unblock(Unblock::Error), "not blocked");
         e.set_blocked(true);

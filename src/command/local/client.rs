@@ -1,55 +1,48 @@
 //! CLIENT INFO, LIST, KILL, UNBLOCK, PAUSE and REPLY: the proxy's own
 //! clients, in Redis's format.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{not_an_integer, ClientState, ReplyMode};
 use crate::error::ProxyError;
-use crate::ops::clients::Unblock;
+use crate::ops::clients::{ClientEntry, Unblock};
 use crate::ops::pause::PauseMode;
 use crate::ops::stats::ProxyInfo;
 use crate::resp::{encode, Request};
 
-/// A CLIENT INFO line for this connection, in Redis's format (a client of
-/// the Unix socket, named `unix`, is listed as Redis lists one: `addr=PATH:0
-/// laddr=PATH:0 flags=U`).
-pub(super) fn client_line(c: &ClientState, unix: Option<&str>) -> String {
-    // Redis's flag for a Unix socket client is U.
-    let (addr, laddr, flags) = match (c.unix, unix) {
-        (true, Some(name)) => (name.to_string(), name.to_string(), "U"),
-        _ => (
-            c.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
-            c.local_addr.to_string(),
-            "N",
-        ),
-    };
-    let name = c
-        .name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
+/// A CLIENT INFO/LIST line for a client of this proxy, in Redis's format
+/// (a client of the Unix socket is listed as Redis lists one: `addr=PATH:0
+/// laddr=PATH:0 flags=U`). Fields about a node's buffers have no meaning
+/// at the proxy and are 0.
+pub(super) fn client_line(e: &ClientEntry) -> String {
+    let name = e
+        .name()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
         .unwrap_or_default();
+    let (lib_name, lib_ver) = e.lib();
     format!(
-        "id={} addr={addr} laddr={laddr} fd=-1 name={name} age={} idle=0 flags={flags} db=0 sub=0 psub=0 ssub=0 \
-         multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
-        c.id,
-        c.connected.elapsed().as_secs(),
-        if c.resp3 { 3 } else { 2 },
-        c.lib.0.as_deref().unwrap_or(""),
-        c.lib.1.as_deref().unwrap_or(""),
+        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={} db=0 sub=0 psub=0 \
+         ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
+         tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+        e.id,
+        e.addr,
+        e.laddr,
+        e.connected.elapsed().as_secs(),
+        e.idle_secs(),
+        if e.unix { "U" } else { "N" },
+        e.last_command().as_deref().unwrap_or("NULL"),
+        e.user().unwrap_or_else(|| "default".into()),
+        if e.resp3() { 3 } else { 2 },
+        lib_name.unwrap_or_default(),
+        lib_ver.unwrap_or_default(),
     )
 }
 
-/// CLIENT LIST [TYPE type] [ID id ...]: every client of this proxy (the
-/// caller's own line in full), as Redis lists a server's.
-pub(super) fn client_list(
-    req: &Request,
-    me: &ClientState,
-    proxy: &ProxyInfo,
-) -> Result<Bytes, ProxyError> {
+/// CLIENT LIST [TYPE type] [ID id ...]: every client of this proxy, as
+/// Redis lists a server's.
+pub(super) fn client_list(req: &Request, proxy: &ProxyInfo) -> Result<Bytes, ProxyError> {
     let mut ids: Option<Vec<u64>> = None;
     let mut normal = true;
     let mut i = 2;
@@ -85,30 +78,9 @@ pub(super) fn client_list(
     }
     let mut out = String::new();
     for e in proxy.clients.all() {
-        if !normal || ids.as_ref().is_some_and(|ids| !ids.contains(&e.id)) {
-            continue;
+        if normal && ids.as_ref().is_none_or(|ids| ids.contains(&e.id)) {
+            out.push_str(&client_line(&e));
         }
-        if e.id == me.id {
-            out.push_str(&client_line(me, proxy.unix_client.as_deref()));
-            continue;
-        }
-        let name = e
-            .name()
-            .map(|n| String::from_utf8_lossy(&n).into_owned())
-            .unwrap_or_default();
-        let flags = if e.unix { "U" } else { "N" };
-        let _ = writeln!(
-            out,
-            "id={} addr={} laddr={} fd=-1 name={name} age={} idle=0 flags={flags} db=0 sub=0 psub=0 \
-             ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
-             tot-mem=0 events=r cmd=NULL user={} redir=-1 resp={} lib-name= lib-ver=",
-            e.id,
-            e.addr,
-            e.laddr,
-            e.connected.elapsed().as_secs(),
-            e.user().unwrap_or_else(|| "default".into()),
-            if e.resp3() { 3 } else { 2 },
-        );
     }
     Ok(encode::bulk(out.as_bytes()))
 }

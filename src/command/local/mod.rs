@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
@@ -13,6 +12,7 @@ use crate::cluster::retry::RetryCounters;
 use crate::cluster::slot::{key_slot, SlotTable, SLOTS};
 use crate::command::{CommandSpec, CommandTable};
 use crate::error::ProxyError;
+use crate::ops::clients::ClientEntry;
 use crate::ops::stats::ProxyInfo;
 
 mod client;
@@ -32,10 +32,9 @@ pub struct ClientState {
     pub peer_addr: Option<SocketAddr>,
     /// Connected through `frontend.unix_socket`.
     pub unix: bool,
-    /// When the client connected.
-    pub connected: Instant,
-    /// CLIENT SETINFO LIB-NAME / LIB-VER.
-    pub lib: (Option<String>, Option<String>),
+    /// What the proxy's other clients see of this one (CLIENT LIST, KILL,
+    /// UNBLOCK), with when it connected and its CLIENT SETINFO.
+    pub entry: Arc<ClientEntry>,
     /// CLIENT SETNAME.
     pub name: Option<Bytes>,
     /// HELLO 3 switched this client to RESP3.
@@ -82,15 +81,20 @@ impl ReplyMode {
 }
 
 impl ClientState {
-    /// A fresh client.
+    /// A fresh client, with an entry of its own (the server registers it).
     pub fn new(id: u64, local_addr: SocketAddr) -> ClientState {
+        let entry = ClientEntry::new(id, String::new(), String::new(), false, Default::default());
+        ClientState::with_entry(local_addr, Arc::new(entry))
+    }
+
+    /// A fresh client whose entry is `entry`.
+    pub fn with_entry(local_addr: SocketAddr, entry: Arc<ClientEntry>) -> ClientState {
         ClientState {
-            id,
+            id: entry.id,
             local_addr,
             peer_addr: None,
-            unix: false,
-            connected: Instant::now(),
-            lib: (None, None),
+            unix: entry.unix,
+            entry,
             name: None,
             resp3: false,
             user: None,
@@ -128,10 +132,10 @@ pub fn execute(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Bytes {
         "client|setname" | "hello" | "auth" | "reset"
     ) {
         // What CLIENT LIST shows of this client to the others.
-        let (c, clients) = (&*ctx.client, &ctx.proxy.clients);
-        clients.set_name(c.id, c.name.clone());
-        clients.set_user(c.id, c.user.as_ref().map(|u| u.name.clone()));
-        clients.set_resp3(c.id, c.resp3);
+        let c = &*ctx.client;
+        c.entry.set_name(c.name.clone());
+        c.entry.set_user(c.user.as_ref().map(|u| u.name.clone()));
+        c.entry.set_resp3(c.resp3);
     }
     reply
 }
@@ -226,9 +230,9 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         "client|setinfo" => {
             let value = String::from_utf8_lossy(req.arg(3)).into_owned();
             if req.arg(2).eq_ignore_ascii_case(b"lib-name") {
-                client.lib.0 = Some(value);
+                client.entry.set_lib(true, value);
             } else if req.arg(2).eq_ignore_ascii_case(b"lib-ver") {
-                client.lib.1 = Some(value);
+                client.entry.set_lib(false, value);
             } else {
                 return Err(ProxyError::Syntax(format!(
                     "Unrecognized option '{}'",
@@ -238,10 +242,8 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             Bytes::from_static(encode::OK)
         }
         // This proxy connection only: other clients' sessions are not shared.
-        "client|info" => {
-            encode::bulk(client_line(client, ctx.proxy.unix_client.as_deref()).as_bytes())
-        }
-        "client|list" => client_list(req, client, ctx.proxy)?,
+        "client|info" => encode::bulk(client_line(&client.entry).as_bytes()),
+        "client|list" => client_list(req, ctx.proxy)?,
         "client|kill" => client_kill(req, client, ctx.proxy)?,
         "client|unblock" => client_unblock(req, ctx.proxy)?,
         "client|pause" => client_pause(req, ctx.proxy)?,

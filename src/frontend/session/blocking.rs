@@ -20,7 +20,6 @@ use crate::error::ProxyError;
 use crate::frontend::pending::reply_bytes;
 use crate::ops::clients::{ClientEntry, Unblock};
 use crate::resp::{encode, error_text, Request};
-use crate::server::shared::Shared;
 
 impl Session {
     /// A blocking command, after every earlier reply.
@@ -84,7 +83,7 @@ impl Session {
             }
         }
         let _blocked = shared.proxy.blocked();
-        let me = BlockedMark::new(&shared, self.client.id);
+        let me = BlockedMark::new(self.client.entry.clone());
         let read = read_blocked(&mut conn, me.entry(), &shared.dedicated);
         let reply = match self.while_client_waits(read).await? {
             Ok(Ok(reply)) => reply,
@@ -142,27 +141,22 @@ impl Session {
 }
 
 /// Marks a client as blocked (for CLIENT UNBLOCK) while it lives.
-pub(super) struct BlockedMark(Option<Arc<ClientEntry>>);
+pub(super) struct BlockedMark(Arc<ClientEntry>);
 
 impl BlockedMark {
-    pub(super) fn new(shared: &Shared, id: u64) -> BlockedMark {
-        let entry = shared.proxy.clients.get(id);
-        if let Some(e) = &entry {
-            e.set_blocked(true);
-        }
+    pub(super) fn new(entry: Arc<ClientEntry>) -> BlockedMark {
+        entry.set_blocked(true);
         BlockedMark(entry)
     }
 
-    pub(super) fn entry(&self) -> Option<&ClientEntry> {
-        self.0.as_deref()
+    pub(super) fn entry(&self) -> &ClientEntry {
+        &self.0
     }
 }
 
 impl Drop for BlockedMark {
     fn drop(&mut self) {
-        if let Some(e) = &self.0 {
-            e.set_blocked(false);
-        }
+        self.0.set_blocked(false);
     }
 }
 
@@ -173,12 +167,9 @@ impl Drop for BlockedMark {
 /// connection must then be dropped.
 pub(super) async fn read_blocked(
     conn: &mut Dedicated,
-    me: Option<&ClientEntry>,
+    me: &ClientEntry,
     pool: &DedicatedPool,
 ) -> Result<ReplyResult, Unblock> {
-    let Some(me) = me else {
-        return Ok(conn.read().await);
-    };
     let how = tokio::select! {
         reply = conn.read() => return Ok(reply),
         how = me.unblocked() => how,

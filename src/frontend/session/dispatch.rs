@@ -58,6 +58,11 @@ impl Session {
         let config_set = spec.is_some_and(|s| s.name == "config|set");
         self.command = spec.map(|s| s.metrics);
         if let Some(spec) = spec {
+            self.client
+                .entry
+                .note_command(spec.number, self.last_request);
+        }
+        if let Some(spec) = spec {
             if let Err(e) = auth.permit(self.client.user.as_deref(), spec) {
                 return Dispatched::Now(Pending::Ready(e.to_resp()));
             }

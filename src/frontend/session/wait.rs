@@ -35,7 +35,7 @@ impl Session {
         }
         let frame = req.frame().clone();
         let _blocked = shared.proxy.blocked();
-        let me = BlockedMark::new(&shared, self.client.id);
+        let me = BlockedMark::new(self.client.entry.clone());
         let me = me.entry();
         let each = masters.into_iter().map(|(addr, slot)| {
             let frame = frame.clone();

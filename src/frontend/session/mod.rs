@@ -324,6 +324,14 @@ impl Session {
         if self.staged.is_empty() {
             return true;
         }
+        if self.staged.len() == 1 {
+            // One request (every unpipelined one): sent alone, without the
+            // grouping's bookkeeping.
+            let (attempt, timing) = self.staged.pop().expect("one staged request");
+            let sent = self.shared.retrier.send(&attempt).await;
+            let item = (Pending::Routed(Routed { attempt, sent }), Some(timing));
+            return self.tx.send(item).await.is_ok();
+        }
         // Taken, then put back empty: its storage serves the next read.
         let mut staged = std::mem::take(&mut self.staged);
         let lane = self.lane();

@@ -281,6 +281,46 @@ fn dashboard_queries_only_exported_metrics_and_labels() {
 }
 
 #[test]
+fn dashboard_selects_by_namespace_and_pod() {
+    let text = std::fs::read_to_string(DASHBOARD).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = json["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(names, ["datasource", "namespace", "pod", "job", "instance"]);
+    // Every panel's selector of a slotproxy metric narrows to the chosen
+    // proxies (the variables cascade: namespace, pod, job, instance).
+    for (q, _) in dashboard_queries() {
+        if q.starts_with("label_values(") {
+            continue;
+        }
+        let selectors = q.matches("slotproxy_").count();
+        let narrowed = q
+            .matches(
+                "{namespace=~\"$namespace\", pod=~\"$pod\", job=~\"$job\", instance=~\"$instance\"",
+            )
+            .count();
+        assert_eq!(narrowed, selectors, "{q}");
+    }
+    let titles: Vec<&str> = json["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for title in [
+        "Latency (every request)",
+        "Replication lag (ms)",
+        "Slots in transfer",
+    ] {
+        assert!(titles.contains(&title), "no panel {title:?}: {titles:?}");
+    }
+}
+
+#[test]
 fn dashboard_queries_are_valid_promql() {
     // promtool parses rule expressions: one recording rule per query, with
     // Grafana's variables replaced by values.
@@ -290,6 +330,8 @@ fn dashboard_queries_are_valid_promql() {
     for (n, (q, _)) in dashboard_queries().iter().enumerate() {
         let q = q
             .replace("$__rate_interval", "1m")
+            .replace("$namespace", ".*")
+            .replace("$pod", ".*")
             .replace("$job", ".*")
             .replace("$instance", ".*");
         // label_values(...) is Grafana's, not PromQL: check its selector.

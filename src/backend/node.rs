@@ -245,19 +245,25 @@ impl Node {
     /// Sends `frame` on lane 0 and records whether the node answered in
     /// time with a non-error reply; returns the reply if it did.
     pub async fn probe(&self, frame: Bytes, timeout: Duration) -> Option<Bytes> {
+        let reply = self.request(frame, timeout).await;
+        self.health.store(reply.is_some(), Ordering::Relaxed);
+        reply
+    }
+
+    /// Sends `frame` on lane 0 and returns the reply if the node answered
+    /// in time without an error; reachability is left as it was.
+    pub async fn request(&self, frame: Bytes, timeout: Duration) -> Option<Bytes> {
         let lane = Lane {
             index: 0,
             resp3: false,
         };
-        let reply = match self.send(lane, frame).await {
+        match self.send(lane, frame).await {
             Ok(mut rx) => match tokio::time::timeout(timeout, recv_reply(&mut rx)).await {
                 Ok(Ok(r)) if !is_error(&r) => Some(r),
                 _ => None,
             },
             Err(_) => None,
-        };
-        self.health.store(reply.is_some(), Ordering::Relaxed);
-        reply
+        }
     }
 
     /// Queues `frame` (one complete RESP request) on connection `lane`

@@ -5,12 +5,14 @@
 //! happen every `cluster.refresh_interval`, and early when the data path
 //! signals trouble (a redirect, a broken or unreachable node). The cluster's
 //! `COMMAND` reply is fetched on the first discovery and whenever the set of
-//! nodes changes, and replaces the command table.
+//! nodes changes, and replaces the command table. Between refreshes a
+//! second task samples the masters' replication offsets (see
+//! [`crate::cluster::replication`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,8 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendSettings, Node};
 use crate::cluster::redirect_log::RedirectLog;
+pub use crate::cluster::replication::ReplicaLag;
+use crate::cluster::replication::{self, Replication};
 use crate::cluster::slot::{SharedSlotTable, SlotRange, SlotTable, SLOTS};
 use crate::command::Commands;
 use crate::config::Tunable;
@@ -28,6 +32,9 @@ use crate::resp::{encode, Value};
 const RETRY_EMPTY: Duration = Duration::from_millis(250);
 /// Least time between two refreshes triggered by the data path.
 const MIN_GAP: Duration = Duration::from_millis(100);
+/// How often the masters' replication offsets are sampled (or every
+/// refresh, if that is more often): the resolution of replication lag.
+const REPLICATION_POLL: Duration = Duration::from_secs(1);
 
 /// Discovers and tracks the cluster topology.
 pub struct Topology {
@@ -39,48 +46,9 @@ pub struct Topology {
     timeout: Tunable,
     state: Mutex<State>,
     refreshes: AtomicU64,
-    lag: Mutex<Vec<ReplicaLag>>,
+    replication: Replication,
     /// `log.redirects`, and the redirects summed per refresh.
     pub redirects: RedirectLog,
-}
-
-/// How far one replica is behind its master.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaLag {
-    /// The master's address.
-    pub master: String,
-    /// The replica's address (as the master reports it).
-    pub replica: String,
-    /// Master offset minus replica offset.
-    pub bytes: i64,
-    /// Seconds since the replica's last acknowledgement.
-    pub seconds: i64,
-}
-
-/// Parses a master's INFO replication into per-replica lag.
-fn parse_replication(master: &str, text: &str) -> Vec<ReplicaLag> {
-    let field = |line: &str, key: &str| -> Option<String> {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
-    };
-    let offset: i64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    text.lines()
-        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
-        .filter_map(|l| {
-            let l = l.split_once(':')?.1.trim();
-            let replica = format!("{}:{}", field(l, "ip")?, field(l, "port")?);
-            Some(ReplicaLag {
-                master: master.to_string(),
-                replica,
-                bytes: offset - field(l, "offset")?.parse::<i64>().ok()?,
-                seconds: field(l, "lag")?.parse().ok()?,
-            })
-        })
-        .collect()
 }
 
 #[derive(Default)]
@@ -108,7 +76,7 @@ impl Topology {
             timeout: Tunable::new(cfg.discovery_timeout),
             state: Mutex::new(State::default()),
             refreshes: AtomicU64::new(0),
-            lag: Mutex::new(Vec::new()),
+            replication: Replication::default(),
             redirects: RedirectLog::default(),
         })
     }
@@ -134,6 +102,17 @@ impl Topology {
 
     /// Runs the refresh loop until `shutdown` is cancelled.
     pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let poll = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(poll.interval.get().min(REPLICATION_POLL)) => {}
+                }
+                poll.poll_replication().await;
+            }
+        });
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -329,35 +308,76 @@ impl Topology {
 
     /// Asks every master for INFO replication through its pooled
     /// connection: reachability (reported by CLUSTER INFO, /readyz and the
-    /// metrics) and replication lag per replica.
+    /// metrics) and a replication sample. Then for CLUSTER NODES, where
+    /// each master marks the slots it is migrating or importing.
     async fn probe_masters(&self) {
         let table = self.table.load_full();
+        let timeout = self.timeout.get();
         let frame = encode::command(&["INFO", "replication"]);
         let probes = table
             .shards()
             .iter()
-            .map(|s| s.master.probe(frame.clone(), self.timeout.get()));
-        let mut lags = Vec::new();
-        for (shard, reply) in table
-            .shards()
-            .iter()
-            .zip(futures_util::future::join_all(probes).await)
-        {
-            match reply.and_then(|r| Value::parse(&r).ok()) {
-                Some(v) => {
-                    if let Some(text) = v.as_str() {
-                        lags.extend(parse_replication(shard.master.addr(), text));
-                    }
-                }
-                None => warn!(node = shard.master.addr(), "master did not answer"),
+            .map(|s| s.master.probe(frame.clone(), timeout));
+        let replies = futures_util::future::join_all(probes).await;
+        for (shard, reply) in table.shards().iter().zip(&replies) {
+            if reply.is_none() {
+                warn!(node = shard.master.addr(), "master did not answer");
             }
         }
-        *self.lag.lock().expect("lag lock") = lags;
+        self.record_replication(&table, &replies);
+        let frame = encode::command(&["CLUSTER", "NODES"]);
+        let nodes = table
+            .shards()
+            .iter()
+            .map(|s| s.master.request(frame.clone(), timeout));
+        let (mut migrating, mut importing) = (0, 0);
+        for reply in futures_util::future::join_all(nodes).await {
+            if let Some(text) = reply.as_ref().and_then(reply_text) {
+                let (m, i) = replication::migrations(&text);
+                migrating += m;
+                importing += i;
+            }
+        }
+        self.replication.set_migrations(migrating, importing);
     }
 
-    /// Replication lag per replica, from the last refresh.
+    /// Samples every master's replication offsets between refreshes
+    /// (reachability is left to the refresh).
+    async fn poll_replication(&self) {
+        let table = self.table.load_full();
+        let frame = encode::command(&["INFO", "replication"]);
+        let timeout = self.timeout.get();
+        let requests = table
+            .shards()
+            .iter()
+            .map(|s| s.master.request(frame.clone(), timeout));
+        let replies = futures_util::future::join_all(requests).await;
+        self.record_replication(&table, &replies);
+    }
+
+    fn record_replication(&self, table: &SlotTable, replies: &[Option<bytes::Bytes>]) {
+        let texts: Vec<Option<String>> = replies
+            .iter()
+            .map(|r| r.as_ref().and_then(reply_text))
+            .collect();
+        let sample: Vec<(&str, Option<&str>)> = table
+            .shards()
+            .iter()
+            .zip(&texts)
+            .map(|(s, t)| (s.master.addr(), t.as_deref()))
+            .collect();
+        self.replication.record(Instant::now(), &sample);
+    }
+
+    /// Replication lag per replica, from the last sample.
     pub fn replica_lag(&self) -> Vec<ReplicaLag> {
-        self.lag.lock().expect("lag lock").clone()
+        self.replication.lags()
+    }
+
+    /// Slots in MIGRATING and IMPORTING state, summed over the masters, as
+    /// of the last refresh.
+    pub fn slots_in_transfer(&self) -> (usize, usize) {
+        self.replication.migrations()
     }
 
     /// Fetches COMMAND from a node when the node set changed since the last fetch.
@@ -394,6 +414,11 @@ impl Topology {
             Err(e) => warn!(error = %e, "cannot fetch COMMAND from the cluster"),
         }
     }
+}
+
+/// The text of a bulk or verbatim reply (INFO, CLUSTER NODES).
+fn reply_text(frame: &bytes::Bytes) -> Option<String> {
+    Value::parse(frame).ok()?.as_str().map(str::to_string)
 }
 
 /// Number of slots the ranges cover.
@@ -531,22 +556,6 @@ mod tests {
                     replicas: vec!["10.0.0.9:7004".into()]
                 },
             ]
-        );
-    }
-
-    #[test]
-    fn replication_lag() {
-        let text = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n\
-                    slave0:ip=127.0.0.1,port=7004,state=online,offset=90,lag=1\r\n\
-                    master_repl_offset:100\r\n";
-        assert_eq!(
-            parse_replication("127.0.0.1:7000", text),
-            vec![ReplicaLag {
-                master: "127.0.0.1:7000".into(),
-                replica: "127.0.0.1:7004".into(),
-                bytes: 10,
-                seconds: 1,
-            }]
         );
     }
 

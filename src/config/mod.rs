@@ -34,6 +34,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Threads.
     pub runtime: RuntimeConfig,
+    /// What `/metrics` exports beyond the defaults.
+    pub metrics: MetricsConfig,
 }
 
 /// `[runtime]`: how many threads serve clients.
@@ -51,6 +53,17 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig { threads: 1 }
     }
+}
+
+/// `[metrics]`: optional series of `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Commands that get a latency histogram of their own
+    /// (`slotproxy_command_duration_seconds{command}`): names such as
+    /// `get` or `config|get` (a container name selects its subcommands),
+    /// or `*` for all. Each costs 18 series once the command is used.
+    pub command_histograms: Vec<String>,
 }
 
 /// `[frontend]`: the listener clients connect to.
@@ -566,6 +579,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "cluster.read_from",
     "log.format",
     "runtime.threads",
+    "metrics.command_histograms",
 ];
 
 /// A duration that can change at run time (configuration reload).

@@ -283,10 +283,36 @@ impl Config {
                 self.log.level
             ));
         }
+        check_command_names(&mut p, &self.metrics.command_histograms);
         if p.is_empty() {
             Ok(())
         } else {
             Err(Problems(p))
+        }
+    }
+}
+
+/// `metrics.command_histograms`: `*`, or names shaped like Redis command
+/// names (`get`, `config|get`); the command table comes from the cluster,
+/// so a name it lacks is only never used.
+fn check_command_names(p: &mut Vec<String>, names: &[String]) {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 64
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    for n in names {
+        let plausible = n == "*"
+            || match n.split_once('|') {
+                Some((cmd, sub)) => word(cmd) && word(sub),
+                None => word(n),
+            };
+        if !plausible {
+            p.push(format!(
+                "metrics.command_histograms: {n:?} is not a command name \
+                 (such as \"get\" or \"config|get\"), nor \"*\" for all"
+            ));
         }
     }
 }
@@ -502,6 +528,28 @@ mod tests {
         ] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
+    }
+
+    #[test]
+    fn command_histogram_names_are_checked() {
+        let c = Config::from_toml(
+            "[cluster]\nseeds = [\"a:1\"]\n[metrics]\n\
+             command_histograms = [\"get\", \"CONFIG|GET\", \"*\", \"\", \"get x\", \"a|b|c\"]\n",
+            "test",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("invalid configuration (3 problems)"), "{e}");
+        for bad in ["\"\"", "\"get x\"", "\"a|b|c\""] {
+            assert!(
+                e.contains(&format!("metrics.command_histograms: {bad}")),
+                "{e}"
+            );
+        }
+        let mut before = c.clone();
+        before.metrics = MetricsConfig::default();
+        let (applied, restart) = changed_keys(&before, &c);
+        assert!(applied.is_empty() && restart == ["metrics.command_histograms"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::ops::metrics::{CommandMetrics, METRICS};
+use crate::ops::metrics::{CommandHandles, CommandMetrics, METRICS};
 use crate::ops::stats::ProxyInfo;
 
 /// The writer's metrics of the replies it wrote since it last waited:
@@ -25,12 +25,16 @@ pub(crate) struct Tally<'a> {
     pub(crate) outstanding: &'a AtomicUsize,
     /// The frontend's "out" bytes counter, resolved once.
     pub(crate) bytes_out_counter: prometheus::IntCounter,
+    /// The proxy-wide request latency, every reply.
+    pub(crate) latency: prometheus::local::LocalHistogram,
 }
 
 /// One command's share of a [`Tally`].
 pub(crate) struct CommandTally {
     metrics: &'static CommandMetrics,
-    latency: prometheus::local::LocalHistogram,
+    handles: &'static CommandHandles,
+    /// When the command has a histogram of its own.
+    latency: Option<prometheus::local::LocalHistogram>,
     ok: u64,
     error: u64,
 }
@@ -48,12 +52,15 @@ impl<'a> Tally<'a> {
             answered: 0,
             outstanding,
             bytes_out_counter: METRICS.frontend_bytes.with_label_values(&["out"]),
+            latency: METRICS.requests.local(),
         }
     }
 
     /// A request answered after `took`, with an error reply or not.
     pub(crate) fn reply(&mut self, command: &'static CommandMetrics, took: Duration, error: bool) {
         self.answered += 1;
+        let took = took.as_secs_f64();
+        self.latency.observe(took);
         let i = match self
             .commands
             .iter()
@@ -63,11 +70,14 @@ impl<'a> Tally<'a> {
             None if self.commands.len() == Self::COMMANDS => {
                 // A client cycling through many commands: no local
                 // histogram per reply.
-                command.latency.observe(took.as_secs_f64());
+                let handles = command.handles();
+                if let Some(h) = &handles.latency {
+                    h.observe(took);
+                }
                 if error {
-                    command.error.inc();
+                    handles.error.inc();
                 } else {
-                    command.ok.inc();
+                    handles.ok.inc();
                 }
                 return;
             }
@@ -75,9 +85,11 @@ impl<'a> Tally<'a> {
                 // One more at a time: most clients use one or two commands
                 // (this is per active client).
                 self.commands.reserve_exact(1);
+                let handles = command.handles();
                 self.commands.push(CommandTally {
                     metrics: command,
-                    latency: command.latency.local(),
+                    handles,
+                    latency: handles.latency.as_ref().map(|h| h.local()),
                     ok: 0,
                     error: 0,
                 });
@@ -85,7 +97,9 @@ impl<'a> Tally<'a> {
             }
         };
         let c = &mut self.commands[i];
-        c.latency.observe(took.as_secs_f64());
+        if let Some(h) = &c.latency {
+            h.observe(took);
+        }
         if error {
             c.error += 1;
         } else {
@@ -102,6 +116,7 @@ impl<'a> Tally<'a> {
     /// reading: call before every wait.
     pub(crate) fn flush(&mut self) {
         self.now = None;
+        self.latency.flush();
         for c in &mut self.commands {
             c.flush();
         }
@@ -124,13 +139,15 @@ impl Drop for Tally<'_> {
 
 impl CommandTally {
     pub(crate) fn flush(&mut self) {
-        self.latency.flush();
+        if let Some(h) = &self.latency {
+            h.flush();
+        }
         if self.ok > 0 {
-            self.metrics.ok.inc_by(self.ok);
+            self.handles.ok.inc_by(self.ok);
             self.ok = 0;
         }
         if self.error > 0 {
-            self.metrics.error.inc_by(self.error);
+            self.handles.error.inc_by(self.error);
             self.error = 0;
         }
     }
@@ -178,9 +195,11 @@ mod tests {
 
     #[test]
     fn a_tally_adds_up_to_what_it_counted() {
+        crate::ops::metrics::set_command_histograms(&["tally-c".into(), "tally-d".into()]);
         let names = ["tally-a", "tally-b", "tally-c", "tally-d", "tally-e"];
         let metrics: Vec<&'static CommandMetrics> =
             names.iter().map(|n| CommandMetrics::new(n)).collect();
+        assert!(!metrics[0].used(), "no series before the first reply");
         let outstanding = AtomicUsize::new(100);
         let took = Duration::from_micros(300);
         {
@@ -191,19 +210,24 @@ mod tests {
                     tally.reply(m, took, i == 1 && round == 0);
                 }
             }
-            assert_eq!(metrics[0].ok.get(), 0, "held until the flush");
-            assert_eq!(metrics[4].ok.get(), 3, "a fifth command goes through");
+            let h = |i: usize| metrics[i].handles();
+            assert_eq!(h(0).ok.get(), 0, "held until the flush");
+            assert_eq!(h(4).ok.get(), 3, "a fifth command goes through");
+            assert_eq!(tally.latency.get_sample_count(), 15, "every reply");
             tally.flush();
             assert_eq!(outstanding.load(Ordering::Relaxed), 85);
-            assert_eq!(metrics[0].ok.get(), 3);
-            assert_eq!((metrics[1].ok.get(), metrics[1].error.get()), (2, 1));
-            assert_eq!(metrics[2].latency.get_sample_count(), 3);
+            assert_eq!(h(0).ok.get(), 3);
+            assert_eq!((h(1).ok.get(), h(1).error.get()), (2, 1));
+            assert!(h(0).latency.is_none(), "not selected");
+            assert_eq!(h(2).latency.as_ref().unwrap().get_sample_count(), 3);
             tally.reply(metrics[3], took, false);
         }
         // Dropped: flushed.
         assert_eq!(outstanding.load(Ordering::Relaxed), 84);
-        assert_eq!(metrics[3].ok.get(), 4);
-        assert_eq!(metrics[3].latency.get_sample_count(), 4);
-        assert!((metrics[3].latency.get_sample_sum() - 0.0012).abs() < 1e-9);
+        let d = metrics[3].handles();
+        assert_eq!(d.ok.get(), 4);
+        let latency = d.latency.as_ref().unwrap();
+        assert_eq!(latency.get_sample_count(), 4);
+        assert!((latency.get_sample_sum() - 0.0012).abs() < 1e-9);
     }
 }

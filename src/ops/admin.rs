@@ -95,6 +95,7 @@ fn scrape(state: &AdminState) -> Scrape {
         .iter()
         .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter()));
     let slots_ok = t.slots_ok();
+    let (slots_migrating, slots_importing) = state.topology.slots_in_transfer();
     Scrape {
         connected_clients: state.proxy.connected_clients.load(Ordering::Relaxed) as u64,
         total_connections: get(&state.proxy.total_connections),
@@ -125,6 +126,8 @@ fn scrape(state: &AdminState) -> Scrape {
                 seconds: l.seconds,
             })
             .collect(),
+        slots_migrating,
+        slots_importing,
     }
 }
 

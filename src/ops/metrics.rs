@@ -7,26 +7,36 @@
 //! nothing of the data path: the layers report to it.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Per-command handles, resolved once per command table entry.
+/// A command's metric handles, created on the command's first use: a
+/// command table entry costs no series until a client sends the command.
 #[derive(Debug)]
 pub struct CommandMetrics {
+    name: Box<str>,
+    handles: OnceLock<CommandHandles>,
+}
+
+/// The series of one command that has been used.
+#[derive(Debug)]
+pub struct CommandHandles {
     /// Replies that were not errors.
     pub ok: IntCounter,
     /// Error replies.
     pub error: IntCounter,
-    /// Time from reading the request to writing its reply.
-    pub latency: Histogram,
+    /// Time from reading the request to writing its reply, when
+    /// `metrics.command_histograms` selects the command.
+    pub latency: Option<Histogram>,
 }
 
 impl CommandMetrics {
-    /// Handles for `command` (a full name such as `get` or `object|encoding`).
+    /// The handles of `command` (a full name such as `get` or
+    /// `object|encoding`); no series exists until [`CommandMetrics::handles`].
     ///
     /// Interned for the life of the process, like the series they feed
     /// (the registry keeps every label value it has seen): one per command
@@ -37,15 +47,64 @@ impl CommandMetrics {
             LazyLock::new(Default::default);
         let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
         interned.entry(command.to_string()).or_insert_with(|| {
-            let m = &*METRICS;
             Box::leak(Box::new(CommandMetrics {
-                ok: m.commands.with_label_values(&[command, "ok"]),
-                error: m.commands.with_label_values(&[command, "error"]),
-                latency: m.latency.with_label_values(&[command]),
+                name: command.into(),
+                handles: OnceLock::new(),
             }))
         })
     }
+
+    /// The command's series, created on the first call (one atomic load on
+    /// every later one).
+    pub fn handles(&self) -> &CommandHandles {
+        self.handles.get_or_init(|| {
+            let m = &*METRICS;
+            let name = &*self.name;
+            CommandHandles {
+                ok: m.commands.with_label_values(&[name, "ok"]),
+                error: m.commands.with_label_values(&[name, "error"]),
+                latency: histogram_selected(name).then(|| m.latency.with_label_values(&[name])),
+            }
+        })
+    }
+
+    /// Whether the command's series exist yet.
+    pub fn used(&self) -> bool {
+        self.handles.get().is_some()
+    }
 }
+
+/// The commands given a latency histogram of their own
+/// (`metrics.command_histograms`): names, or `*` for all.
+static HISTOGRAMS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Selects the commands whose latency histogram is exported
+/// (`metrics.command_histograms`). A command's choice is made when it is
+/// first used, so this applies to commands not used yet: set it at start.
+pub fn set_command_histograms(names: &[String]) {
+    *HISTOGRAMS.write().unwrap_or_else(|e| e.into_inner()) =
+        names.iter().map(|n| n.to_ascii_lowercase()).collect();
+}
+
+/// Whether `command` gets a histogram: listed, `*` listed, or a
+/// subcommand whose container is listed (`config` selects `config|get`).
+fn histogram_selected(command: &str) -> bool {
+    selects(
+        &HISTOGRAMS.read().unwrap_or_else(|e| e.into_inner()),
+        command,
+    )
+}
+
+fn selects(list: &[String], command: &str) -> bool {
+    let parent = command.split('|').next().unwrap_or(command);
+    list.iter().any(|n| n == "*" || n == command || n == parent)
+}
+
+/// Latency buckets, from 100 µs (a pipelined GET) to 5 s (a blocking or
+/// slow command).
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// Every metric slotproxy exports.
 pub struct Metrics {
@@ -62,8 +121,10 @@ pub struct Metrics {
     pub backend_connections: IntGauge,
     /// Client TLS handshakes that failed or timed out.
     pub tls_handshake_failures: IntCounter,
+    /// Time from reading a request to writing its reply, every command.
+    pub requests: Histogram,
     frontend_connections: IntGauge,
-    frontend_connections_total: IntCounter,
+    frontend_connections_accepted: IntCounter,
     redirects: IntCounterVec,
     retries: IntCounterVec,
     slot_table_version: IntGauge,
@@ -74,8 +135,10 @@ pub struct Metrics {
     nodes_ok: IntGauge,
     nodes: IntGauge,
     masters_without_replica: IntGauge,
+    slots_migrating: IntGauge,
+    slots_importing: IntGauge,
     replica_lag_bytes: IntGaugeVec,
-    replica_lag_seconds: IntGaugeVec,
+    replica_lag_seconds: GaugeVec,
     /// Serializes scrapes (scrape-time counters are reset and re-added).
     scrape: Mutex<()>,
 }
@@ -105,6 +168,12 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     g
 }
 
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric");
+    r.register(Box::new(g.clone())).expect("register");
+    g
+}
+
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("metric");
     r.register(Box::new(c.clone())).expect("register");
@@ -117,17 +186,45 @@ impl Metrics {
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "slotproxy_command_duration_seconds",
-                "Time from reading a request to writing its reply, by command.",
+                "Time from reading a request to writing its reply, by command \
+                 (commands selected by metrics.command_histograms).",
             )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["command"],
         )
         .expect("metric");
         r.register(Box::new(latency.clone())).expect("register");
+        let requests = Histogram::with_opts(
+            HistogramOpts::new(
+                "slotproxy_request_duration_seconds",
+                "Time from reading a request to writing its reply, every command.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric");
+        r.register(Box::new(requests.clone())).expect("register");
+        let build_info = gauge_vec(
+            &r,
+            "slotproxy_build_info",
+            "Always 1; the labels say which build runs.",
+            &["version", "arch", "os"],
+        );
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH,
+                std::env::consts::OS,
+            ])
+            .set(1);
+        // CPU, memory, file descriptors and threads of this process, under
+        // the standard process_* names.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("register");
         Metrics {
+            requests,
             commands: counter_vec(
                 &r,
                 "slotproxy_commands_total",
@@ -168,9 +265,9 @@ impl Metrics {
                 "slotproxy_frontend_connections",
                 "Connected clients.",
             ),
-            frontend_connections_total: counter(
+            frontend_connections_accepted: counter(
                 &r,
-                "slotproxy_frontend_connections_total",
+                "slotproxy_frontend_connections_accepted_total",
                 "Clients accepted since start.",
             ),
             redirects: counter_vec(
@@ -225,16 +322,27 @@ impl Metrics {
                 "slotproxy_cluster_masters_without_replica",
                 "Masters that have no replica.",
             ),
+            slots_migrating: gauge(
+                &r,
+                "slotproxy_cluster_slots_migrating",
+                "Slots a master is migrating to another (MIGRATING), summed over the masters.",
+            ),
+            slots_importing: gauge(
+                &r,
+                "slotproxy_cluster_slots_importing",
+                "Slots a master is importing from another (IMPORTING), summed over the masters.",
+            ),
             replica_lag_bytes: gauge_vec(
                 &r,
                 "slotproxy_replica_lag_bytes",
                 "Replication offset difference between a master and its replica.",
                 &["master", "replica"],
             ),
-            replica_lag_seconds: gauge_vec(
+            replica_lag_seconds: float_gauge_vec(
                 &r,
                 "slotproxy_replica_lag_seconds",
-                "Seconds since the replica's last acknowledgement, as its master reports.",
+                "How long the master has been past the offset the replica last acknowledged \
+                 (0 when caught up), sampled about once a second.",
                 &["master", "replica"],
             ),
             registry: r,
@@ -258,8 +366,9 @@ pub struct Lag {
     pub replica: String,
     /// Replication offset difference.
     pub bytes: i64,
-    /// Seconds since the replica's last acknowledgement.
-    pub seconds: i64,
+    /// How far behind the replica is, in seconds (see
+    /// `cluster::replication`).
+    pub seconds: f64,
 }
 
 /// What a scrape reports besides the data-path counters: figures read from
@@ -293,6 +402,10 @@ pub struct Scrape {
     pub masters_without_replica: usize,
     /// Replication lag per replica.
     pub replica_lag: Vec<Lag>,
+    /// Slots in MIGRATING state, summed over the masters.
+    pub slots_migrating: usize,
+    /// Slots in IMPORTING state, summed over the masters.
+    pub slots_importing: usize,
 }
 
 /// Renders every metric in the Prometheus text format.
@@ -300,7 +413,7 @@ pub fn render(s: &Scrape) -> String {
     let m = &*METRICS;
     let _serial = m.scrape.lock().expect("scrape lock");
     m.frontend_connections.set(s.connected_clients as i64);
-    set_counter(&m.frontend_connections_total, s.total_connections);
+    set_counter(&m.frontend_connections_accepted, s.total_connections);
     for (kind, v) in &s.redirects {
         set_counter(&m.redirects.with_label_values(&[kind]), *v);
     }
@@ -316,6 +429,8 @@ pub fn render(s: &Scrape) -> String {
     m.nodes_ok.set(s.nodes_ok as i64);
     m.masters_without_replica
         .set(s.masters_without_replica as i64);
+    m.slots_migrating.set(s.slots_migrating as i64);
+    m.slots_importing.set(s.slots_importing as i64);
     m.replica_lag_bytes.reset();
     m.replica_lag_seconds.reset();
     for lag in &s.replica_lag {
@@ -350,6 +465,60 @@ pub fn error_kind(reply: &[u8]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_selection() {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!selects(&[], "get"));
+        assert!(selects(&list(&["*"]), "object|encoding"));
+        assert!(selects(&list(&["get", "set"]), "set"));
+        assert!(!selects(&list(&["get"]), "getex"));
+        assert!(selects(&list(&["config"]), "config|get"));
+        assert!(selects(&list(&["config|get"]), "config|get"));
+        assert!(!selects(&list(&["config|get"]), "config|set"));
+    }
+
+    #[test]
+    fn command_series_appear_on_first_use() {
+        let m = CommandMetrics::new("lazy-probe");
+        assert!(
+            std::ptr::eq(m, CommandMetrics::new("lazy-probe")),
+            "interned"
+        );
+        let before = render(&Scrape::default());
+        assert!(!before.contains("command=\"lazy-probe\""), "{before}");
+        m.handles().ok.inc();
+        let after = render(&Scrape::default());
+        assert!(
+            after.contains("{command=\"lazy-probe\",outcome=\"ok\"} 1"),
+            "{after}"
+        );
+        assert!(after.contains("{command=\"lazy-probe\",outcome=\"error\"} 0"));
+    }
+
+    #[test]
+    fn no_gauge_and_counter_share_a_name() {
+        use prometheus::proto::MetricType;
+        let _ = render(&Scrape::default());
+        let families = METRICS.registry.gather();
+        let mut seen = std::collections::HashMap::new();
+        for f in &families {
+            let name = f.name();
+            let base = match f.get_field_type() {
+                MetricType::COUNTER => name.strip_suffix("_total").unwrap_or(name),
+                _ => name,
+            };
+            if let Some(other) = seen.insert(base.to_string(), name.to_string()) {
+                panic!("{name} and {other} share the name {base}");
+            }
+        }
+        assert!(seen.len() > 20, "{seen:?}");
+        #[cfg(target_os = "linux")]
+        assert!(
+            seen.contains_key("process_resident_memory_bytes"),
+            "{seen:?}"
+        );
+    }
 
     #[test]
     fn error_kinds() {

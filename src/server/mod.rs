@@ -36,7 +36,7 @@ use crate::config::{Config, ReadFrom};
 use crate::error::ProxyError;
 use crate::frontend;
 use crate::ops::admin::{self, AdminState};
-use crate::ops::metrics::METRICS;
+use crate::ops::metrics::{self, METRICS};
 use crate::ops::slowlog::SlowLog;
 use crate::ops::stats::ProxyInfo;
 use crate::tls::{Stream, TlsAcceptor};
@@ -86,6 +86,7 @@ impl Server {
             None => None,
         };
         let shutdown = CancellationToken::new();
+        metrics::set_command_histograms(&config.metrics.command_histograms);
         let table: SharedSlotTable = Arc::new(ArcSwap::from_pointee(SlotTable::empty()));
         let commands = Commands::default();
         let link = Link::from_config(&config.backend).map_err(std::io::Error::other)?;

@@ -32,9 +32,9 @@ use crate::resp::{encode, Value};
 const RETRY_EMPTY: Duration = Duration::from_millis(250);
 /// Least time between two refreshes triggered by the data path.
 const MIN_GAP: Duration = Duration::from_millis(100);
-/// How often the masters' replication offsets are sampled (or every
-/// refresh, if that is more often): the resolution of replication lag.
-const REPLICATION_POLL: Duration = Duration::from_secs(1);
+/// How often a switched-off replication poll looks whether it was
+/// switched on by a reload.
+const POLL_OFF_CHECK: Duration = Duration::from_secs(1);
 
 /// Discovers and tracks the cluster topology.
 pub struct Topology {
@@ -44,6 +44,8 @@ pub struct Topology {
     seeds: Mutex<Vec<String>>,
     interval: Tunable,
     timeout: Tunable,
+    /// `cluster.replication_poll_interval`.
+    replication_poll: Tunable,
     state: Mutex<State>,
     refreshes: AtomicU64,
     replication: Replication,
@@ -74,6 +76,7 @@ impl Topology {
             seeds: Mutex::new(cfg.seeds.clone()),
             interval: Tunable::new(cfg.refresh_interval),
             timeout: Tunable::new(cfg.discovery_timeout),
+            replication_poll: Tunable::new(cfg.replication_poll_interval),
             state: Mutex::new(State::default()),
             refreshes: AtomicU64::new(0),
             replication: Replication::default(),
@@ -87,6 +90,7 @@ impl Topology {
         *self.seeds.lock().expect("seeds lock") = cfg.seeds.clone();
         self.interval.set(cfg.refresh_interval);
         self.timeout.set(cfg.discovery_timeout);
+        self.replication_poll.set(cfg.replication_poll_interval);
         self.settings.refresh.notify_one();
     }
 
@@ -106,11 +110,23 @@ impl Topology {
         let stop = shutdown.clone();
         tokio::spawn(async move {
             loop {
+                // Sampled this often (or at every refresh, if that is more
+                // often): the resolution of replication lag. Off (0), only
+                // refreshes sample, which a large fleet may prefer: every
+                // proxy asks every master.
+                let every = poll.replication_poll.get();
+                let wait = if every.is_zero() {
+                    POLL_OFF_CHECK
+                } else {
+                    every.min(poll.interval.get())
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(poll.interval.get().min(REPLICATION_POLL)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                poll.poll_replication().await;
+                if !every.is_zero() {
+                    poll.poll_replication().await;
+                }
             }
         });
         let me = self.clone();

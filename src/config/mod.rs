@@ -212,6 +212,10 @@ pub struct ClusterConfig {
     /// Timeout for one discovery round-trip (connect + CLUSTER SLOTS) to one node.
     #[serde(with = "humantime_serde")]
     pub discovery_timeout: Duration,
+    /// How often every master's replication offsets are sampled for
+    /// replica lag (0: only at each refresh).
+    #[serde(with = "humantime_serde")]
+    pub replication_poll_interval: Duration,
     /// Where read-only commands go.
     pub read_from: ReadFrom,
 }
@@ -298,6 +302,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             refresh_interval: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(2),
+            replication_poll_interval: Duration::from_secs(1),
             read_from: ReadFrom::Master,
         }
     }

@@ -242,3 +242,74 @@ fn log_redirects_names_each_absorbed_moved_and_sums_them_per_refresh() {
     });
     assert!(logged, "{}", text());
 }
+
+/// Starts the binary with no cluster to find (it logs a warning and
+/// serves) and its stderr going to `stderr`; returns once it logged that it
+/// accepts clients, read through `log`.
+fn log_until_serving(format: &str, stderr: Stdio, log: impl Fn() -> Vec<u8>) -> Vec<u8> {
+    let args = [
+        "--listen".to_string(),
+        format!("127.0.0.1:{}", common::free_port()),
+        "--seed".into(),
+        format!("127.0.0.1:{}", common::free_port()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slotproxy.toml");
+    std::fs::write(&config, format!("[log]\nformat = \"{format}\"\n")).unwrap();
+    let _proxy = Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let mut text = Vec::new();
+    common::wait_until(Duration::from_secs(20), "accepting clients logged", || {
+        text = log();
+        String::from_utf8_lossy(&text).contains("accepting clients")
+    });
+    text
+}
+
+#[test]
+fn logs_not_written_to_a_terminal_have_no_colour_codes() {
+    // Text to a file, as journald or `docker logs` keep it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slotproxy.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let text = log_until_serving("text", file.into(), || std::fs::read(&path).unwrap());
+    let shown = String::from_utf8_lossy(&text);
+    assert!(
+        shown.contains(" INFO ") && shown.contains(" WARN "),
+        "{shown}"
+    );
+    assert!(!text.contains(&0x1b), "ESC in a text log file: {shown:?}");
+
+    // JSON to a pipe: one object per line, no escape either.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = read.clone();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut reader = reader;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let json = log_until_serving("json", writer.into(), || read.lock().unwrap().clone());
+    assert!(!json.contains(&0x1b));
+    for line in String::from_utf8(json).unwrap().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v.is_object() && v["level"].is_string(), "{line}");
+    }
+}

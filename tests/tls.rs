@@ -1,7 +1,7 @@
 //! TLS: clients to the proxy (`redis-cli --tls`, client certificates),
 //! the proxy to a TLS-only-verified cluster (`--tls-port`, `tls-cluster`,
 //! client certificates required by the nodes), and certificates reloaded on
-//! SIGHUP.
+//! SIGHUP and when a mounted Secret is renewed.
 
 mod common;
 
@@ -365,4 +365,109 @@ fn certificates_reload_on_sighup() {
     std::fs::copy(&second.cert, &cert).unwrap();
     let reply = before.call(&["PROXY", "CONFIG", "RELOAD"]);
     assert!(reply.contains("certificates reloaded: frontend"), "{reply}");
+}
+
+/// The certificate the proxy at `port` serves to a new TLS client that
+/// trusts every CA in `cas`; None if the handshake fails.
+fn served_cert(port: u16, cas: &[&Path]) -> Option<Vec<u8>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for cert in rustls_pemfile_certs(&std::fs::read(ca).unwrap()) {
+            roots.add(cert).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).ok()?;
+    }
+    Some(conn.peer_certificates()?.first()?.to_vec())
+}
+
+/// The DER of the first certificate in a PEM file.
+fn der(pem: &Path) -> Vec<u8> {
+    rustls_pemfile_certs(&std::fs::read(pem).unwrap())[0].to_vec()
+}
+
+#[test]
+fn a_renewed_certificate_in_a_secret_volume_is_served_within_5s() {
+    let cluster = Cluster::start(1, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let first = make_tls(dir.path(), "first");
+    let second = make_tls(dir.path(), "second");
+    let read = std::fs::read;
+    // The Secret as Kubernetes mounts it (tls.crt -> ..data/tls.crt), and
+    // cert-manager's renewal as the kubelet applies it: a new ..data.
+    let mut secret = common::volume::Volume::new(
+        &dir.path().join("tls"),
+        &[
+            ("tls.crt", &read(&first.cert).unwrap()),
+            ("tls.key", &read(&first.key).unwrap()),
+        ],
+    );
+    let port = common::free_port();
+    let config = dir.path().join("slotproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[frontend]\nlisten = \"127.0.0.1:{port}\"\n\
+             [frontend.tls]\ncert_file = {:?}\nkey_file = {:?}\n\
+             [cluster]\nseeds = [\"{}\"]\n",
+            secret.path("tls.crt"),
+            secret.path("tls.key"),
+            cluster.seeds()[0]
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("slotproxy.log");
+    let _proxy = Running(
+        Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start slotproxy"),
+    );
+    let cas = [first.ca.as_path(), second.ca.as_path()];
+    common::wait_until(Duration::from_secs(20), "the first certificate", || {
+        served_cert(port, &cas) == Some(der(&first.cert))
+    });
+    let mut before = TlsConn::open(port, &first.ca);
+    assert_eq!(before.call(&["PING"]), "+PONG\r\n");
+
+    secret.update(&[
+        ("tls.crt", &read(&second.cert).unwrap()),
+        ("tls.key", &read(&second.key).unwrap()),
+    ]);
+    let renewed = std::time::Instant::now();
+    common::wait_until(Duration::from_secs(5), "the renewed certificate", || {
+        served_cert(port, &cas) == Some(der(&second.cert))
+    });
+    eprintln!("served {:?} after the renewal", renewed.elapsed());
+    assert_eq!(before.call(&["SET", "renewed", "1"]), "+OK\r\n");
+
+    // A certificate that does not load: logged with the file's key, and
+    // the renewed one stays in use.
+    secret.update(&[
+        ("tls.crt", b"garbage\n"),
+        ("tls.key", &read(&second.key).unwrap()),
+    ]);
+    let logged = || {
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        text.contains("configuration not reloaded") && text.contains("frontend.tls.cert_file")
+    };
+    common::wait_until(Duration::from_secs(5), "the broken file logged", logged);
+    assert_eq!(served_cert(port, &cas), Some(der(&second.cert)));
+    assert_eq!(tls_ok(port, &second.ca, None, &["GET", "renewed"]), "1");
 }

@@ -36,6 +36,27 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// What `/metrics` exports beyond the defaults.
     pub metrics: MetricsConfig,
+    /// Reload when the files change.
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`: reloading when the configuration or a file it names changes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the `--config` file and the certificate, key and password
+    /// files it names are read to see whether they changed (0s: never; then
+    /// only SIGHUP, `PROXY CONFIG RELOAD` and `POST /reload` reload).
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `[runtime]`: how many threads serve clients.
@@ -198,6 +219,8 @@ pub struct AdminConfig {
     /// Address for the admin HTTP server, `host:port` (`/healthz`,
     /// `/readyz`, `/topology`). Not served when unset.
     pub listen: Option<String>,
+    /// Whether `POST /reload` reloads the configuration (403 otherwise).
+    pub allow_reload: bool,
 }
 
 /// `[cluster]`: discovery and topology tracking.

@@ -7,8 +7,12 @@
 //!   otherwise.
 //! * `GET /topology`: the slot table as JSON.
 //! * `GET /metrics`: Prometheus metrics (see [`crate::ops::metrics`]).
+//! * `POST /reload`: reloads the configuration, when `admin.allow_reload`
+//!   is on (403 otherwise): 200 with one line per change, as `PROXY CONFIG
+//!   RELOAD` answers, or 422 with every problem when the files do not load.
 //!
-//! Anything else gets 404 (unknown path) or 405 (not GET), with a text body.
+//! Anything else gets 404 (unknown path) or 405 (wrong method), with a text
+//! body.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -44,7 +48,15 @@ pub struct AdminState {
     pub retrier: Arc<Retrier>,
     /// Client counters.
     pub proxy: Arc<ProxyInfo>,
+    /// `admin.allow_reload` (a reload may change it).
+    pub allow_reload: Arc<AtomicBool>,
+    /// Runs a reload for `POST /reload`.
+    pub reload: ReloadFn,
 }
+
+/// A reload as `POST /reload` runs it: the report's lines, or why nothing
+/// changed.
+pub type ReloadFn = Arc<dyn Fn() -> Result<Vec<String>, String> + Send + Sync>;
 
 /// Serves admin requests until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
@@ -63,7 +75,13 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, &req)) }
+                async move {
+                    Ok::<_, Infallible>(if req.uri().path() == "/reload" {
+                        reload(&state, req.method()).await
+                    } else {
+                        respond(&state, &req)
+                    })
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -128,6 +146,41 @@ fn scrape(state: &AdminState) -> Scrape {
             .collect(),
         slots_migrating,
         slots_importing,
+    }
+}
+
+/// `POST /reload`.
+async fn reload(state: &AdminState, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/reload takes POST only\n".into(),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    if !state.allow_reload.load(Ordering::Relaxed) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "POST /reload is off: set admin.allow_reload = true to allow it\n".into(),
+        );
+    }
+    // The reload reads files and parses certificates: off the runtime.
+    let run = state.reload.clone();
+    match tokio::task::spawn_blocking(move || run()).await {
+        Ok(Ok(lines)) => text(
+            StatusCode::OK,
+            lines.iter().map(|l| format!("{l}\n")).collect(),
+        ),
+        Ok(Err(e)) => text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("configuration not reloaded: {e}\n"),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}\n"),
+        ),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod reload;
 pub mod shared;
+mod watch;
 
 pub use reload::{load_config, LogLevelSetter, ReloadSource, Reloader};
 pub use shared::{Reload, ReloadReport};
@@ -66,7 +67,8 @@ impl Server {
     }
 
     /// Like [`Server::start`], with where a reload (SIGHUP, `PROXY CONFIG
-    /// RELOAD`) reads the configuration from.
+    /// RELOAD`, `POST /reload`) reads the configuration from. A file given
+    /// there is watched, with the files it names (`reload.watch_interval`).
     pub async fn start_with_reload(
         config: &Config,
         source: ReloadSource,
@@ -152,9 +154,14 @@ impl Server {
         });
         let client_slots = Arc::new(Semaphore::new(config.frontend.max_clients));
         let drain_timeout = Arc::new(Tunable::new(config.frontend.drain_timeout));
+        let allow_reload = Arc::new(AtomicBool::new(config.admin.allow_reload));
+        let watch_interval = Arc::new(Tunable::new(config.reload.watch_interval));
         let reloader = Arc::new(Reloader {
             source,
             current: Mutex::new(config.clone()),
+            passwords: reload::password_digests(config),
+            allow_reload: allow_reload.clone(),
+            watch_interval: watch_interval.clone(),
             shared: shared.clone(),
             topology: topology.clone(),
             settings,
@@ -165,6 +172,15 @@ impl Server {
         });
         let reload: Arc<dyn shared::Reload> = reloader.clone();
         let _ = shared.reloader.set(Arc::downgrade(&reload));
+        if let Some(path) = &reloader.source.path {
+            let watcher = watch::Watcher::new(
+                reload.clone(),
+                path.clone(),
+                reloader.source.overrides.clone(),
+                config,
+            );
+            tokio::spawn(watch::run(watcher, watch_interval, shutdown.clone()));
+        }
         let draining = Arc::new(AtomicBool::new(false));
         if let Some(l) = admin {
             let state = AdminState {
@@ -173,6 +189,13 @@ impl Server {
                 topology: topology.clone(),
                 retrier: shared.retrier.clone(),
                 proxy: shared.proxy.clone(),
+                allow_reload,
+                reload: Arc::new(move || {
+                    reload
+                        .reload()
+                        .map(|report| report.lines())
+                        .map_err(|e| e.to_string())
+                }),
             };
             tokio::spawn(admin::serve(l, state, shutdown.clone()));
         }

@@ -1,5 +1,8 @@
-//! Configuration loading and reload (SIGHUP, `PROXY CONFIG RELOAD`).
+//! Configuration loading and reload (SIGHUP, `PROXY CONFIG RELOAD`,
+//! `POST /reload`, a watched file that changed).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -8,7 +11,9 @@ use tracing::info;
 use super::shared::{Reload, ReloadReport, Shared};
 use crate::backend::BackendSettings;
 use crate::cluster::topology::Topology;
-use crate::config::{changed_keys, Config, ConfigError, Overrides, Problems, Tunable};
+use crate::config::{
+    changed_keys, resolve_secret, Config, ConfigError, Overrides, Problems, Tunable,
+};
 use crate::tls::{TlsAcceptor, TlsConnector};
 
 /// Reads the optional file, applies the overrides and validates the result
@@ -23,6 +28,33 @@ pub fn load_config(
         .validate_with(crate::tls::check_files(&config))
         .map_err(ConfigError::Invalid)?;
     Ok(config)
+}
+
+/// Digests of the passwords read from files, by the key a change is
+/// reported under: a renewed Secret changes a file's contents, not the
+/// configuration, and the running credentials are kept until a restart.
+pub(super) fn password_digests(config: &Config) -> BTreeMap<String, String> {
+    let digest = |key: &str, file: &Option<std::path::PathBuf>| {
+        // A file that does not resolve fails validation; nothing to compare.
+        resolve_secret(key, &None, &None, file)
+            .ok()
+            .flatten()
+            .map(|s| sha1_smol::Sha1::from(s.0.as_bytes()).digest().to_string())
+    };
+    let mut out = BTreeMap::new();
+    if let Some(d) = digest("backend.password", &config.backend.password_file) {
+        out.insert("backend.password_file".to_string(), d);
+    }
+    let users: Vec<String> = config
+        .auth
+        .users
+        .iter()
+        .filter_map(|u| digest("auth.users.password", &u.password_file))
+        .collect();
+    if !users.is_empty() {
+        out.insert("auth.users".to_string(), users.join(","));
+    }
+    out
 }
 
 /// Applies a new `log.level` filter at run time.
@@ -44,12 +76,20 @@ pub struct ReloadSource {
 /// refresh and discovery intervals, timeouts, retry policy, limits (new
 /// sessions), `max_clients` (raising it admits more at once, lowering it
 /// disconnects nobody), CONFIG write permission, slow log, drain timeout and
-/// log level. TLS certificates and keys are read again for new connections.
-/// Keys in [`crate::config::RESTART_KEYS`] are reported as needing a
-/// restart (turning TLS on or off is one of them).
+/// log level, `admin.allow_reload` and `reload.watch_interval`. TLS
+/// certificates and keys are read again for new connections. Keys in
+/// [`crate::config::RESTART_KEYS`] are reported as needing a restart
+/// (turning TLS on or off is one of them), and so are password files whose
+/// contents changed.
 pub struct Reloader {
     pub(super) source: ReloadSource,
+    /// Held for the whole reload, so two at once (a signal and the file
+    /// watcher) cannot apply an older file after a newer one.
     pub(super) current: Mutex<Config>,
+    /// [`password_digests`] of the credentials in use.
+    pub(super) passwords: BTreeMap<String, String>,
+    pub(super) allow_reload: Arc<AtomicBool>,
+    pub(super) watch_interval: Arc<Tunable>,
     pub(super) shared: Arc<Shared>,
     pub(super) topology: Arc<Topology>,
     pub(super) settings: Arc<BackendSettings>,
@@ -67,9 +107,14 @@ impl Reload for Reloader {
                 "slotproxy was started without --config: there is no file to reload".into(),
             ])));
         };
-        let new = load_config(Some(path), &self.source.overrides)?;
         let mut current = self.current.lock().expect("config lock");
+        let new = load_config(Some(path), &self.source.overrides)?;
         let (mut applied, mut restart_needed) = changed_keys(&current, &new);
+        for (key, digest) in password_digests(&new) {
+            if self.passwords.get(&key) != Some(&digest) {
+                restart_needed.push(key);
+            }
+        }
         // Turning TLS on or off needs a restart; the keys inside it then
         // are not applied either.
         for (on_before, on_now, section) in [
@@ -141,6 +186,9 @@ impl Reload for Reloader {
         self.topology.reconfigure(&new.cluster);
         self.topology.redirects.set_enabled(new.log.redirects);
         self.drain_timeout.set(new.frontend.drain_timeout);
+        self.allow_reload
+            .store(new.admin.allow_reload, Ordering::Relaxed);
+        self.watch_interval.set(new.reload.watch_interval);
         let (old_max, new_max) = (current.frontend.max_clients, new.frontend.max_clients);
         if new_max > old_max {
             self.client_slots.add_permits(new_max - old_max);
@@ -176,5 +224,39 @@ impl Reload for Reloader {
             restart_needed,
             certificates_reloaded,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_files_are_compared_by_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, user) = (dir.path().join("backend"), dir.path().join("user"));
+        std::fs::write(&backend, "one\n").unwrap();
+        std::fs::write(&user, "u1").unwrap();
+        let text = format!(
+            "[backend]\npassword_file = {backend:?}\n\
+             [[auth.users]]\nname = \"app\"\npassword_file = {user:?}\nroles = [\"read\"]\n\
+             [[auth.users]]\nname = \"inline\"\npassword = \"p\"\nroles = [\"read\"]\n"
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        let before = password_digests(&config);
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            ["auth.users", "backend.password_file"]
+        );
+        assert!(!before
+            .values()
+            .any(|d| d.contains("one") || d.contains("u1")));
+        std::fs::write(&backend, "two\n").unwrap();
+        let after = password_digests(&config);
+        assert_ne!(
+            after["backend.password_file"],
+            before["backend.password_file"]
+        );
+        assert_eq!(after["auth.users"], before["auth.users"]);
     }
 }

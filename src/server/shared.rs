@@ -50,6 +50,24 @@ pub struct ReloadReport {
     pub certificates_reloaded: Vec<String>,
 }
 
+impl ReloadReport {
+    /// One line per change, as `PROXY CONFIG RELOAD` and `POST /reload`
+    /// answer: `applied: KEY`, `certificates reloaded: SIDE`, `restart
+    /// needed: KEY`.
+    pub fn lines(&self) -> Vec<String> {
+        let applied = self.applied.iter().map(|k| format!("applied: {k}"));
+        let certificates = self
+            .certificates_reloaded
+            .iter()
+            .map(|k| format!("certificates reloaded: {k}"));
+        let restart = self
+            .restart_needed
+            .iter()
+            .map(|k| format!("restart needed: {k}"));
+        applied.chain(certificates).chain(restart).collect()
+    }
+}
+
 /// Reloads the configuration (`PROXY CONFIG RELOAD`, SIGHUP): what the
 /// session asks of the server, without knowing the server.
 pub trait Reload: Send + Sync {

@@ -10,6 +10,7 @@
 
 pub mod proxy;
 pub mod standalone;
+pub mod volume;
 
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};

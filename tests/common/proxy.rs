@@ -118,11 +118,16 @@ impl Proxy {
 
     /// `GET path` on the admin server: (status code, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
+        self.admin_request("GET", path)
+    }
+
+    /// `METHOD path` (no body) on the admin server: (status code, body).
+    pub fn admin_request(&self, method: &str, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.admin.expect("admin enabled")).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();

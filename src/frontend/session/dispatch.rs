@@ -218,23 +218,7 @@ impl Session {
         };
         match reloader.reload() {
             Ok(report) => {
-                let lines: Vec<String> = report
-                    .applied
-                    .iter()
-                    .map(|k| format!("applied: {k}"))
-                    .chain(
-                        report
-                            .certificates_reloaded
-                            .iter()
-                            .map(|k| format!("certificates reloaded: {k}")),
-                    )
-                    .chain(
-                        report
-                            .restart_needed
-                            .iter()
-                            .map(|k| format!("restart needed: {k}")),
-                    )
-                    .collect();
+                let lines = report.lines();
                 let mut out = BytesMut::new();
                 encode::array_header(lines.len(), &mut out);
                 for l in lines {

@@ -139,8 +139,9 @@ pub struct FrontendConfig {
 }
 
 /// `[frontend.tls]`: TLS towards clients. Files are PEM and are read again
-/// on every reload (SIGHUP, `PROXY CONFIG RELOAD`), so renewed certificates
-/// take effect for new connections without a restart.
+/// on every reload (a change seen by the file watch, SIGHUP, `PROXY CONFIG
+/// RELOAD`, `POST /reload`), so renewed certificates take effect for new
+/// connections without a restart.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendTlsConfig {

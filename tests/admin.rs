@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
+use common::prom::promtool_check;
 use common::proxy::Proxy;
 use common::{array, wait_until, Cluster, Running};
 use slotproxy::cluster::slot::key_slot;
@@ -159,30 +160,6 @@ fn check_cli_reports_problems_and_exit_codes() {
     let (code, out) = run(&["127.0.0.1:1"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cannot read CLUSTER NODES"), "{out}");
-}
-
-/// Runs `promtool check metrics` on a scrape.
-fn promtool_check(body: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; deploy/local/ensure-test-deps.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn sample(body: &str, prefix: &str) -> f64 {

@@ -10,6 +10,21 @@ use common::{Cluster, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_slotproxy");
 
+/// A connection to the binary on `port`, once it answers PING.
+fn connect_when_up(port: u16) -> redis::Connection {
+    let url = format!("redis://127.0.0.1:{port}/");
+    common::wait_until(Duration::from_secs(20), "slotproxy answers PING", || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    });
+    redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
 #[test]
 fn invalid_config_reports_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,17 +97,7 @@ fn binary_serves_a_cluster_with_flag_overrides() {
             .spawn()
             .expect("start slotproxy"),
     );
-    let url = format!("redis://127.0.0.1:{port}/");
-    common::wait_until(Duration::from_secs(20), "slotproxy answers PING", || {
-        redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
-    });
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect_when_up(port);
     for i in 0..100 {
         let _: () = redis::cmd("SET")
             .arg(format!("cli:{i}"))
@@ -195,17 +200,7 @@ fn log_redirects_names_each_absorbed_moved_and_sums_them_per_refresh() {
             .spawn()
             .expect("start slotproxy"),
     );
-    let url = format!("redis://127.0.0.1:{port}/");
-    common::wait_until(Duration::from_secs(20), "slotproxy answers PING", || {
-        redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
-    });
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect_when_up(port);
     // "a" is in slot 15495; moved while the proxy's table still has the old owner.
     let slot = slotproxy::cluster::slot::key_slot(b"a");
     let from = cluster.node_for_slot(slot);

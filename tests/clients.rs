@@ -37,6 +37,20 @@ fn read_line(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Each request, alone on a new connection, gets the same bytes through
+/// the proxy as from the reference server (errors as Redis words them).
+fn same_reply(proxy: &Proxy, reference: &Standalone, requests: &[&[&str]]) {
+    for args in requests {
+        let want = exchange(&mut reference.raw(), &frame(args), 1).0;
+        let (got, _) = exchange(&mut proxy.raw(), &frame(args), want.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{args:?}"
+        );
+    }
+}
+
 fn blocked_clients(c: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("clients").query(c).unwrap();
     info.lines()
@@ -113,19 +127,15 @@ fn client_unblock_ends_blocking_commands_and_wait_as_one_server_does() {
         .unwrap();
     assert_eq!(len, 1);
     // Errors as Redis words them.
-    for args in [
-        &["CLIENT", "UNBLOCK", "x"][..],
-        &["CLIENT", "UNBLOCK", "1", "SOON"],
-        &["CLIENT", "UNBLOCK", "99999"],
-    ] {
-        let want = exchange(&mut reference.raw(), &frame(args), 1).0;
-        let (got, _) = exchange(&mut proxy.raw(), &frame(args), want.len());
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&want),
-            "{args:?}"
-        );
-    }
+    same_reply(
+        &proxy,
+        &reference,
+        &[
+            &["CLIENT", "UNBLOCK", "x"][..],
+            &["CLIENT", "UNBLOCK", "1", "SOON"],
+            &["CLIENT", "UNBLOCK", "99999"],
+        ],
+    );
 }
 
 #[test]
@@ -229,19 +239,15 @@ fn client_pause_holds_the_proxy_clients_until_it_ends_or_is_lifted() {
     let got: String = redis::cmd("GET").arg("p").query(&mut admin).unwrap();
     assert!(got == "1" || got == "2");
     // Errors as Redis words them.
-    for args in [
-        &["CLIENT", "PAUSE", "soon"][..],
-        &["CLIENT", "PAUSE", "-1"],
-        &["CLIENT", "PAUSE", "10", "READS"],
-    ] {
-        let want = exchange(&mut reference.raw(), &frame(args), 1).0;
-        let (got, _) = exchange(&mut proxy.raw(), &frame(args), want.len());
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&want),
-            "{args:?}"
-        );
-    }
+    same_reply(
+        &proxy,
+        &reference,
+        &[
+            &["CLIENT", "PAUSE", "soon"][..],
+            &["CLIENT", "PAUSE", "-1"],
+            &["CLIENT", "PAUSE", "10", "READS"],
+        ],
+    );
 }
 
 #[test]

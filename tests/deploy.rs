@@ -207,6 +207,45 @@ fn resolve<'a>(
     Err(format!("{series} is not exported by src/ops/metrics.rs"))
 }
 
+/// Checks one PromQL query against what slotproxy exports: every metric
+/// exists, every selector and grouping label is one of its labels (or a
+/// target label). Adds what is wrong to `problems` and the metrics used to
+/// `used`; returns the labels the query's result may carry.
+fn check_query<'e>(
+    q: &str,
+    exported: &'e BTreeMap<String, Exported>,
+    problems: &mut Vec<String>,
+    used: &mut BTreeSet<String>,
+) -> BTreeSet<&'e str> {
+    let refs = scan(q);
+    if refs.metrics.is_empty() {
+        problems.push(format!("no slotproxy metric in {q}"));
+    }
+    let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+    for m in &refs.metrics {
+        match resolve(exported, m) {
+            Ok(labels) => {
+                used.insert(m.clone());
+                known.extend(labels);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    for (m, label) in &refs.selector_labels {
+        if let Ok(labels) = resolve(exported, m) {
+            if !labels.contains(&label.as_str()) && !TARGET_LABELS.contains(&label.as_str()) {
+                problems.push(format!("{m} has no label {label:?} (in {q})"));
+            }
+        }
+    }
+    for label in &refs.grouping_labels {
+        if !known.contains(label.as_str()) {
+            problems.push(format!("grouping by unknown label {label:?} in {q}"));
+        }
+    }
+    known
+}
+
 #[test]
 fn dashboard_queries_only_exported_metrics_and_labels() {
     let exported = exported_metrics();
@@ -225,32 +264,7 @@ fn dashboard_queries_only_exported_metrics_and_labels() {
     let mut problems = Vec::new();
     let mut used = BTreeSet::new();
     for (q, legend) in &queries {
-        let refs = scan(q);
-        if refs.metrics.is_empty() {
-            problems.push(format!("no slotproxy metric in {q}"));
-        }
-        let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
-        for m in &refs.metrics {
-            match resolve(&exported, m) {
-                Ok(labels) => {
-                    used.insert(m.clone());
-                    known.extend(labels);
-                }
-                Err(e) => problems.push(e),
-            }
-        }
-        for (m, label) in &refs.selector_labels {
-            if let Ok(labels) = resolve(&exported, m) {
-                if !labels.contains(&label.as_str()) && !TARGET_LABELS.contains(&label.as_str()) {
-                    problems.push(format!("{m} has no label {label:?} (in {q})"));
-                }
-            }
-        }
-        for label in &refs.grouping_labels {
-            if !known.contains(label.as_str()) {
-                problems.push(format!("grouping by unknown label {label:?} in {q}"));
-            }
-        }
+        let known = check_query(q, &exported, &mut problems, &mut used);
         for part in legend.split("{{").skip(1) {
             let label = part.split("}}").next().unwrap().trim();
             if !known.contains(label) {
@@ -467,29 +481,7 @@ fn alert_rules_query_only_exported_metrics_and_labels() {
     assert_eq!(exprs.len(), 5, "{exprs:?}");
     let mut problems = Vec::new();
     for q in &exprs {
-        let refs = scan(q);
-        if refs.metrics.is_empty() {
-            problems.push(format!("no slotproxy metric in {q}"));
-        }
-        let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
-        for m in &refs.metrics {
-            match resolve(&exported, m) {
-                Ok(labels) => known.extend(labels),
-                Err(e) => problems.push(e),
-            }
-        }
-        for (m, label) in &refs.selector_labels {
-            if let Ok(labels) = resolve(&exported, m) {
-                if !labels.contains(&label.as_str()) {
-                    problems.push(format!("{m} has no label {label:?} (in {q})"));
-                }
-            }
-        }
-        for label in &refs.grouping_labels {
-            if !known.contains(label.as_str()) {
-                problems.push(format!("grouping by unknown label {label:?} in {q}"));
-            }
-        }
+        check_query(q, &exported, &mut problems, &mut BTreeSet::new());
     }
     assert!(
         problems.is_empty(),

@@ -8,6 +8,7 @@
 //! the meantime) is retried on new ports.
 #![allow(dead_code)]
 
+pub mod prom;
 pub mod proxy;
 pub mod standalone;
 pub mod volume;

@@ -8,6 +8,12 @@
 # docs/bench-throughput.png, and the raw figures docs/bench-results.csv and
 # docs/bench-memory.csv.
 #
+# Then the peer block (deploy/bench/peer.sh, issue 21): slotproxy against
+# predixy (PREDIXY=/path/to/predixy; built by deploy/bench/build-predixy.sh,
+# skipped when unset) and against the floor (examples/floor.rs), CPU per
+# request, throughput and p99, in its own section of docs/benchmarks.md and
+# docs/bench-peer.csv. Its settings (BENCH_PEER_*) are described in peer.sh.
+#
 # Environment (defaults in brackets):
 #   BENCH_REQUESTS            requests per run at pipeline depth < 4 [100000]
 #   BENCH_REQUESTS_PIPELINED  requests per run at depth >= 4 [500000]
@@ -21,7 +27,11 @@
 #                             and the range of each ratio [3]
 #   BENCH_IDLE_CLIENTS        idle connections of the memory case [10000]
 #   BENCH_ONLY                "memory" runs the memory case alone (quick
-#                             check; the report is not rewritten)
+#                             check; the report is not rewritten); "peer"
+#                             runs the peer block alone and rewrites its
+#                             section only
+#   PREDIXY                   predixy binary for the peer block [unset:
+#                             its column is skipped]
 #   SLOTPROXY_BENCH_BASE_PORT cluster ports base..base+5 [7100]; proxies on
 #                             base+90 and base+91
 set -euo pipefail
@@ -38,6 +48,12 @@ sweep="${BENCH_SWEEP:-1 2 4 8 16 32}"
 rounds="${BENCH_ROUNDS:-3}"
 idle_clients="${BENCH_IDLE_CLIENTS:-10000}"
 only="${BENCH_ONLY:-}"
+case "$only" in
+    "" | memory | peer) ;;
+    *) echo "bench: BENCH_ONLY is memory or peer, not $only" >&2; exit 2 ;;
+esac
+peer_results="${BENCH_PEER_RESULTS:-docs/bench-peer.csv}"
+export BENCH_PEER_RESULTS="$peer_results"
 base="${SLOTPROXY_BENCH_BASE_PORT:-7100}"
 proxy_port=$((base + 90))
 mem_port=$((base + 91))
@@ -133,6 +149,12 @@ memory_case() {
 
 if [ "$only" = memory ]; then
     memory_case
+    exit 0
+fi
+if [ "$only" = peer ]; then
+    "$here/peer.sh"
+    python3 "$here/report.py" --peer-results "$peer_results" --peer-meta "$work/peer-meta.env" \
+        --markdown docs/benchmarks.md
     exit 0
 fi
 
@@ -293,6 +315,11 @@ wait "$main_proxy_pid" 2>/dev/null || true
 memory_case
 echo "load_peak_rss,$load_hwm" >>"$memory"
 
+# The load of the cases above, before the peer block adds its own.
+main_loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
+# The peer block: its own processes on base+92..94, the same cluster.
+"$here/peer.sh"
+
 # ---------------------------------------------------------------------------
 # The machine, for the report.
 cpu="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
@@ -306,7 +333,7 @@ kernel=$(uname -r)
 redis=$redis_version
 rustc=$(rustc --version)
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo ' (modified)')
-loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
+loadavg=$main_loadavg
 clients=$c
 requests=$n1
 requests_pipelined=$np
@@ -322,4 +349,5 @@ owner=$owner
 EOF
 
 python3 "$here/report.py" --results "$results" --memory "$memory" --meta "$work/meta.env" \
-    --markdown docs/benchmarks.md --chart docs/bench-throughput.png
+    --markdown docs/benchmarks.md --chart docs/bench-throughput.png \
+    --peer-results "$peer_results" --peer-meta "$work/peer-meta.env"

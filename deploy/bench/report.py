@@ -11,6 +11,11 @@ Only the text between the `make bench` markers of the markdown file is
 replaced, so hand-written sections (micro-benchmarks, profile) survive a
 re-run. Run it again on the CSV files to re-plot without re-measuring
 (--meta is then optional).
+
+--peer-results docs/bench-peer.csv (and --peer-meta target/bench/peer-meta.env)
+adds the peer block (deploy/bench/peer.sh: slotproxy against predixy and the
+floor, issue 21), built by report_peer.py, between its own markers; without
+--results only that section is rewritten (BENCH_ONLY=peer).
 """
 
 import argparse
@@ -415,13 +420,53 @@ def plot(results, path, meta):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--results")
     ap.add_argument("--memory")
     ap.add_argument("--meta")
     ap.add_argument("--markdown")
     ap.add_argument("--chart")
+    ap.add_argument("--peer-results")
+    ap.add_argument("--peer-meta")
     a = ap.parse_args()
+    if not a.results and not a.peer_results:
+        ap.error("--results or --peer-results is required")
+    if a.results:
+        main_section(a)
+    if a.peer_results:
+        peer_section(a)
+    return 0
 
+
+def replace_section(path, begin, end, lines, after=None):
+    """Rewrites the text between begin and end in path; a new section goes
+    right after the marker `after` when there is one, else at the end."""
+    section = "\n".join([begin, ""] + lines + [end])
+    old = open(path).read() if os.path.exists(path) else "# slotproxy benchmarks\n"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + section + old[old.index(end) + len(end):]
+    elif after and after in old:
+        i = old.index(after) + len(after)
+        new = old[:i] + "\n\n" + section + old[i:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def peer_section(a):
+    # The module sits next to this script; no __pycache__ left in the tree.
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import report_peer
+
+    lines, terminal, _ = report_peer.build(report_peer.load(a.peer_results), report_peer.load_meta(a.peer_meta))
+    print("\n".join(terminal))
+    if a.markdown:
+        replace_section(a.markdown, report_peer.BEGIN, report_peer.END, lines, after=END)
+        print(f"\nwrote the peer section of {a.markdown}", file=sys.stderr)
+
+
+def main_section(a):
     results = load_results(a.results)
     # Keep the order in which cases first ran.
     with open(a.results, newline="") as f:
@@ -441,16 +486,8 @@ def main():
     if a.chart:
         plot(results, a.chart, meta)
     if a.markdown:
-        section = "\n".join([BEGIN, ""] + lines + [END])
-        old = open(a.markdown).read() if os.path.exists(a.markdown) else ""
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END):]
-        else:
-            new = "# slotproxy benchmarks\n\n" + section + "\n"
-        with open(a.markdown, "w") as f:
-            f.write(new)
+        replace_section(a.markdown, BEGIN, END, lines)
         print(f"\nwrote {a.markdown}" + (f" and {a.chart}" if a.chart else ""), file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -173,13 +173,15 @@ stop() {
     pid=""
 }
 
-# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
+# cpu_ticks PID: utime + stime of the whole process, then stime alone
+# (kernel time: the system calls and the wake-ups they cause), in clock
+# ticks.
 cpu_ticks() {
     local stat f
     stat="$(<"/proc/$1/stat")"
     # Fields after "(comm)" start at field 3 (state): utime is field 14.
     read -r -a f <<<"${stat##*) }"
-    echo $((f[11] + f[12]))
+    echo "$((f[11] + f[12])) ${f[12]}"
 }
 
 # case_info CASE: sets label, command, P, size, n and the redis-benchmark
@@ -236,19 +238,19 @@ EOF
     filled=$1
 }
 
-echo "round,order,case,mode,command,pipeline,value_bytes,clients,requests,rps,avg_ms,p50_ms,p95_ms,p99_ms,max_ms,cpu_ticks,cpu_us_per_request,loadavg,cmdline" >"$results"
+echo "round,order,case,mode,command,pipeline,value_bytes,clients,requests,rps,avg_ms,p50_ms,p95_ms,p99_ms,max_ms,cpu_ticks,cpu_us_per_request,sys_ticks,sys_us_per_request,loadavg,cmdline" >"$results"
 runs=0
 
 # run ROUND ORDER CASE MODE: one fresh process, one redis-benchmark run.
 run() {
     local round="$1" order="$2" case="$3" mode="$4"
-    local before after line us load cmdline
+    local before after sys_before sys_after line us sys_us load cmdline
     local rps avg p50 p95 p99 max
     start "$mode" "$size"
-    before=$(cpu_ticks "$pid")
+    read -r before sys_before <<<"$(cpu_ticks "$pid")"
     line=$(redis-benchmark --csv -p "${port[$mode]}" "${args[@]}" 2>"$work/bench.err" | awk '/^"test"/ { getline; print }') || true
     kill -0 "$pid" 2>/dev/null || { echo "peer: $mode died during $case" >&2; exit 1; }
-    after=$(cpu_ticks "$pid")
+    read -r after sys_after <<<"$(cpu_ticks "$pid")"
     stop
     if [ -z "$line" ]; then
         echo "peer: redis-benchmark -p ${port[$mode]} ${args[*]} printed no result:" >&2
@@ -258,9 +260,10 @@ run() {
     # "NAME","rps","avg","min","p50","p95","p99","max"
     IFS=, read -r _ rps avg _ p50 p95 p99 max <<<"${line//\"/}"
     us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.3f", t * 1000000 / hz / n }')
+    sys_us=$(awk -v t=$((sys_after - sys_before)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.3f", t * 1000000 / hz / n }')
     load=$(cut -d' ' -f1 /proc/loadavg)
     cmdline="redis-benchmark -p ${port[$mode]} ${args[*]}"
-    echo "$round,$order,$label,$mode,$command,$P,$size,$c,$n,$rps,$avg,$p50,$p95,$p99,$max,$((after - before)),$us,$load,\"$cmdline\"" >>"$results"
+    echo "$round,$order,$label,$mode,$command,$P,$size,$c,$n,$rps,$avg,$p50,$p95,$p99,$max,$((after - before)),$us,$((sys_after - sys_before)),$sys_us,$load,\"$cmdline\"" >>"$results"
     runs=$((runs + 1))
     printf 'peer: round %s %-16s %-9s %10s req/s %7s cpu us/req  p99 %6s ms  (%s ticks, load %s)\n' \
         "$round" "$label" "$mode" "$rps" "$us" "$p99" $((after - before)) "$load" >&2

@@ -35,6 +35,9 @@ def load(path):
         for row in csv.DictReader(f):
             for k in ("rps", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "cpu_us_per_request"):
                 row[k] = float(row[k])
+            # Kernel time alone (absent in CSVs written before it was recorded).
+            row["sys_us_per_request"] = float(row.get("sys_us_per_request") or "nan")
+            row["user_us_per_request"] = row["cpu_us_per_request"] - row["sys_us_per_request"]
             for k in ("pipeline", "value_bytes", "requests", "cpu_ticks", "clients"):
                 row[k] = int(row[k])
             cases.setdefault(row["case"], defaultdict(dict))[row["mode"]][row["round"]] = row
@@ -65,6 +68,15 @@ def ratio(a, b):
     if b:
         return a / b
     return float("inf") if a else float("nan")
+
+
+def per_round_f(modes, f):
+    """f(rows of one round by mode), for the rounds where slotproxy and
+    predixy both ran."""
+    if "slotproxy" not in modes or "predixy" not in modes:
+        return []
+    return [f({m: modes[m][r] for m in modes if r in modes[m]})
+            for r in sorted(modes["slotproxy"], key=int) if r in modes["predixy"]]
 
 
 def values(modes, mode, field):
@@ -134,7 +146,7 @@ def build(cases, meta):
                   f"≤ {CPU_VS_FLOOR}", lambda r: r <= CPU_VS_FLOOR)
 
     # --- per case: CPU, throughput, latency --------------------------------
-    cpu_rows, rps_rows, lat_rows = [], [], []
+    cpu_rows, rps_rows, lat_rows, split_rows = [], [], [], []
     for case, modes in cases:
         cpu = {m: values(modes, m, "cpu_us_per_request") for m in ("slotproxy", "predixy", "floor")}
         rps = {m: values(modes, m, "rps") for m in ("slotproxy", "predixy", "floor")}
@@ -145,6 +157,15 @@ def build(cases, meta):
                          ratio_text(per_round(modes, "slotproxy", "predixy", "cpu_us_per_request")),
                          floor_ratio,
                          ratio_text(per_round(modes, "predixy", "floor", "cpu_us_per_request"))])
+        sys_ = {m: values(modes, m, "sys_us_per_request") for m in ("slotproxy", "predixy", "floor")}
+        usr = {m: values(modes, m, "user_us_per_request") for m in ("slotproxy", "predixy", "floor")}
+        # slotproxy's kernel time alone against the target for its whole CPU
+        # (0.8x predixy's), round by round: above 1, the target cannot be met
+        # without fewer or cheaper system calls, whatever user space costs.
+        limit = ratio_text(per_round_f(modes, lambda rows: rows["slotproxy"]["sys_us_per_request"]
+                                       / (CPU_VS_PEER * rows["predixy"]["cpu_us_per_request"])))
+        split_rows.append([case] + [f"{span(sys_[m], 2)} / {span(usr[m], 2)}" if sys_[m] else "–"
+                                    for m in ("slotproxy", "predixy", "floor")] + [limit])
         rps_rows.append([case, span(rps["slotproxy"], 1, True), span(rps["predixy"], 1, True),
                          span(rps["floor"], 1, True),
                          ratio_text(per_round(modes, "slotproxy", "predixy", "rps"))])
@@ -223,6 +244,16 @@ def build(cases, meta):
     md.append("")
     md.append("¹ The floor answers MSET with `+OK` without splitting it: this ratio includes the whole fan-out "
               "(three sub-requests, the merge), and is not judged.")
+    md.append("")
+    md.append("### Kernel and user time per request (µs; range over the rounds)")
+    md.append("")
+    md.append("stime / utime of each process over the run (/proc/PID/stat). The last column is slotproxy's "
+              f"kernel time alone over the target for its whole CPU ({CPU_VS_PEER} × predixy's), round by "
+              "round: above 1, the target cannot be met with these system calls however little user space "
+              "costs.")
+    md.append("")
+    md += table(["case", "slotproxy sys / user", "predixy sys / user", "floor sys / user",
+                 f"slotproxy sys / ({CPU_VS_PEER} × predixy)"], split_rows)
     md.append("")
     md.append("### Throughput (requests/s; range over the rounds)")
     md.append("")

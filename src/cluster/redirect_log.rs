@@ -59,6 +59,12 @@ impl RedirectLog {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
+    /// Whether each redirect is logged (callers skip looking up `from`
+    /// otherwise).
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Records a redirect of a request for `slot` from `from` (the node
     /// the table named, if known) to `to`. Whether a line is written: the
     /// caller's tests read it.

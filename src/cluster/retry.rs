@@ -439,7 +439,12 @@ impl Follower<'_> {
             Verdict::Moved { slot, addr } => {
                 c.moved.fetch_add(1, Ordering::Relaxed);
                 debug!(slot, to = %addr, "MOVED: slot table patched, request re-sent");
-                let from = r.table.load().master(slot).map(|n| n.addr().to_string());
+                let from = r
+                    .topology
+                    .redirects
+                    .enabled()
+                    .then(|| r.table.load().master(slot).map(|n| n.addr().to_string()))
+                    .flatten();
                 r.topology
                     .redirects
                     .record(Redirected::Moved, slot, from.as_deref(), &addr);
@@ -457,7 +462,12 @@ impl Follower<'_> {
             Verdict::Ask { slot, addr } => {
                 c.ask.fetch_add(1, Ordering::Relaxed);
                 debug!(to = %addr, "ASK: request re-sent with ASKING");
-                let from = r.table.load().master(slot).map(|n| n.addr().to_string());
+                let from = r
+                    .topology
+                    .redirects
+                    .enabled()
+                    .then(|| r.table.load().master(slot).map(|n| n.addr().to_string()))
+                    .flatten();
                 r.topology
                     .redirects
                     .record(Redirected::Ask, slot, from.as_deref(), &addr);

@@ -40,6 +40,8 @@
 #   AB_RESULTS     CSV file [target/ab/results.csv]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/bench/lib.sh
+. "$here/lib.sh"
 root="$(cd "$here/../.." && pwd)"
 
 usage() {
@@ -137,24 +139,8 @@ start_proxy() {
 }
 
 stop_proxy() {
-    kill "$proxy_pid" 2>/dev/null || true
-    # SIGTERM drains; with no clients left that is immediate.
-    for _ in $(seq 1 150); do
-        kill -0 "$proxy_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$proxy_pid" 2>/dev/null || true
-    wait "$proxy_pid" 2>/dev/null || true
+    stop_process "$proxy_pid"
     proxy_pid=""
-}
-
-# cpu_ticks PID: utime + stime of the whole process, in clock ticks.
-cpu_ticks() {
-    local stat f
-    stat="$(<"/proc/$1/stat")"
-    # Fields after "(comm)" start at field 3 (state): utime is field 14.
-    read -r -a f <<<"${stat##*) }"
-    echo $((f[11] + f[12]))
 }
 
 # bench_args CASE PORT N: the redis-benchmark arguments of a case.
@@ -188,10 +174,10 @@ run() {
     [ "$record" = record ] || n=$warmup
     start_proxy "$build"
     bench_args "$case" "$port" "$n"
-    before=$(cpu_ticks "$proxy_pid")
+    read -r before _ <<<"$(cpu_ticks "$proxy_pid")"
     line=$(redis-benchmark --csv "${args[@]}" 2>"$work/bench.err" | awk '/^"test"/ { getline; print }') || true
     kill -0 "$proxy_pid" 2>/dev/null || { echo "ab: proxy $build died during $case" >&2; exit 1; }
-    after=$(cpu_ticks "$proxy_pid")
+    read -r after _ <<<"$(cpu_ticks "$proxy_pid")"
     stop_proxy
     if [ -z "$line" ]; then
         echo "ab: redis-benchmark ${args[*]} printed no result:" >&2

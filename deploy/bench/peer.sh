@@ -47,6 +47,8 @@
 #                                 the floor on base+94
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/bench/lib.sh
+. "$here/lib.sh"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
@@ -162,26 +164,8 @@ start() {
 }
 
 stop() {
-    kill "$pid" 2>/dev/null || true
-    # slotproxy drains on SIGTERM; with no clients left that is immediate.
-    for _ in $(seq 1 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_process "$pid"
     pid=""
-}
-
-# cpu_ticks PID: utime + stime of the whole process, then stime alone
-# (kernel time: the system calls and the wake-ups they cause), in clock
-# ticks.
-cpu_ticks() {
-    local stat f
-    stat="$(<"/proc/$1/stat")"
-    # Fields after "(comm)" start at field 3 (state): utime is field 14.
-    read -r -a f <<<"${stat##*) }"
-    echo "$((f[11] + f[12])) ${f[12]}"
 }
 
 # case_info CASE: sets label, command, P, size, n and the redis-benchmark

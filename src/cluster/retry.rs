@@ -315,6 +315,17 @@ impl Retrier {
         }
     }
 
+    /// Tells the redirect log (`log.redirects`) of a redirect of `slot` to
+    /// `to`; the slot's owner in the table is looked up only when it logs.
+    fn log_redirect(&self, kind: Redirected, slot: u16, to: &str) {
+        let log = &self.topology.redirects;
+        let from = log
+            .enabled()
+            .then(|| self.table.load().master(slot).map(|n| n.addr().to_string()))
+            .flatten();
+        log.record(kind, slot, from.as_deref(), to);
+    }
+
     /// A follower for one request of this kind (see [`Follower`]).
     pub fn follower(&self, kind: Kind) -> Follower<'_> {
         let policy = self.policy.load_full();
@@ -439,15 +450,7 @@ impl Follower<'_> {
             Verdict::Moved { slot, addr } => {
                 c.moved.fetch_add(1, Ordering::Relaxed);
                 debug!(slot, to = %addr, "MOVED: slot table patched, request re-sent");
-                let from = r
-                    .topology
-                    .redirects
-                    .enabled()
-                    .then(|| r.table.load().master(slot).map(|n| n.addr().to_string()))
-                    .flatten();
-                r.topology
-                    .redirects
-                    .record(Redirected::Moved, slot, from.as_deref(), &addr);
+                r.log_redirect(Redirected::Moved, slot, &addr);
                 r.topology.apply_moved(slot, &addr);
                 self.retries += 1;
                 // A fixed-node part is not re-routed.
@@ -462,15 +465,7 @@ impl Follower<'_> {
             Verdict::Ask { slot, addr } => {
                 c.ask.fetch_add(1, Ordering::Relaxed);
                 debug!(to = %addr, "ASK: request re-sent with ASKING");
-                let from = r
-                    .topology
-                    .redirects
-                    .enabled()
-                    .then(|| r.table.load().master(slot).map(|n| n.addr().to_string()))
-                    .flatten();
-                r.topology
-                    .redirects
-                    .record(Redirected::Ask, slot, from.as_deref(), &addr);
+                r.log_redirect(Redirected::Ask, slot, &addr);
                 self.retries += 1;
                 Hop::To { addr, asking: true }
             }

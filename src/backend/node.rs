@@ -406,8 +406,11 @@ async fn session(
 ) -> Option<String> {
     let (rd, mut wr) = stream.into_split();
     // Written requests, registered before they are written (in the same
-    // task: the reader finds them without a channel per request).
-    let (inflight_tx, inflight_rx) = queue::queue(usize::MAX);
+    // task: the reader finds them without a channel per request). The
+    // reader is polled after the writer in every pass (the biased select
+    // below), so a registration needs no wake-up: one would poll the task
+    // again for nothing.
+    let (inflight_tx, inflight_rx) = queue::in_turn(usize::MAX);
     let m = &*METRICS;
     m.backend_connections.inc();
     // Decremented however the session ends.
@@ -432,7 +435,10 @@ async fn session(
             return Some(format!("write failed: {e}"));
         }
     }
+    // Biased, writer first: a batch it registers is then seen by the reader
+    // in the same poll (no self-wake), and no random draw per poll.
     tokio::select! {
+        biased;
         reason = write_loop(wr, unwritten, rx, inflight_tx) => reason,
         reason = read_loop(rd, inflight_rx, s) => reason,
     }
@@ -556,7 +562,7 @@ async fn read_loop(
             report(&bytes_in, &mut received);
             tokio::select! {
                 biased;
-                f = inflight.recv() => match f {
+                f = std::future::poll_fn(|_| inflight.poll_in_turn()) => match f {
                     Some(f) => queue.push_back(f),
                     None => return None,
                 },
@@ -576,6 +582,7 @@ async fn read_loop(
             None => {
                 report(&bytes_in, &mut received);
                 tokio::select! {
+                    biased;
                     frame = framed.next() => frame,
                     _ = ticker.tick() => {
                         if queue.front().is_some_and(|f| f.sent_at.elapsed() >= s.request_timeout.get()) {

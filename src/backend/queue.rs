@@ -1,5 +1,6 @@
 //! A bounded, in-order queue between tasks: a `VecDeque` behind a mutex,
-//! with a [`Notify`] for each side.
+//! an [`AtomicWaker`] for its one receiver and a [`Notify`] for the senders
+//! waiting for room.
 //!
 //! Used where a tokio mpsc channel costs more than it gives:
 //! * the reply queue between a frontend session's reader and writer
@@ -16,6 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 struct State<T> {
@@ -37,8 +39,10 @@ impl<T> State<T> {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Signalled when an item is queued or the sender is gone.
-    readable: Notify,
+    /// Woken when an item is queued into an empty queue or the sender is
+    /// gone. (One receiver: a waker slot is two atomics where a `Notify`
+    /// takes a lock and a list insert per wait.)
+    readable: AtomicWaker,
     /// Signalled when a slot frees up or the receiver is gone.
     writable: Notify,
     capacity: usize,
@@ -83,7 +87,7 @@ fn build<T>(capacity: usize, wake_receiver: bool) -> (Sender<T>, Receiver<T>) {
             sender_gone: false,
             receiver_gone: false,
         }),
-        readable: Notify::new(),
+        readable: AtomicWaker::new(),
         writable: Notify::new(),
         capacity: capacity.max(1),
         wake_receiver,
@@ -101,7 +105,7 @@ impl<T> Shared<T> {
     /// after finding the queue empty (never for an [`in_turn`] queue).
     fn pushed(&self, was_empty: bool) {
         if was_empty && self.wake_receiver {
-            self.readable.notify_one();
+            self.readable.wake();
         }
     }
 }
@@ -214,7 +218,7 @@ impl<T> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.0.lock().sender_gone = true;
-        self.0.readable.notify_one();
+        self.0.readable.wake();
     }
 }
 
@@ -282,12 +286,26 @@ impl<T> Receiver<T> {
     /// drained. Keeps the storage (see [`Receiver::release`]). Cancel-safe:
     /// an item is taken only when this returns it.
     pub async fn recv(&self) -> Option<T> {
-        loop {
-            match self.try_recv() {
-                Ok(item) => return Some(item),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => self.0.readable.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Receiver::recv`] as a poll: registers the task to be woken by the
+    /// next push into the empty queue.
+    pub fn poll_recv(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        use std::task::Poll;
+        let ready = |r: Result<T, TryRecvError>| match r {
+            Ok(item) => Some(Some(item)),
+            Err(TryRecvError::Disconnected) => Some(None),
+            Err(TryRecvError::Empty) => None,
+        };
+        if let Some(out) = ready(self.try_recv()) {
+            return Poll::Ready(out);
+        }
+        self.0.readable.register(cx.waker());
+        // Looked at again once registered: a push in between woke nobody.
+        match ready(self.try_recv()) {
+            Some(out) => Poll::Ready(out),
+            None => Poll::Pending,
         }
     }
 }

@@ -28,12 +28,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -199,6 +200,11 @@ pub fn serve<G: Send + 'static>(
 /// up cannot starve it: the writer's next pass starts with a fresh one.
 /// (`tokio::join!` rotates which future goes first, and needs the wake.)
 ///
+/// Each half is polled only when a waker of its own fired (or the reader
+/// just ran, for the writer): a client waiting for its reply is woken once
+/// by the reply, and its reader's wait (socket, timer, shutdown) is not
+/// polled again for it.
+///
 /// The futures come pinned by the caller: an `async fn` keeps its arguments
 /// for its whole life, so pinning them again in here would hold both twice
 /// in every active client (docs/benchmarks.md, "Figures behind the code").
@@ -210,17 +216,31 @@ where
     R: Future,
     W: Future,
 {
+    let halves = Arc::new(Halves::default());
+    let reader_waker = Waker::from(Arc::new(Half {
+        halves: halves.clone(),
+        reader: true,
+    }));
+    let writer_waker = Waker::from(Arc::new(Half {
+        halves: halves.clone(),
+        reader: false,
+    }));
     let mut read = None;
     let mut written = None;
     std::future::poll_fn(|cx| {
-        if written.is_none() {
-            written = poll_ready(writer.as_mut(), cx);
+        // Registered before the halves are polled: a wake-up during the
+        // pass schedules the task again.
+        halves.task.register(cx.waker());
+        let mut wcx = Context::from_waker(&writer_waker);
+        if written.is_none() && halves.writer.swap(false, Ordering::Acquire) {
+            written = poll_ready(writer.as_mut(), &mut wcx);
         }
-        if read.is_none() {
-            read = poll_ready(reader.as_mut(), cx);
+        if read.is_none() && halves.reader.swap(false, Ordering::Acquire) {
+            read = poll_ready(reader.as_mut(), &mut Context::from_waker(&reader_waker));
             // What the reader just queued.
             if written.is_none() {
-                written = poll_ready(writer.as_mut(), cx);
+                halves.writer.store(false, Ordering::Relaxed);
+                written = poll_ready(writer.as_mut(), &mut wcx);
             }
         }
         match (read.take(), written.take()) {
@@ -235,11 +255,50 @@ where
     .await
 }
 
+/// The wake-up state of a session's two halves (see [`in_turn`]).
+struct Halves {
+    /// The session's task.
+    task: AtomicWaker,
+    /// Whether the reader's (writer's) waker fired since it was last polled.
+    reader: AtomicBool,
+    writer: AtomicBool,
+}
+
+impl Default for Halves {
+    fn default() -> Self {
+        // Both are polled on the first pass.
+        Halves {
+            task: AtomicWaker::new(),
+            reader: AtomicBool::new(true),
+            writer: AtomicBool::new(true),
+        }
+    }
+}
+
+/// The waker handed to one half: marks it, then wakes the task.
+struct Half {
+    halves: Arc<Halves>,
+    reader: bool,
+}
+
+impl std::task::Wake for Half {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let flag = if self.reader {
+            &self.halves.reader
+        } else {
+            &self.halves.writer
+        };
+        flag.store(true, Ordering::Release);
+        self.halves.task.wake();
+    }
+}
+
 /// Polls `f` once: its output if it is done.
-fn poll_ready<F: Future>(
-    f: std::pin::Pin<&mut F>,
-    cx: &mut std::task::Context<'_>,
-) -> Option<F::Output> {
+fn poll_ready<F: Future>(f: std::pin::Pin<&mut F>, cx: &mut Context<'_>) -> Option<F::Output> {
     match f.poll(cx) {
         Poll::Ready(out) => Some(out),
         Poll::Pending => None,

@@ -220,6 +220,7 @@ impl Session {
                             *self.frames.read_buffer_mut() = BytesMut::new();
                             let socket = self.frames.get_ref();
                             tokio::select! {
+                                biased;
                                 // An error surfaces on the read that follows.
                                 // (Readiness is accurate here: the last read
                                 // cleared it. The spurious readiness of a new
@@ -230,6 +231,7 @@ impl Session {
                             }
                         } else {
                             tokio::select! {
+                                biased;
                                 item = self.frames.next() => Wake::Input(item),
                                 _ = cancelled.as_mut() => Wake::Shutdown,
                                 _ = fire, if deadline.is_some() => Wake::Timer,

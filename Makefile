@@ -5,7 +5,7 @@
 help:
 	@echo "make run    start a local 6-node Redis Cluster and slotproxy on 127.0.0.1:6380"
 	@echo "make stop   stop the local cluster"
-	@echo "make test   install test dependencies, run unit, property and integration tests and deploy-lint"
+	@echo "make test   install test dependencies, run unit, property and integration tests (Redis, then the cluster-facing ones on Valkey) and deploy-lint"
 	@echo "make deploy-lint  hadolint the Dockerfile, validate the Kubernetes manifests, the alerting rules and the systemd unit"
 	@echo "make lint   module graph (no import cycle, no file over 800 lines), rustfmt --check and clippy -D warnings, the fuzz targets included"
 	@echo "make bench  direct cluster vs slotproxy, then slotproxy vs predixy (PREDIXY=path) and the floor (writes docs/benchmarks.md; BENCH_ONLY=peer: that block alone)"
@@ -24,12 +24,18 @@ stop:
 test-deps:
 	deploy/local/ensure-test-deps.sh
 
+# The cluster-facing integration tests, run a second time against Valkey
+# (SLOTPROXY_TEST_SERVER=valkey; the rest of the suite runs against Redis).
+VALKEY_TESTS = --test harness --test topology --test chaos --test session --test fanout \
+	--test proxy --test redis_py --test zones
+
 # deploy-lint first: it takes seconds, and the test runner's summary stays
 # the last thing printed.
 test: test-deps
 	$(MAKE) --no-print-directory deploy-lint
 	cargo test --doc
 	cargo test --all-targets
+	SLOTPROXY_TEST_SERVER=valkey cargo test $(VALKEY_TESTS)
 
 # Static checks of deploy/ (the dashboard is checked by tests/deploy.rs): the
 # Dockerfile, the Kubernetes manifests, the alerting rules (checked, and

@@ -30,3 +30,16 @@ fn cluster_starts_and_cleans_up() {
         assert!(!common::port_open(p), "port {p} still open after drop");
     }
 }
+
+#[test]
+fn runs_the_server_the_environment_names() {
+    let cluster = Cluster::start(3, 0);
+    let info = cluster.cli(cluster.ports()[0], &["info", "server"]);
+    let valkey = info.contains("valkey_version:");
+    assert_eq!(
+        valkey,
+        common::server() == common::Server::Valkey,
+        "SLOTPROXY_TEST_SERVER={:?}, INFO server:\n{info}",
+        std::env::var("SLOTPROXY_TEST_SERVER")
+    );
+}

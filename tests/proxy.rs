@@ -516,7 +516,7 @@ fn redis_cli_works_for_every_data_type() {
     let proxy = Proxy::start(cluster.seeds());
     let port = proxy.port().to_string();
     let cli = |args: &[&str]| -> String {
-        let out = Command::new("redis-cli")
+        let out = Command::new(common::cli_bin())
             .args(["-p", &port])
             .args(args)
             .output()

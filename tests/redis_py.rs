@@ -43,6 +43,11 @@ fn run(protocol: &str) {
         .args(["--protocol", protocol])
         .arg("--expected")
         .arg(root.join("tests/redis-py-expected-failures.txt"))
+        .arg("--server")
+        .arg(match common::server() {
+            common::Server::Redis => "redis",
+            common::Server::Valkey => "valkey",
+        })
         .output()
         .expect("python3 runs");
     let report = String::from_utf8_lossy(&out.stdout);

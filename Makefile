@@ -26,7 +26,7 @@ test-deps:
 
 # The cluster-facing integration tests, run a second time against Valkey
 # (SLOTPROXY_TEST_SERVER=valkey; the rest of the suite runs against Redis).
-VALKEY_TESTS = --test harness --test topology --test chaos --test session --test fanout \
+VALKEY_TESTS = --test harness --test topology --test chaos --test session --test fanout --test clients \
 	--test proxy --test redis_py --test zones
 
 # deploy-lint first: it takes seconds, and the test runner's summary stays

@@ -340,3 +340,39 @@ fn client_list_and_kill_see_every_client_of_the_proxy() {
     let pong: String = redis::cmd("PING").query(&mut me).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+#[test]
+fn hello_commandlog_and_client_capa_as_one_server_does() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let reference = Standalone::start();
+    // COMMANDLOG (Valkey 8.1) is the proxy's slow log; CLIENT CAPA (Valkey
+    // 8) is accepted. Against Redis 7.0 both are unknown, in Redis's words.
+    same_reply(
+        &proxy,
+        &reference,
+        &[
+            &["COMMANDLOG", "GET", "5", "large-request"],
+            &["COMMANDLOG", "GET", "x", "slow"],
+            &["COMMANDLOG", "GET", "1", "huge"],
+            &["COMMANDLOG", "LEN", "large-reply"],
+            &["COMMANDLOG", "RESET", "large-request"],
+            &["COMMANDLOG", "RESET", "nope"],
+            &["COMMANDLOG", "GET", "1"],
+            &["CLIENT", "CAPA", "redirect"],
+            &["CLIENT", "CAPA"],
+        ],
+    );
+    // HELLO names the cluster's server and version; only the id differs.
+    for args in [&["HELLO"][..], &["HELLO", "3"], &["HELLO", "2"]] {
+        let want = exchange(&mut reference.raw(), &frame(args), 1).0;
+        let (got, _) = exchange(&mut proxy.raw(), &frame(args), 1);
+        let without_id = |b: &[u8]| {
+            let t = String::from_utf8_lossy(b).into_owned();
+            let at = t.find("$2\r\nid\r\n:").expect("an id field") + 8;
+            let end = at + t[at..].find("\r\n").unwrap();
+            format!("{}{}", &t[..at], &t[end..])
+        };
+        assert_eq!(without_id(&got), without_id(&want), "{args:?}");
+    }
+}

@@ -18,7 +18,7 @@
 //!   failed with an "unknown outcome" error and is never re-sent.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -202,6 +202,9 @@ pub struct Node {
     addr: String,
     lanes: Vec<queue::Sender<Job>>,
     health: Arc<AtomicBool>,
+    /// Client requests queued on the lanes (the proxy's own probes not
+    /// counted): `slotproxy_backend_requests_total`.
+    requests: AtomicU64,
 }
 
 impl Node {
@@ -228,6 +231,7 @@ impl Node {
             addr: addr.to_string(),
             lanes,
             health,
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -240,6 +244,11 @@ impl Node {
     /// The node's `host:port`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Client requests sent to the node on its multiplexed lanes so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Sends `frame` on lane 0 and records whether the node answered in
@@ -257,7 +266,7 @@ impl Node {
             index: 0,
             resp3: false,
         };
-        match self.send(lane, frame).await {
+        match self.enqueue(lane, frame, 0).await {
             Ok(mut rx) => match tokio::time::timeout(timeout, recv_reply(&mut rx)).await {
                 Ok(Ok(r)) if !is_error(&r) => Some(r),
                 _ => None,
@@ -270,6 +279,7 @@ impl Node {
     /// (taken modulo the number of connections) and returns the reply slot.
     /// Waits while that connection's queue is full.
     pub async fn send(&self, lane: Lane, frame: Bytes) -> Result<ReplyRx, ProxyError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.enqueue(lane, frame, 0).await
     }
 
@@ -279,6 +289,7 @@ impl Node {
         let mut both = BytesMut::with_capacity(ASKING.len() + frame.len());
         both.extend_from_slice(ASKING);
         both.extend_from_slice(frame);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.enqueue(lane, both.freeze(), 1).await
     }
 
@@ -286,6 +297,8 @@ impl Node {
     /// one job: written together, and their replies come back together, in
     /// order (one wake-up instead of one per request).
     pub async fn send_batch(&self, lane: Lane, frames: Vec<Bytes>) -> Result<BatchRx, ProxyError> {
+        self.requests
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let reply = ReplySlot::Batch {
             tx,

@@ -247,11 +247,14 @@ impl Retrier {
             });
         };
         if readonly && self.read_from != ReadFrom::Master {
-            let up: Vec<&Arc<Node>> = shard.replicas.iter().filter(|r| r.is_reachable()).collect();
-            if !up.is_empty() {
-                return Ok(up[lane.index % up.len()]);
+            if let Some(r) = shard.reader(lane.index) {
+                return Ok(r);
             }
-            if self.read_from == ReadFrom::Replica {
+            // Replicas too far behind (`max_replica_lag`) send reads to the
+            // master; no reachable replica at all is an error in this mode.
+            if self.read_from == ReadFrom::Replica
+                && !shard.replicas.iter().any(|r| r.is_reachable())
+            {
                 return Err(ProxyError::NoReplica);
             }
         }

@@ -64,6 +64,25 @@ pub struct Shard {
     pub master: Arc<Node>,
     /// Its replicas.
     pub replicas: Vec<Arc<Node>>,
+    /// The replicas read-only commands may go to under `cluster.read_from`
+    /// (zone) and `cluster.max_replica_lag`, chosen when the table is built
+    /// so that a request only checks reachability.
+    pub readers: Vec<Arc<Node>>,
+}
+
+impl Shard {
+    /// A reachable reader for a client on `lane`: the lane's own pick when
+    /// it is reachable (one atomic load), else the next reachable one.
+    pub fn reader(&self, lane: usize) -> Option<&Arc<Node>> {
+        let n = self.readers.len();
+        if n == 0 {
+            return None;
+        }
+        let first = lane % n;
+        (0..n)
+            .map(|i| &self.readers[(first + i) % n])
+            .find(|r| r.is_reachable())
+    }
 }
 
 /// Marker for a slot no shard serves.
@@ -105,20 +124,28 @@ impl SlotTable {
     }
 
     /// Builds a table from CLUSTER SLOTS ranges; `node` maps an address to
-    /// its (shared, reused across tables) backend handle.
+    /// its (shared, reused across tables) backend handle, and `reads` says
+    /// whether a replica's address may serve reads.
     pub fn build(
         version: u64,
         ranges: &[SlotRange],
         mut node: impl FnMut(&str) -> Arc<Node>,
+        reads: impl Fn(&str) -> bool,
     ) -> SlotTable {
         let mut slots = vec![UNASSIGNED; SLOTS].into_boxed_slice();
         let mut shards: Vec<Shard> = Vec::new();
         let mut by_master: BTreeMap<&str, u16> = BTreeMap::new();
         for r in ranges {
             let idx = *by_master.entry(r.master.as_str()).or_insert_with(|| {
+                let replicas: Vec<Arc<Node>> = r.replicas.iter().map(|a| node(a)).collect();
                 shards.push(Shard {
                     master: node(&r.master),
-                    replicas: r.replicas.iter().map(|a| node(a)).collect(),
+                    readers: replicas
+                        .iter()
+                        .filter(|n| reads(n.addr()))
+                        .cloned()
+                        .collect(),
+                    replicas,
                 });
                 (shards.len() - 1) as u16
             });

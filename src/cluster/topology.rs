@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendSettings, Node};
+use crate::cluster::readers::{hello_field, ReadPolicy};
 use crate::cluster::redirect_log::RedirectLog;
 pub use crate::cluster::replication::ReplicaLag;
 use crate::cluster::replication::{self, Replication};
@@ -49,6 +50,8 @@ pub struct Topology {
     state: Mutex<State>,
     refreshes: AtomicU64,
     replication: Replication,
+    /// Which replicas serve reads (zones, lag).
+    reads: ReadPolicy,
     /// `log.redirects`, and the redirects summed per refresh.
     pub redirects: RedirectLog,
 }
@@ -80,6 +83,7 @@ impl Topology {
             state: Mutex::new(State::default()),
             refreshes: AtomicU64::new(0),
             replication: Replication::default(),
+            reads: ReadPolicy::new(cfg),
             redirects: RedirectLog::default(),
         })
     }
@@ -91,6 +95,7 @@ impl Topology {
         self.interval.set(cfg.refresh_interval);
         self.timeout.set(cfg.discovery_timeout);
         self.replication_poll.set(cfg.replication_poll_interval);
+        self.reads.reconfigure(cfg);
         self.settings.refresh.notify_one();
     }
 
@@ -270,6 +275,7 @@ impl Topology {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.redirects.summary(self.table.load().version());
         self.probe_masters().await;
+        self.discover_zones().await;
         self.maybe_refresh_commands().await;
     }
 
@@ -283,23 +289,44 @@ impl Topology {
             );
             return;
         }
+        self.swap_in(&mut st, ranges, from);
+    }
+
+    /// Builds the table anew from the same ranges: which replicas serve
+    /// reads changed (a zone, a replica's lag).
+    fn rebuild(&self, why: &str) {
+        let mut st = self.state.lock().expect("topology state lock");
+        if st.ranges.is_empty() {
+            return;
+        }
+        let ranges = st.ranges.clone();
+        self.swap_in(&mut st, ranges, why);
+    }
+
+    fn swap_in(&self, st: &mut State, ranges: Vec<SlotRange>, from: &str) {
         st.version += 1;
         let version = st.version;
         let settings = &self.settings;
         let mut fresh: HashMap<String, Arc<Node>> = HashMap::new();
         let table = {
             let old = &st.nodes;
-            SlotTable::build(version, &ranges, |addr| {
-                fresh
-                    .entry(addr.to_string())
-                    .or_insert_with(|| {
-                        old.get(addr)
-                            .cloned()
-                            .unwrap_or_else(|| Node::spawn(addr, settings))
-                    })
-                    .clone()
-            })
+            SlotTable::build(
+                version,
+                &ranges,
+                |addr| {
+                    fresh
+                        .entry(addr.to_string())
+                        .or_insert_with(|| {
+                            old.get(addr)
+                                .cloned()
+                                .unwrap_or_else(|| Node::spawn(addr, settings))
+                        })
+                        .clone()
+                },
+                self.reads.eligible(),
+            )
         };
+        let readers: usize = table.shards().iter().map(|s| s.readers.len()).sum();
         let assigned = table.assigned_slots();
         let masters = table.shards().len();
         self.table.store(Arc::new(table));
@@ -311,6 +338,7 @@ impl Topology {
             version,
             masters,
             slots = assigned,
+            readers,
             source = from,
             "slot table updated"
         );
@@ -383,6 +411,47 @@ impl Topology {
             .map(|(s, t)| (s.master.addr(), t.as_deref()))
             .collect();
         self.replication.record(Instant::now(), &sample);
+        let answered: Vec<bool> = texts.iter().map(Option::is_some).collect();
+        if self
+            .reads
+            .record_lags(table, &answered, &self.replication.lags())
+        {
+            let stale = self.reads.stale();
+            info!(?stale, "replicas behind cluster.max_replica_lag changed");
+            self.rebuild("replica lag");
+        }
+    }
+
+    /// Asks every node for HELLO (no protocol change): its
+    /// `availability_zone`, for `read_from = "same_zone"` and the metrics.
+    async fn discover_zones(&self) {
+        let nodes: Vec<Arc<Node>> = self
+            .state
+            .lock()
+            .expect("topology state lock")
+            .nodes
+            .values()
+            .cloned()
+            .collect();
+        let frame = encode::command(&["HELLO"]);
+        let timeout = self.timeout.get();
+        let replies =
+            futures_util::future::join_all(nodes.iter().map(|n| n.request(frame.clone(), timeout)))
+                .await;
+        let replies: Vec<(String, Option<bytes::Bytes>)> = nodes
+            .iter()
+            .map(|n| n.addr().to_string())
+            .zip(replies)
+            .collect();
+        if self.reads.record_zones(&replies) {
+            info!("node availability zones changed");
+            self.rebuild("availability zones");
+        }
+    }
+
+    /// The availability zone a node reported, if any.
+    pub fn zone_of(&self, addr: &str) -> Option<Arc<str>> {
+        self.reads.zone_of(addr)
     }
 
     /// Replication lag per replica, from the last sample.
@@ -412,10 +481,18 @@ impl Topology {
             return;
         };
         let request = encode::command(&["COMMAND"]);
-        match backend::link::roundtrip(&addr, &self.settings.link, &request, self.timeout.get())
-            .await
-        {
-            Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr) {
+        let timeout = self.timeout.get();
+        let server = backend::link::roundtrip(
+            &addr,
+            &self.settings.link,
+            &encode::command(&["HELLO"]),
+            timeout,
+        )
+        .await
+        .ok()
+        .and_then(|r| Some((hello_field(&r, "server")?, hello_field(&r, "version")?)));
+        match backend::link::roundtrip(&addr, &self.settings.link, &request, timeout).await {
+            Ok(reply) => match self.commands.refresh_from_reply(&reply, &addr, server) {
                 Ok(n) => {
                     info!(commands = n, source = %addr, "command table refreshed from the cluster");
                     self.state

@@ -46,6 +46,8 @@ const SUMMED: &[&str] = &[
 ];
 /// Per-process fields left out of `# Server`.
 const NODE_FIELDS: &[&str] = &[
+    // Valkey 8.1: one master's zone says nothing of the proxy's.
+    "availability_zone",
     "process_id",
     "process_supervised",
     "run_id",
@@ -320,11 +322,15 @@ pub fn proxy_section(
     retries: &RetryCounters,
 ) -> String {
     let nodes: usize = slots.shards().iter().map(|s| 1 + s.replicas.len()).sum();
+    let readers: usize = slots.shards().iter().map(|s| s.readers.len()).sum();
+    let (server, server_version) = commands.server();
     let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = format!(
         "proxy_name:slotproxy\r\nproxy_version:{VERSION}\r\nproxy_id:{}\r\nuptime_in_seconds:{}\r\n\
          total_commands_processed:{}\r\nslot_table_version:{}\r\nslots_assigned:{}\r\n\
-         cluster_masters:{}\r\ncluster_nodes:{nodes}\r\ncommand_table_source:{}\r\ncommand_table_size:{}\r\n",
+         cluster_masters:{}\r\ncluster_nodes:{nodes}\r\ncluster_server:{server}\r\n\
+         cluster_server_version:{server_version}\r\nreplicas_serving_reads:{readers}\r\n\
+         command_table_source:{}\r\ncommand_table_size:{}\r\n",
         proxy.id,
         proxy.started.elapsed().as_secs(),
         proxy.total_commands.load(Ordering::Relaxed),

@@ -80,7 +80,8 @@ pub(super) fn classify(name: &str, parent: Option<&str>, flags: Flags, keyed: bo
         | "client|no-touch" | "slowlog|get" | "slowlog|len" | "slowlog|reset" | "cluster|slots"
         | "cluster|shards" | "cluster|nodes" | "cluster|myid" | "cluster|info" | "role"
         | "monitor" | "client|kill" | "client|unblock" | "client|pause" | "client|unpause"
-        | "client|reply" => return Policy::Local,
+        | "client|reply" | "client|capa" | "commandlog|get" | "commandlog|len"
+        | "commandlog|reset" => return Policy::Local,
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => return Policy::SlotArgument,
         // Fanned out to every master (or node) and merged.
         "keys" | "scan" | "dbsize" | "randomkey" | "flushall" | "flushdb" | "info"

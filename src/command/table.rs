@@ -300,6 +300,9 @@ impl CommandSpec {
 pub struct CommandTable {
     commands: NameMap,
     source: String,
+    /// The server the table came from, `(name, version)` as its HELLO
+    /// gives them: what the proxy's own HELLO reports.
+    server: (String, String),
 }
 
 /// The result of looking a request up: its spec, or the error Redis would give.
@@ -333,6 +336,7 @@ impl CommandTable {
         Ok(CommandTable {
             commands,
             source: source.to_string(),
+            server: ("redis".to_string(), BUILTIN_VERSION.to_string()),
         })
     }
 
@@ -349,6 +353,11 @@ impl CommandTable {
     /// Where the table came from (`redis-server 7.0.15`, or a node address).
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The server's name and version (`redis`, `7.0.15`; `valkey`, `8.1.8`).
+    pub fn server(&self) -> (&str, &str) {
+        (&self.server.0, &self.server.1)
     }
 
     /// Number of top-level commands.
@@ -464,10 +473,19 @@ impl Commands {
     }
 
     /// Replaces the table with one built from the cluster's `COMMAND` reply
-    /// (merged with the built-in table). Returns the new command count.
-    pub fn refresh_from_reply(&self, frame: &Bytes, source: &str) -> Result<usize, String> {
-        let table =
+    /// (merged with the built-in table); `server` is the node's name and
+    /// version, when its HELLO gave them. Returns the new command count.
+    pub fn refresh_from_reply(
+        &self,
+        frame: &Bytes,
+        source: &str,
+        server: Option<(String, String)>,
+    ) -> Result<usize, String> {
+        let mut table =
             CommandTable::from_command_reply(frame, source)?.merged_with(CommandTable::builtin());
+        if let Some(s) = server {
+            table.server = s;
+        }
         let n = table.len();
         self.0.store(Arc::new(table));
         Ok(n)
@@ -736,7 +754,7 @@ mod tests {
         resp::encode::array_header(1, &mut one);
         one.extend_from_slice(&get);
         assert_eq!(
-            c.refresh_from_reply(&one.freeze(), "node").unwrap(),
+            c.refresh_from_reply(&one.freeze(), "node", None).unwrap(),
             CommandTable::builtin().len()
         );
         assert_eq!(c.load().source(), "node");

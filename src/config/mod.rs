@@ -242,6 +242,33 @@ pub struct ClusterConfig {
     pub replication_poll_interval: Duration,
     /// Where read-only commands go.
     pub read_from: ReadFrom,
+    /// The proxy's availability zone, for `read_from = "same_zone"`.
+    pub zone: Option<String>,
+    /// An environment variable holding the proxy's zone (the Kubernetes
+    /// downward API); used when `zone` is not set.
+    pub zone_env: Option<String>,
+    /// Replicas further behind their master than this are not read from
+    /// (0: no bound).
+    #[serde(with = "humantime_serde")]
+    pub max_replica_lag: Duration,
+}
+
+impl ClusterConfig {
+    /// The proxy's zone: `zone`, else the variable `zone_env` names (unset
+    /// or empty: none).
+    pub fn resolved_zone(&self) -> Result<Option<String>, String> {
+        match (&self.zone, &self.zone_env) {
+            (Some(_), Some(_)) => Err("cluster.zone: set only one of zone and zone_env".into()),
+            (Some(z), None) => Ok(Some(z.clone()).filter(|z| !z.is_empty())),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(z) if !z.trim().is_empty() => Ok(Some(z.trim().to_string())),
+                _ => Err(format!(
+                    "cluster.zone_env: environment variable {var} is not set or empty"
+                )),
+            },
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// Where read-only commands are sent. Writes always go to masters.
@@ -255,6 +282,9 @@ pub enum ReadFrom {
     Replica,
     /// Read-only commands go to a reachable replica, else to the master.
     PreferReplica,
+    /// Read-only commands go to a reachable replica in the proxy's own
+    /// zone (`cluster.zone`), else to the master.
+    SameZone,
 }
 
 /// `[retry]`: how redirects and transient cluster errors are absorbed.
@@ -328,6 +358,9 @@ impl Default for ClusterConfig {
             discovery_timeout: Duration::from_secs(2),
             replication_poll_interval: Duration::from_secs(1),
             read_from: ReadFrom::Master,
+            zone: None,
+            zone_env: None,
+            max_replica_lag: Duration::ZERO,
         }
     }
 }
@@ -606,6 +639,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "backend.tls.enabled",
     "frontend.tls",
     "cluster.read_from",
+    "cluster.zone",
+    "cluster.zone_env",
     "log.format",
     "runtime.threads",
     "metrics.command_histograms",

@@ -180,6 +180,14 @@ impl Config {
             "cluster.discovery_timeout",
             self.cluster.discovery_timeout,
         );
+        match self.cluster.resolved_zone() {
+            Err(e) => p.push(e),
+            Ok(None) if self.cluster.read_from == ReadFrom::SameZone => p.push(
+                "cluster.read_from: \"same_zone\" needs the proxy's zone (cluster.zone or cluster.zone_env)"
+                    .to_string(),
+            ),
+            Ok(_) => {}
+        }
         let b = &self.backend;
         if !(1..=64).contains(&b.connections_per_node) {
             p.push(format!(
@@ -333,6 +341,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("log_redirects", "log.redirects"),
     ("retryable_errors", "retry.retryable_errors"),
     ("read_preference", "cluster.read_from"),
+    ("availability_zone", "cluster.zone"),
+    ("max_lag", "cluster.max_replica_lag"),
     ("metrics_listen", "admin.listen"),
 ];
 
@@ -644,6 +654,27 @@ mod tests {
         let mut u = valid();
         u.backend.username = Some("x".into());
         assert!(u.validate().unwrap_err().0[0].contains("needs a password"));
+    }
+
+    #[test]
+    fn same_zone_needs_the_proxys_zone() {
+        let mut c = valid();
+        c.cluster.read_from = ReadFrom::SameZone;
+        assert!(c.validate().unwrap_err().0[0].contains("needs the proxy's zone"));
+        c.cluster.zone = Some("eu-west-1b".into());
+        assert!(c.validate().is_ok());
+        c.cluster.zone_env = Some("PATH".into());
+        assert!(c.validate().unwrap_err().0[0].contains("only one"));
+        c.cluster.zone = None;
+        assert_eq!(c.cluster.resolved_zone(), Ok(std::env::var("PATH").ok()));
+        c.cluster.zone_env = Some("SLOTPROXY_TEST_NO_SUCH_VAR".into());
+        assert!(c.validate().unwrap_err().0[0].contains("is not set"));
+        let parsed: Config = toml::from_str(
+            "[cluster]\nseeds = [\"a:1\"]\nread_from = \"same_zone\"\nzone = \"b\"\nmax_replica_lag = \"3s\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.cluster.max_replica_lag, Duration::from_secs(3));
+        assert!(parsed.validate().is_ok());
     }
 
     #[test]

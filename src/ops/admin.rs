@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use crate::cluster::retry::Retrier;
 use crate::cluster::slot::{SharedSlotTable, SlotTable, SLOTS};
 use crate::cluster::topology::Topology;
-use crate::ops::metrics::{self, Lag, Scrape};
+use crate::ops::metrics::{self, Lag, NodeRequests, Scrape};
 use crate::ops::stats::ProxyInfo;
 
 /// What the admin endpoints look at.
@@ -112,6 +112,7 @@ fn scrape(state: &AdminState) -> Scrape {
         .shards()
         .iter()
         .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter()));
+    let nodes_in_table = nodes.clone();
     let slots_ok = t.slots_ok();
     let (slots_migrating, slots_importing) = state.topology.slots_in_transfer();
     Scrape {
@@ -146,6 +147,13 @@ fn scrape(state: &AdminState) -> Scrape {
             .collect(),
         slots_migrating,
         slots_importing,
+        backend_requests: nodes_in_table
+            .map(|n| NodeRequests {
+                node: n.addr().to_string(),
+                zone: state.topology.zone_of(n.addr()).map(|z| z.to_string()),
+                requests: n.requests(),
+            })
+            .collect(),
     }
 }
 

@@ -139,6 +139,7 @@ pub struct Metrics {
     slots_importing: IntGauge,
     replica_lag_bytes: IntGaugeVec,
     replica_lag_seconds: GaugeVec,
+    backend_requests: IntCounterVec,
     /// Serializes scrapes (scrape-time counters are reset and re-added).
     scrape: Mutex<()>,
 }
@@ -345,6 +346,13 @@ impl Metrics {
                  (0 when caught up), sampled about once a second.",
                 &["master", "replica"],
             ),
+            backend_requests: counter_vec(
+                &r,
+                "slotproxy_backend_requests_total",
+                "Client requests sent to each node of the slot table on multiplexed connections, \
+                 with the node's availability zone (unknown when it reports none).",
+                &["node", "zone"],
+            ),
             registry: r,
             scrape: Mutex::new(()),
         }
@@ -355,6 +363,17 @@ impl Metrics {
 fn set_counter(c: &IntCounter, value: u64) {
     c.reset();
     c.inc_by(value);
+}
+
+/// Requests sent to one node, for `slotproxy_backend_requests_total`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeRequests {
+    /// The node's address.
+    pub node: String,
+    /// Its availability zone, if it reports one.
+    pub zone: Option<String>,
+    /// Client requests sent to it so far.
+    pub requests: u64,
 }
 
 /// A replica's replication lag, as its master reports it.
@@ -406,6 +425,8 @@ pub struct Scrape {
     pub slots_migrating: usize,
     /// Slots in IMPORTING state, summed over the masters.
     pub slots_importing: usize,
+    /// Requests per node of the slot table.
+    pub backend_requests: Vec<NodeRequests>,
 }
 
 /// Renders every metric in the Prometheus text format.
@@ -441,6 +462,16 @@ pub fn render(s: &Scrape) -> String {
         m.replica_lag_seconds
             .with_label_values(&labels)
             .set(lag.seconds);
+    }
+    // Nodes that left the table leave the metric: the series stay bounded
+    // by the node count.
+    m.backend_requests.reset();
+    for n in &s.backend_requests {
+        let zone = n.zone.as_deref().unwrap_or("unknown");
+        set_counter(
+            &m.backend_requests.with_label_values(&[&n.node, zone]),
+            n.requests,
+        );
     }
     let mut out = Vec::new();
     TextEncoder::new()

@@ -205,6 +205,8 @@ impl Reload for Reloader {
         next.backend.queue_depth = current.backend.queue_depth;
         next.backend.max_dedicated_connections = current.backend.max_dedicated_connections;
         next.cluster.read_from = current.cluster.read_from;
+        next.cluster.zone = current.cluster.zone.clone();
+        next.cluster.zone_env = current.cluster.zone_env.clone();
         next.log.format = current.log.format;
         if next.frontend.tls.is_some() != current.frontend.tls.is_some() {
             next.frontend.tls = current.frontend.tls.clone();

@@ -16,16 +16,26 @@ use crate::resp::{encode, Request};
 /// (a client of the Unix socket is listed as Redis lists one: `addr=PATH:0
 /// laddr=PATH:0 flags=U`). Fields about a node's buffers have no meaning
 /// at the proxy and are 0.
-pub(super) fn client_line(e: &ClientEntry) -> String {
+/// One client's line, with the fields of the cluster's server: Valkey
+/// adds `capa`, `watch` and the `tot-` totals to Redis's.
+pub(super) fn client_line(e: &ClientEntry, valkey: bool) -> String {
     let name = e
         .name()
         .map(|n| String::from_utf8_lossy(&n).into_owned())
         .unwrap_or_default();
     let (lib_name, lib_ver) = e.lib();
+    let (capa, watch, totals) = match valkey {
+        true => (
+            " capa=",
+            " watch=0",
+            " tot-net-in=0 tot-net-out=0 tot-cmds=0",
+        ),
+        false => ("", "", ""),
+    };
     format!(
-        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={} db=0 sub=0 psub=0 \
-         ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
-         tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={}{capa} db=0 sub=0 psub=0 \
+         ssub=0 multi=-1{watch} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
+         tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}{totals}\n",
         e.id,
         e.addr,
         e.laddr,
@@ -42,7 +52,11 @@ pub(super) fn client_line(e: &ClientEntry) -> String {
 
 /// CLIENT LIST [TYPE type] [ID id ...]: every client of this proxy, as
 /// Redis lists a server's.
-pub(super) fn client_list(req: &Request, proxy: &ProxyInfo) -> Result<Bytes, ProxyError> {
+pub(super) fn client_list(
+    req: &Request,
+    proxy: &ProxyInfo,
+    valkey: bool,
+) -> Result<Bytes, ProxyError> {
     let mut ids: Option<Vec<u64>> = None;
     let mut normal = true;
     let mut i = 2;
@@ -79,7 +93,7 @@ pub(super) fn client_list(req: &Request, proxy: &ProxyInfo) -> Result<Bytes, Pro
     let mut out = String::new();
     for e in proxy.clients.all() {
         if normal && ids.as_ref().is_none_or(|ids| ids.contains(&e.id)) {
-            out.push_str(&client_line(&e));
+            out.push_str(&client_line(&e, valkey));
         }
     }
     Ok(encode::bulk(out.as_bytes()))

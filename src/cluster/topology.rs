@@ -422,16 +422,17 @@ impl Topology {
         }
     }
 
-    /// Asks every node for HELLO (no protocol change): its
+    /// Asks nodes for HELLO (no protocol change): their
     /// `availability_zone`, for `read_from = "same_zone"` and the metrics.
+    /// Replicas are asked only when they serve reads: otherwise the proxy
+    /// opens no connection to them.
     async fn discover_zones(&self) {
-        let nodes: Vec<Arc<Node>> = self
-            .state
-            .lock()
-            .expect("topology state lock")
-            .nodes
-            .values()
-            .cloned()
+        let table = self.table.load_full();
+        let replicas = self.reads.reads_replicas();
+        let nodes: Vec<&Arc<Node>> = table
+            .shards()
+            .iter()
+            .flat_map(|s| std::iter::once(&s.master).chain(s.replicas.iter().filter(|_| replicas)))
             .collect();
         let frame = encode::command(&["HELLO"]);
         let timeout = self.timeout.get();

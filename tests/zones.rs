@@ -140,6 +140,22 @@ fn reads_stay_in_the_proxys_zone() {
         assert!(n >= total as f64 / 3.0 * 0.99, "{series} {n}");
     }
 
+    // /topology says which replicas serve reads, and every node's zone.
+    let topo: serde_json::Value = serde_json::from_str(&proxy.admin_get("/topology").1).unwrap();
+    let replicas: Vec<&serde_json::Value> = topo["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["replicas"].as_array().unwrap())
+        .collect();
+    let readers: Vec<&str> = replicas
+        .iter()
+        .filter(|r| r["serves_reads"] == true)
+        .map(|r| r["zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(readers, ["b", "b", "b"], "{topo}");
+    assert!(topo["shards"][0]["zone"] == "a", "{topo}");
+
     // The zone-b replica of the first key's master dies: its reads go to
     // that master, and no client sees an error.
     let (key, master) = keys[0].clone();

@@ -219,7 +219,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
         },
         "/topology" => {
             let mut r = Response::new(Full::new(Bytes::from(
-                topology_json(&state.table.load()).to_string(),
+                topology_json(&state.table.load(), |a| state.topology.zone_of(a)).to_string(),
             )));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -267,7 +267,11 @@ pub fn readiness(table: &SlotTable, draining: bool) -> Result<(), String> {
 
 /// The slot table as JSON: version, and per master its address,
 /// reachability, slot ranges and replicas.
-pub fn topology_json(table: &SlotTable) -> serde_json::Value {
+/// `zone` gives a node's availability zone, if it reported one.
+pub fn topology_json(
+    table: &SlotTable,
+    zone: impl Fn(&str) -> Option<std::sync::Arc<str>>,
+) -> serde_json::Value {
     let shards: Vec<serde_json::Value> = table
         .shards()
         .iter()
@@ -276,10 +280,14 @@ pub fn topology_json(table: &SlotTable) -> serde_json::Value {
             serde_json::json!({
                 "master": s.master.addr(),
                 "reachable": s.master.is_reachable(),
+                "zone": zone(s.master.addr()).as_deref(),
                 "slots": ranges.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
                 "replicas": s.replicas.iter().map(|r| serde_json::json!({
                     "addr": r.addr(),
                     "reachable": r.is_reachable(),
+                    "zone": zone(r.addr()).as_deref(),
+                    // Chosen for reads (read_from, zone, max_replica_lag).
+                    "serves_reads": s.readers.iter().any(|x| std::sync::Arc::ptr_eq(x, r)),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -303,7 +311,7 @@ mod tests {
             .contains("not been discovered"));
         assert!(readiness(&t, true).unwrap_err().contains("draining"));
         assert_eq!(
-            topology_json(&t),
+            topology_json(&t, |_| None),
             serde_json::json!({"version": 0, "slots_assigned": 0, "shards": []})
         );
     }

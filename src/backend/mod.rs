@@ -21,6 +21,7 @@ pub mod dedicated;
 pub mod link;
 pub mod node;
 pub mod queue;
+mod roomy;
 
 pub use link::Link;
 pub use node::{BackendSettings, Node};

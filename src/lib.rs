@@ -29,6 +29,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod migration;
 pub mod ops;
 pub mod resp;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The `slotproxy` binary: parses flags, loads the configuration, sets up
 //! logging and runs the server until SIGINT or SIGTERM. Subcommands: `check`
-//! (validate a cluster) and `health` (probe a running proxy's admin server).
+//! (validate a cluster), `health` (probe a running proxy's admin server)
+//! and `migrate status` (a running proxy's live migration).
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -95,6 +96,69 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// The live migration from a standalone Redis (`[migration]`).
+    Migrate {
+        #[command(subcommand)]
+        action: Migrate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Migrate {
+    /// Shows a running proxy's migration (its admin server's /migration):
+    /// phase, keys copied, skipped and rewritten, bytes, rate, ETA (a
+    /// progress bar on a terminal), dual-write lag and errors, the
+    /// verifier's last result. Exits 1 if the proxy cannot be asked.
+    Status {
+        /// Admin address, HOST:PORT (default as for `health`).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Print the JSON document as the admin server gives it.
+        #[arg(long)]
+        json: bool,
+        /// Show it again at this interval until interrupted.
+        #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+        watch: Option<Duration>,
+        /// Timeout for connecting and for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Runs `slotproxy migrate status`.
+fn run_migrate_status(addr: &str, json: bool, watch: Option<Duration>, timeout: Duration) -> ExitCode {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        match probe(addr, "/migration", timeout) {
+            Ok((200, body)) if json => println!("{}", body.trim_end()),
+            Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) => {
+                    if terminal && watch.is_some() {
+                        // Clear the screen: the status redrawn in place.
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", slotproxy::migration::status::render(&v, terminal));
+                }
+                Err(e) => {
+                    println!("{addr}/migration: not JSON: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Ok((status, body)) => {
+                println!("{addr}/migration: HTTP {status}: {}", body.trim_end());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                println!("{addr}/migration: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        match watch {
+            Some(every) => std::thread::sleep(every),
+            None => return ExitCode::SUCCESS,
+        }
+    }
 }
 
 /// Where `slotproxy health` looks without --admin.
@@ -241,6 +305,28 @@ fn main() -> ExitCode {
             Err(e) => {
                 // Docker reserves HEALTHCHECK exit code 2: every failure is 1.
                 println!("slotproxy health: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Migrate {
+        action:
+            Migrate::Status {
+                admin,
+                json,
+                watch,
+                timeout,
+            },
+    }) = &cli.command
+    {
+        return match health_addr(
+            admin.as_deref(),
+            cli.config.as_deref(),
+            cli.admin.as_deref(),
+        ) {
+            Ok(addr) => run_migrate_status(&addr, *json, *watch, *timeout),
+            Err(e) => {
+                println!("slotproxy migrate status: {e}");
                 ExitCode::FAILURE
             }
         };

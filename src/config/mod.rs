@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod migration;
 mod validate;
+
+pub use migration::{check_transition, MigrationConfig, Phase};
 
 pub use validate::{changed_keys, flatten, parse_host_port};
 
@@ -38,6 +41,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Reload when the files change.
     pub reload: ReloadConfig,
+    /// A live migration from a standalone Redis (absent: none).
+    pub migration: Option<MigrationConfig>,
 }
 
 /// `[reload]`: reloading when the configuration or a file it names changes.
@@ -644,6 +649,14 @@ pub const RESTART_KEYS: &[&str] = &[
     "log.format",
     "runtime.threads",
     "metrics.command_histograms",
+    "migration",
+    "migration.source",
+    "migration.username",
+    "migration.password",
+    "migration.password_env",
+    "migration.password_file",
+    "migration.tls.enabled",
+    "migration.cursor_file",
 ];
 
 /// A duration that can change at run time (configuration reload).

@@ -292,6 +292,9 @@ impl Config {
             ));
         }
         check_command_names(&mut p, &self.metrics.command_histograms);
+        if let Some(m) = &self.migration {
+            p.extend(m.problems(&self.backend));
+        }
         if p.is_empty() {
             Ok(())
         } else {

@@ -37,6 +37,9 @@ pub(crate) enum Pending {
     Routed(Routed),
     /// Waiting for a backend, in a batch of this read's requests.
     Member(Member),
+    /// Final whatever it holds (served by a migration's stream, which
+    /// completed it already).
+    Final(ReplyRx),
     /// Waiting for several backends, then merged.
     FanOut(Box<FanOut>),
     /// Fired once every earlier reply has been written.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::pending::{reply_bytes, Item, Member, Pending, Place};
 use super::tally::Tally;
-use crate::backend::{queue, recv_batch, try_batch, ReplyResult};
+use crate::backend::{queue, recv_batch, recv_reply, try_batch, try_reply, ReplyResult};
 use crate::cluster::retry::Retrier;
 use crate::error::ProxyError;
 use crate::ops::metrics::{error_kind, METRICS};
@@ -215,6 +215,19 @@ impl Writer {
                         Box::pin(retrier.finish(&attempt, outcome)).await
                     };
                     forwarded = Some(attempt.frame);
+                    reply_bytes(outcome)
+                }
+                Pending::Final(mut rx) => {
+                    let outcome = match try_reply(&mut rx) {
+                        Some(outcome) => outcome,
+                        None => {
+                            tally.flush();
+                            if !same_read && flush(&mut self.wr, &mut self.out).await.is_err() {
+                                return false;
+                            }
+                            recv_reply(&mut rx).await
+                        }
+                    };
                     reply_bytes(outcome)
                 }
                 Pending::FanOut(mut f) => {

@@ -32,7 +32,9 @@ use tracing::{debug, warn};
 use crate::cluster::retry::Retrier;
 use crate::cluster::slot::{SharedSlotTable, SlotTable, SLOTS};
 use crate::cluster::topology::Topology;
-use crate::ops::metrics::{self, Lag, NodeRequests, Scrape};
+use crate::migration::status::Status;
+use crate::migration::Migration;
+use crate::ops::metrics::{self, Lag, MigrationFigures, NodeRequests, Scrape};
 use crate::ops::stats::ProxyInfo;
 
 /// What the admin endpoints look at.
@@ -52,6 +54,8 @@ pub struct AdminState {
     pub allow_reload: Arc<AtomicBool>,
     /// Runs a reload for `POST /reload`.
     pub reload: ReloadFn,
+    /// The live migration (`/migration`), if `[migration]` is configured.
+    pub migration: Option<Arc<Migration>>,
 }
 
 /// A reload as `POST /reload` runs it: the report's lines, or why nothing
@@ -154,6 +158,34 @@ fn scrape(state: &AdminState) -> Scrape {
                 requests: n.requests(),
             })
             .collect(),
+        migration: state.migration.as_ref().map(|m| migration_figures(&m.status())),
+    }
+}
+
+/// The metrics' view of a migration's status.
+fn migration_figures(s: &Status) -> MigrationFigures {
+    let phase = ["source", "copy", "verify", "target", "done"]
+        .into_iter()
+        .find(|p| *p == s.phase)
+        .unwrap_or("done");
+    MigrationFigures {
+        source: s.source.clone(),
+        phase,
+        keys: vec![
+            ("copied", s.keys_copied),
+            ("skipped", s.keys_skipped),
+            ("rewritten", s.keys_rewritten),
+            ("scanned", s.keys_scanned),
+            ("total", s.keys_total),
+            ("dirty", s.dirty_keys),
+        ],
+        dual_writes: vec![
+            ("mirrored", s.mirrored),
+            ("error", s.mirror_errors),
+            ("unknown", s.unknown_outcomes),
+        ],
+        bytes: s.bytes,
+        lag_seconds: s.lag_ms / 1000.0,
     }
 }
 
@@ -225,6 +257,19 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
+        "/migration" => match &state.migration {
+            Some(m) => {
+                let body = serde_json::to_string(&m.status()).unwrap_or_default();
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no migration: [migration] is not configured\n".into(),
+            ),
+        },
         other => text(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: {other}\n"),

@@ -140,6 +140,11 @@ pub struct Metrics {
     replica_lag_bytes: IntGaugeVec,
     replica_lag_seconds: GaugeVec,
     backend_requests: IntCounterVec,
+    migration_phase: IntGaugeVec,
+    migration_keys: IntGaugeVec,
+    migration_dual_writes: IntGaugeVec,
+    migration_bytes: IntGaugeVec,
+    migration_lag: GaugeVec,
     /// Serializes scrapes (scrape-time counters are reset and re-added).
     scrape: Mutex<()>,
 }
@@ -323,6 +328,36 @@ impl Metrics {
                 "slotproxy_cluster_masters_without_replica",
                 "Masters that have no replica.",
             ),
+            migration_phase: gauge_vec(
+                &r,
+                "slotproxy_migration_phase",
+                "1 for the live migration's phase (absent without [migration]).",
+                &["phase"],
+            ),
+            migration_keys: gauge_vec(
+                &r,
+                "slotproxy_migration_keys",
+                "Migration keys by kind: copied, skipped (gone at the source), rewritten (copied again), scanned, total (at the source when the copy started), dirty (waiting for a copy).",
+                &["kind"],
+            ),
+            migration_dual_writes: gauge_vec(
+                &r,
+                "slotproxy_migration_dual_writes",
+                "Writes mirrored to the secondary side, by outcome: mirrored, error (key re-copied), unknown (authoritative outcome unknown, key re-copied).",
+                &["outcome"],
+            ),
+            migration_bytes: gauge_vec(
+                &r,
+                "slotproxy_migration_copied_bytes",
+                "Bytes of DUMP payloads restored by the migration.",
+                &["source"],
+            ),
+            migration_lag: float_gauge_vec(
+                &r,
+                "slotproxy_migration_lag_seconds",
+                "The last mirrored write's delay from the request to the secondary's reply.",
+                &["source"],
+            ),
             slots_migrating: gauge(
                 &r,
                 "slotproxy_cluster_slots_migrating",
@@ -427,6 +462,25 @@ pub struct Scrape {
     pub slots_importing: usize,
     /// Requests per node of the slot table.
     pub backend_requests: Vec<NodeRequests>,
+    /// The live migration's figures, if one is configured.
+    pub migration: Option<MigrationFigures>,
+}
+
+/// What a scrape reports of a live migration.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationFigures {
+    /// The source's address.
+    pub source: String,
+    /// The phase's name.
+    pub phase: &'static str,
+    /// Keys by kind (`copied`, `skipped`, ...).
+    pub keys: Vec<(&'static str, u64)>,
+    /// Dual writes by outcome.
+    pub dual_writes: Vec<(&'static str, u64)>,
+    /// Bytes restored.
+    pub bytes: u64,
+    /// The last mirror's delay, in seconds.
+    pub lag_seconds: f64,
 }
 
 /// Renders every metric in the Prometheus text format.
@@ -452,6 +506,28 @@ pub fn render(s: &Scrape) -> String {
         .set(s.masters_without_replica as i64);
     m.slots_migrating.set(s.slots_migrating as i64);
     m.slots_importing.set(s.slots_importing as i64);
+    m.migration_phase.reset();
+    if let Some(g) = &s.migration {
+        for phase in ["source", "copy", "verify", "target", "done"] {
+            m.migration_phase
+                .with_label_values(&[phase])
+                .set(i64::from(phase == g.phase));
+        }
+        for (kind, v) in &g.keys {
+            m.migration_keys.with_label_values(&[kind]).set(*v as i64);
+        }
+        for (outcome, v) in &g.dual_writes {
+            m.migration_dual_writes
+                .with_label_values(&[outcome])
+                .set(*v as i64);
+        }
+        m.migration_bytes
+            .with_label_values(&[g.source.as_str()])
+            .set(g.bytes as i64);
+        m.migration_lag
+            .with_label_values(&[g.source.as_str()])
+            .set(g.lag_seconds);
+    }
     m.replica_lag_bytes.reset();
     m.replica_lag_seconds.reset();
     for lag in &s.replica_lag {

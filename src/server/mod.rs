@@ -36,6 +36,7 @@ use crate::config::Tunable;
 use crate::config::{Config, ReadFrom};
 use crate::error::ProxyError;
 use crate::frontend;
+use crate::migration::Migration;
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::{self, METRICS};
 use crate::ops::slowlog::SlowLog;
@@ -57,6 +58,7 @@ pub struct Server {
     reloader: Arc<Reloader>,
     table: SharedSlotTable,
     topology: Arc<Topology>,
+    migration: Option<Arc<Migration>>,
 }
 
 impl Server {
@@ -121,6 +123,19 @@ impl Server {
             config.retry.clone(),
             config.cluster.read_from,
         ));
+        let migration = match &config.migration {
+            Some(m) => Some(
+                Migration::start(
+                    m,
+                    &config.backend,
+                    retrier.clone(),
+                    link.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             table: table.clone(),
             commands,
@@ -147,6 +162,7 @@ impl Server {
                 link.clone(),
             )),
             reloader: std::sync::OnceLock::new(),
+            migration: migration.clone(),
             auth: Arc::new(
                 Authenticator::from_config(&config.auth).map_err(std::io::Error::other)?,
             ),
@@ -190,6 +206,7 @@ impl Server {
                 retrier: shared.retrier.clone(),
                 proxy: shared.proxy.clone(),
                 allow_reload,
+                migration: migration.clone(),
                 reload: Arc::new(move || {
                     reload
                         .reload()
@@ -237,6 +254,7 @@ impl Server {
             reloader,
             table,
             topology,
+            migration,
         })
     }
 
@@ -294,6 +312,9 @@ impl Server {
                 sessions = self.sessions.len(),
                 "drain timeout: closing the remaining sessions"
             );
+        }
+        if let Some(m) = &self.migration {
+            m.stop().await;
         }
         let _ = self.refresher.await;
     }

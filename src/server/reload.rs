@@ -109,6 +109,14 @@ impl Reload for Reloader {
         };
         let mut current = self.current.lock().expect("config lock");
         let new = load_config(Some(path), &self.source.overrides)?;
+        let migration = match (&current.migration, &new.migration) {
+            (Some(old), Some(m)) => {
+                crate::config::check_transition(old.phase, m.phase)
+                    .map_err(|e| ConfigError::Invalid(Problems(vec![e])))?;
+                Some(m)
+            }
+            _ => None,
+        };
         let (mut applied, mut restart_needed) = changed_keys(&current, &new);
         for (key, digest) in password_digests(&new) {
             if self.passwords.get(&key) != Some(&digest) {
@@ -139,6 +147,17 @@ impl Reload for Reloader {
                     !inside
                 });
             }
+        }
+        if current.migration.is_some() != new.migration.is_some() {
+            // Adding or removing [migration] needs a restart; nothing in
+            // it is applied.
+            applied.retain(|k| {
+                let inside = k == "migration" || k.starts_with("migration.");
+                if inside {
+                    restart_needed.push("migration".into());
+                }
+                !inside
+            });
         }
         restart_needed.sort();
         restart_needed.dedup();
@@ -186,6 +205,9 @@ impl Reload for Reloader {
         self.topology.reconfigure(&new.cluster);
         self.topology.redirects.set_enabled(new.log.redirects);
         self.drain_timeout.set(new.frontend.drain_timeout);
+        if let (Some(m), Some(c)) = (&self.shared.migration, migration) {
+            m.reconfigure(c);
+        }
         self.allow_reload
             .store(new.admin.allow_reload, Ordering::Relaxed);
         self.watch_interval.set(new.reload.watch_interval);
@@ -208,6 +230,17 @@ impl Reload for Reloader {
         next.cluster.zone = current.cluster.zone.clone();
         next.cluster.zone_env = current.cluster.zone_env.clone();
         next.log.format = current.log.format;
+        if let (Some(next), Some(cur)) = (&mut next.migration, &current.migration) {
+            next.source = cur.source.clone();
+            next.username = cur.username.clone();
+            next.password = cur.password.clone();
+            next.password_env = cur.password_env.clone();
+            next.password_file = cur.password_file.clone();
+            next.tls = cur.tls.clone();
+            next.cursor_file = cur.cursor_file.clone();
+        } else {
+            next.migration = current.migration.clone();
+        }
         if next.frontend.tls.is_some() != current.frontend.tls.is_some() {
             next.frontend.tls = current.frontend.tls.clone();
         }

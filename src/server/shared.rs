@@ -12,6 +12,7 @@ use crate::cluster::retry::Retrier;
 use crate::cluster::slot::SharedSlotTable;
 use crate::command::Commands;
 use crate::config::{ConfigError, FrontendConfig};
+use crate::migration::Migration;
 use crate::ops::stats::ProxyInfo;
 
 /// What every session shares.
@@ -33,6 +34,8 @@ pub struct Shared {
     pub auth: Arc<Authenticator>,
     /// Unparsed input buffered by all clients (`frontend.max_client_memory`).
     pub client_memory: Arc<AtomicUsize>,
+    /// The live migration from a standalone Redis (`[migration]`).
+    pub migration: Option<Arc<Migration>>,
     /// Reloads the configuration (`PROXY CONFIG RELOAD`).
     pub reloader: OnceLock<Weak<dyn Reload>>,
 }

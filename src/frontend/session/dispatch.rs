@@ -91,6 +91,14 @@ impl Session {
                 }
             }
         }
+        // A migration decides first (one load of an Option without one).
+        let route = match self.shared.migration.clone() {
+            Some(m) => match Box::pin(self.migrated(m, route, spec, req)).await {
+                Ok(pending) => return Dispatched::Now(pending),
+                Err(route) => route,
+            },
+            None => route,
+        };
         if self.txn.is_some() {
             return Dispatched::Now(Pending::Ready(Box::pin(self.queue(route, req)).await));
         }

@@ -30,6 +30,7 @@ use crate::tls::ReadHalf;
 
 mod blocking;
 mod dispatch;
+mod migrate;
 mod subscribe;
 mod transaction;
 mod wait;

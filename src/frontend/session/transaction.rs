@@ -31,6 +31,8 @@ pub(crate) struct Txn {
     dirty: bool,
     /// A queued command writes (a WRITE pause holds EXEC).
     writes: bool,
+    /// The queued commands' keys (a migration copies them after EXEC).
+    keys: Vec<Bytes>,
 }
 
 /// What a command inside MULTI does.
@@ -99,6 +101,21 @@ impl Txn {
     /// Whether a queued command writes.
     pub(crate) fn writes(&self) -> bool {
         self.writes
+    }
+
+    /// Notes keys a queued command names (see [`Txn::keys`]).
+    pub(crate) fn note_keys(&mut self, keys: Vec<Bytes>) {
+        self.keys.extend(keys);
+    }
+
+    /// The keys the queued commands name.
+    pub(crate) fn keys(&self) -> &[Bytes] {
+        &self.keys
+    }
+
+    /// The queued requests.
+    pub(crate) fn queued(&self) -> &[Bytes] {
+        &self.queued
     }
 
     /// Whether a command failed to queue (EXEC aborts).

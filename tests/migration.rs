@@ -1,0 +1,534 @@
+//! Live migration from a standalone redis-server to a 6-node cluster
+//! through the proxy, phases changed by reload while 8 clients write; and
+//! the copy resuming after the source is killed with SIGKILL.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{free_port, wait_until, Cluster};
+
+/// A standalone redis-server with its data directory, restartable on the
+/// same port (AOF with fsync on every write: nothing acknowledged is lost
+/// by a SIGKILL).
+struct Source {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Source {
+    fn start(dir: &Path) -> Source {
+        let mut s = Source {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(20), "the source serves", || {
+            redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-9", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the source")
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The proxy's configuration file with `[migration]` in `phase`.
+fn write_config(path: &Path, cluster: &Cluster, source: &Source, phase: &str, extra: &str) {
+    let cursor = path.with_extension("cursor");
+    let text = format!(
+        "[frontend]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [cluster]\nseeds = [\"{}\"]\n\
+         [migration]\nsource = \"127.0.0.1:{}\"\nphase = \"{phase}\"\ncursor_file = {:?}\n{extra}\n",
+        cluster.seeds()[0],
+        source.port,
+        cursor.display().to_string(),
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// Moves the proxy to `phase` by rewriting its file and reloading.
+fn reload_to(
+    proxy: &Proxy,
+    path: &Path,
+    cluster: &Cluster,
+    source: &Source,
+    phase: &str,
+    extra: &str,
+) {
+    write_config(path, cluster, source, phase, extra);
+    let mut c = proxy.conn();
+    let lines: Vec<String> = redis::cmd("PROXY")
+        .arg("CONFIG")
+        .arg("RELOAD")
+        .query(&mut c)
+        .expect("reload");
+    assert!(
+        lines.iter().any(|l| l == "applied: migration.phase"),
+        "{lines:?}"
+    );
+    wait_until(Duration::from_secs(30), "the phase applies", || {
+        status(proxy)["phase"] == phase
+    });
+}
+
+fn status(proxy: &Proxy) -> serde_json::Value {
+    let (code, body) = proxy.admin_get("/migration");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// What a key holds, as the model and the servers are compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Val {
+    Absent,
+    Str(String),
+    Hash(BTreeMap<String, String>),
+    List(Vec<String>),
+    Set(BTreeSet<String>),
+}
+
+/// The type a seeded key has (its writes keep it).
+fn kind_of(i: usize) -> &'static str {
+    ["string", "counter", "hash", "list", "set"][i % 5]
+}
+
+fn key(i: usize) -> String {
+    format!("mig:{i}")
+}
+
+/// Seeds `n` keys of mixed types, every 7th with a TTL; returns the model.
+fn seed(con: &mut redis::Connection, n: usize) -> Vec<(Val, bool)> {
+    let mut model = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            let k = key(i);
+            let v = match kind_of(i) {
+                "string" => {
+                    p.cmd("SET").arg(&k).arg(format!("v{i}")).ignore();
+                    Val::Str(format!("v{i}"))
+                }
+                "counter" => {
+                    p.cmd("SET").arg(&k).arg(i).ignore();
+                    Val::Str(i.to_string())
+                }
+                "hash" => {
+                    p.cmd("HSET").arg(&k).arg("a").arg(i).arg("b").arg("x").ignore();
+                    Val::Hash(
+                        [("a".to_string(), i.to_string()), ("b".into(), "x".into())]
+                            .into_iter()
+                            .collect(),
+                    )
+                }
+                "list" => {
+                    p.cmd("RPUSH").arg(&k).arg("l1").arg("l2").ignore();
+                    Val::List(vec!["l1".into(), "l2".into()])
+                }
+                _ => {
+                    p.cmd("SADD").arg(&k).arg("m1").arg(format!("m{i}")).ignore();
+                    Val::Set(["m1".to_string(), format!("m{i}")].into_iter().collect())
+                }
+            };
+            let ttl = i % 7 == 0;
+            if ttl {
+                p.cmd("EXPIRE").arg(&k).arg(3600).ignore();
+            }
+            model.push((v, ttl));
+        }
+        p.query::<()>(con).expect("seed");
+    }
+    model
+}
+
+/// Every key's (type, value, PTTL) on a connection, pipelined.
+fn snapshot(con: &mut redis::Connection, keys: &[String]) -> Vec<(Val, i64)> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let mut p = redis::pipe();
+        for k in chunk {
+            p.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+        }
+        let meta: Vec<redis::Value> = p.query(con).expect("TYPE/PTTL");
+        let mut p = redis::pipe();
+        let mut kinds = Vec::new();
+        for (k, pair) in chunk.iter().zip(meta.chunks(2)) {
+            let t: String = redis::from_redis_value(pair[0].clone()).unwrap();
+            let pttl: i64 = redis::from_redis_value(pair[1].clone()).unwrap();
+            match t.as_str() {
+                "string" => p.cmd("GET").arg(k),
+                "hash" => p.cmd("HGETALL").arg(k),
+                "list" => p.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                "set" => p.cmd("SMEMBERS").arg(k),
+                _ => p.cmd("EXISTS").arg(k),
+            };
+            kinds.push((t, pttl));
+        }
+        let values: Vec<redis::Value> = p.query(con).expect("values");
+        for ((t, pttl), v) in kinds.into_iter().zip(values) {
+            let val = match t.as_str() {
+                "string" => Val::Str(redis::from_redis_value(v).unwrap()),
+                "hash" => Val::Hash(redis::from_redis_value(v).unwrap()),
+                "list" => Val::List(redis::from_redis_value(v).unwrap()),
+                "set" => Val::Set(redis::from_redis_value(v).unwrap()),
+                _ => Val::Absent,
+            };
+            out.push((val, pttl));
+        }
+    }
+    out
+}
+
+/// One client: writes and reads its share of the keys (`i % 8 == id`)
+/// through the proxy until `stop`, keeping the model of what it was
+/// acknowledged. Any error fails the test.
+fn client(
+    port: u16,
+    id: usize,
+    mut model: HashMap<usize, (Val, bool)>,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+) -> HashMap<usize, (Val, bool)> {
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let mine: Vec<usize> = model.keys().copied().collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ id as u64;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = mine[(x as usize) % mine.len()];
+        let k = key(i);
+        let op = (x >> 32) % 10;
+        n += 1;
+        let entry = model.get_mut(&i).unwrap();
+        let result: redis::RedisResult<()> = (|| {
+            match (op, kind_of(i)) {
+                (0, _) => {
+                    redis::cmd("DEL").arg(&k).query::<i64>(&mut con)?;
+                    *entry = (Val::Absent, false);
+                }
+                (1, _) => {
+                    let set: i64 = redis::cmd("EXPIRE").arg(&k).arg(3000).query(&mut con)?;
+                    assert_eq!(set == 1, entry.0 != Val::Absent, "EXPIRE on {k}");
+                    if set == 1 {
+                        entry.1 = true;
+                    }
+                }
+                (2 | 3, "string") => {
+                    let got: Option<String> = redis::cmd("GET").arg(&k).query(&mut con)?;
+                    let want = match &entry.0 {
+                        Val::Str(s) => Some(s.clone()),
+                        _ => None,
+                    };
+                    assert_eq!(got, want, "GET {k} read back what was written");
+                }
+                (_, "string") => {
+                    let v = format!("c{id}-{n}");
+                    redis::cmd("SET").arg(&k).arg(&v).query::<()>(&mut con)?;
+                    *entry = (Val::Str(v), false);
+                }
+                (_, "counter") => {
+                    let got: i64 = redis::cmd("INCR").arg(&k).query(&mut con)?;
+                    let before = match &entry.0 {
+                        Val::Str(s) => s.parse::<i64>().unwrap(),
+                        _ => {
+                            entry.1 = false;
+                            0
+                        }
+                    };
+                    assert_eq!(got, before + 1, "INCR {k}");
+                    entry.0 = Val::Str(got.to_string());
+                }
+                (_, "hash") => {
+                    let f = format!("f{}", n % 5);
+                    let v = format!("h{n}");
+                    redis::cmd("HSET").arg(&k).arg(&f).arg(&v).query::<i64>(&mut con)?;
+                    match &mut entry.0 {
+                        Val::Hash(h) => {
+                            h.insert(f, v);
+                        }
+                        other => {
+                            *other = Val::Hash([(f, v)].into_iter().collect());
+                            entry.1 = false;
+                        }
+                    }
+                }
+                (_, "list") => {
+                    let v = format!("p{n}");
+                    let len: usize = redis::cmd("LPUSH").arg(&k).arg(&v).query(&mut con)?;
+                    match &mut entry.0 {
+                        Val::List(l) => l.insert(0, v),
+                        other => {
+                            *other = Val::List(vec![v]);
+                            entry.1 = false;
+                        }
+                    }
+                    if let Val::List(l) = &entry.0 {
+                        assert_eq!(len, l.len(), "LPUSH {k}");
+                    }
+                }
+                (_, _) => {
+                    let v = format!("s{}", n % 50);
+                    redis::cmd("SADD").arg(&k).arg(&v).query::<i64>(&mut con)?;
+                    match &mut entry.0 {
+                        Val::Set(s) => {
+                            s.insert(v);
+                        }
+                        other => {
+                            *other = Val::Set([v].into_iter().collect());
+                            entry.1 = false;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            panic!("client {id}: {k}: unexpected error {e}");
+        }
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    model
+}
+
+/// Compares a side with the model: every key's type and value, and a TTL
+/// where the model has one (none where it has none).
+fn assert_matches(side: &str, snap: &[(Val, i64)], model: &[(Val, bool)]) {
+    let mut bad = Vec::new();
+    for (i, ((got, pttl), (want, ttl))) in snap.iter().zip(model).enumerate() {
+        let ttl_ok = match (want, ttl) {
+            (Val::Absent, _) => true,
+            (_, true) => *pttl > 0,
+            (_, false) => *pttl == -1,
+        };
+        if got != want || !ttl_ok {
+            bad.push(format!("{}: {got:?} ttl {pttl} != {want:?} ttl {ttl}", key(i)));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{side}: {} keys differ from the model, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+#[test]
+fn phases_move_a_live_keyspace_with_no_write_lost() {
+    const KEYS: usize = 50_000;
+    let cluster = Cluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::start(&dir.path().join("source").tap_mkdir());
+    let model = seed(&mut source.conn(), KEYS);
+    let path = dir.path().join("slotproxy.toml");
+    write_config(&path, &cluster, &source, "source", "");
+    let proxy = Proxy::start_from_file(&path);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|id| {
+            let mine: HashMap<usize, (Val, bool)> = (0..KEYS)
+                .filter(|i| i % 8 == id)
+                .map(|i| (i, model[i].clone()))
+                .collect();
+            let (stop, ops, port) = (stop.clone(), ops.clone(), proxy.port());
+            std::thread::spawn(move || client(port, id, mine, stop, ops))
+        })
+        .collect();
+    let started = Instant::now();
+    let wait_ops = |more: u64| {
+        let target = ops.load(Ordering::Relaxed) + more;
+        wait_until(Duration::from_secs(60), "client traffic", || {
+            ops.load(Ordering::Relaxed) >= target
+        });
+    };
+    wait_ops(2_000);
+    // A refusal the cluster would make is made before the source.
+    let mut c = proxy.conn();
+    let e = common::err(&mut c, &["RENAME", "mig:1", "mig:2"]);
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+
+    reload_to(&proxy, &path, &cluster, &source, "copy", "copy_rate = 0");
+    wait_until(Duration::from_secs(90), "the copy is done", || {
+        status(&proxy)["copier"]["state"] == "done"
+    });
+    let copied = status(&proxy);
+    eprintln!("after copy: {copied}");
+    assert!(copied["keys_copied"].as_u64().unwrap() >= (KEYS as u64) * 9 / 10);
+    assert_eq!(copied["progress"], 1.0);
+
+    reload_to(&proxy, &path, &cluster, &source, "verify", "");
+    wait_until(Duration::from_secs(90), "the verifier is done", || {
+        status(&proxy)["verifier"]["state"] == "done"
+    });
+    let verified = status(&proxy);
+    eprintln!("verifier: {}", verified["verifier"]);
+    let last = &verified["verifier"]["last"];
+    assert!(last["compared"].as_u64().unwrap() >= (KEYS as u64) * 9 / 10);
+    // Writes go on while it compares: a key written between its two looks
+    // may differ; a systematic loss would show thousands.
+    assert!(last["differing"].as_u64().unwrap() <= 20, "{last}");
+
+    reload_to(&proxy, &path, &cluster, &source, "target", "");
+    wait_ops(5_000);
+    let e = common::err(&mut c, &["FLUSHALL"]);
+    assert!(e.contains("refused during the migration"), "{e}");
+    reload_to(&proxy, &path, &cluster, &source, "done", "");
+    wait_ops(2_000);
+    stop.store(true, Ordering::Relaxed);
+    let mut model = model;
+    for h in clients {
+        for (i, v) in h.join().expect("client thread saw no error") {
+            model[i] = v;
+        }
+    }
+    let total_ops = ops.load(Ordering::Relaxed);
+    eprintln!(
+        "{total_ops} client operations in {:?}; final status {}",
+        started.elapsed(),
+        status(&proxy)
+    );
+
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    // Through the proxy in `done`: the cluster.
+    let cluster_view = snapshot(&mut proxy.conn(), &keys);
+    assert_matches("cluster", &cluster_view, &model);
+    let source_view = snapshot(&mut source.conn(), &keys);
+    assert_matches("source", &source_view, &model);
+    for (i, ((_, a), (_, b))) in cluster_view.iter().zip(&source_view).enumerate() {
+        assert!(
+            (a - b).abs() <= 1000 || (*a < 0 && a == b),
+            "{}: TTL {a} ms in the cluster, {b} ms at the source",
+            key(i)
+        );
+    }
+    // No key beyond the model exists in the cluster (nothing resurrected
+    // or invented).
+    let mut c = proxy.conn();
+    let dbsize: usize = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let live = model.iter().filter(|(v, _)| *v != Val::Absent).count();
+    assert_eq!(dbsize, live, "keys in the cluster");
+}
+
+#[test]
+fn the_copy_pauses_while_the_source_is_down_and_resumes() {
+    const KEYS: usize = 20_000;
+    let cluster = Cluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Source::start(&dir.path().join("source").tap_mkdir());
+    let model = seed(&mut source.conn(), KEYS);
+    let path = dir.path().join("slotproxy.toml");
+    write_config(&path, &cluster, &source, "copy", "copy_rate = 4000\ncopy_batch = 50");
+    let proxy = Proxy::start_from_file(&path);
+    wait_until(Duration::from_secs(30), "the copy has started", || {
+        status(&proxy)["keys_copied"].as_u64().unwrap_or(0) > 2_000
+    });
+    source.kill9();
+    // Clients get errors while the source is down.
+    let mut c = proxy.conn();
+    let e = common::err(&mut c, &["SET", "mig:0", "x"]);
+    assert!(!e.is_empty());
+    wait_until(Duration::from_secs(30), "the copy pauses", || {
+        status(&proxy)["copier"]["state"] == "paused"
+    });
+    let paused = status(&proxy);
+    eprintln!("paused: {}", paused["copier"]);
+    source.spawn();
+    wait_until(Duration::from_secs(90), "the copy resumes and ends", || {
+        status(&proxy)["copier"]["state"] == "done"
+    });
+    // Writes go on; the sides agree.
+    let _: () = redis::cmd("SET").arg("mig:0").arg("after").query(&mut c).unwrap();
+    let mut model = model;
+    model[0] = (Val::Str("after".into()), false);
+    reload_to(&proxy, &path, &cluster, &source, "verify", "");
+    wait_until(Duration::from_secs(60), "the verifier is done", || {
+        status(&proxy)["verifier"]["state"] == "done"
+    });
+    let last = status(&proxy)["verifier"]["last"].clone();
+    eprintln!("verifier: {last}");
+    assert_eq!(last["equal"], true, "{last}");
+    reload_to(&proxy, &path, &cluster, &source, "target", "");
+    reload_to(&proxy, &path, &cluster, &source, "done", "");
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    assert_matches("cluster", &snapshot(&mut proxy.conn(), &keys), &model);
+}
+
+#[test]
+fn a_reload_refuses_to_skip_phases() {
+    let cluster = Cluster::start(1, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::start(&dir.path().join("source").tap_mkdir());
+    let path = dir.path().join("slotproxy.toml");
+    write_config(&path, &cluster, &source, "source", "");
+    let proxy = Proxy::start_from_file(&path);
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    let at_source: String = redis::cmd("GET").arg("k").query(&mut source.conn()).unwrap();
+    assert_eq!(at_source, "v", "phase source serves from the standalone server");
+    write_config(&path, &cluster, &source, "done", "");
+    let e = common::err(&mut c, &["PROXY", "CONFIG", "RELOAD"]);
+    assert!(e.contains("cannot go from source to done"), "{e}");
+    assert_eq!(status(&proxy)["phase"], "source");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}

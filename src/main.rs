@@ -126,7 +126,12 @@ enum Migrate {
 }
 
 /// Runs `slotproxy migrate status`.
-fn run_migrate_status(addr: &str, json: bool, watch: Option<Duration>, timeout: Duration) -> ExitCode {
+fn run_migrate_status(
+    addr: &str,
+    json: bool,
+    watch: Option<Duration>,
+    timeout: Duration,
+) -> ExitCode {
     use std::io::IsTerminal;
     let terminal = std::io::stdout().is_terminal();
     loop {

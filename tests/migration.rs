@@ -38,7 +38,14 @@ impl Source {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -160,7 +167,13 @@ fn seed(con: &mut redis::Connection, n: usize) -> Vec<(Val, bool)> {
                     Val::Str(i.to_string())
                 }
                 "hash" => {
-                    p.cmd("HSET").arg(&k).arg("a").arg(i).arg("b").arg("x").ignore();
+                    p.cmd("HSET")
+                        .arg(&k)
+                        .arg("a")
+                        .arg(i)
+                        .arg("b")
+                        .arg("x")
+                        .ignore();
                     Val::Hash(
                         [("a".to_string(), i.to_string()), ("b".into(), "x".into())]
                             .into_iter()
@@ -172,7 +185,11 @@ fn seed(con: &mut redis::Connection, n: usize) -> Vec<(Val, bool)> {
                     Val::List(vec!["l1".into(), "l2".into()])
                 }
                 _ => {
-                    p.cmd("SADD").arg(&k).arg("m1").arg(format!("m{i}")).ignore();
+                    p.cmd("SADD")
+                        .arg(&k)
+                        .arg("m1")
+                        .arg(format!("m{i}"))
+                        .ignore();
                     Val::Set(["m1".to_string(), format!("m{i}")].into_iter().collect())
                 }
             };
@@ -291,7 +308,11 @@ fn client(
                 (_, "hash") => {
                     let f = format!("f{}", n % 5);
                     let v = format!("h{n}");
-                    redis::cmd("HSET").arg(&k).arg(&f).arg(&v).query::<i64>(&mut con)?;
+                    redis::cmd("HSET")
+                        .arg(&k)
+                        .arg(&f)
+                        .arg(&v)
+                        .query::<i64>(&mut con)?;
                     match &mut entry.0 {
                         Val::Hash(h) => {
                             h.insert(f, v);
@@ -351,7 +372,10 @@ fn assert_matches(side: &str, snap: &[(Val, i64)], model: &[(Val, bool)]) {
             (_, false) => *pttl == -1,
         };
         if got != want || !ttl_ok {
-            bad.push(format!("{}: {got:?} ttl {pttl} != {want:?} ttl {ttl}", key(i)));
+            bad.push(format!(
+                "{}: {got:?} ttl {pttl} != {want:?} ttl {ttl}",
+                key(i)
+            ));
         }
     }
     assert!(
@@ -423,8 +447,6 @@ fn phases_move_a_live_keyspace_with_no_write_lost() {
     wait_ops(5_000);
     let e = common::err(&mut c, &["FLUSHALL"]);
     assert!(e.contains("refused during the migration"), "{e}");
-    reload_to(&proxy, &path, &cluster, &source, "done", "");
-    wait_ops(2_000);
     stop.store(true, Ordering::Relaxed);
     let mut model = model;
     for h in clients {
@@ -433,18 +455,20 @@ fn phases_move_a_live_keyspace_with_no_write_lost() {
         }
     }
     let total_ops = ops.load(Ordering::Relaxed);
-    eprintln!(
-        "{total_ops} client operations in {:?}; final status {}",
-        started.elapsed(),
-        status(&proxy)
-    );
-
+    // The source got every write of `target` too (the way back).
     let keys: Vec<String> = (0..KEYS).map(key).collect();
-    // Through the proxy in `done`: the cluster.
-    let cluster_view = snapshot(&mut proxy.conn(), &keys);
-    assert_matches("cluster", &cluster_view, &model);
-    let source_view = snapshot(&mut source.conn(), &keys);
+    wait_until(Duration::from_secs(10), "the mirror catches up", || {
+        status(&proxy)["in_flight"] == 0
+    });
+    // Both sides, a chunk of each in turn (TTLs are read moments apart).
+    let (mut via_proxy, mut at_source) = (proxy.conn(), source.conn());
+    let (mut cluster_view, mut source_view) = (Vec::new(), Vec::new());
+    for chunk in keys.chunks(500) {
+        cluster_view.extend(snapshot(&mut via_proxy, chunk));
+        source_view.extend(snapshot(&mut at_source, chunk));
+    }
     assert_matches("source", &source_view, &model);
+    assert_matches("cluster", &cluster_view, &model);
     for (i, ((_, a), (_, b))) in cluster_view.iter().zip(&source_view).enumerate() {
         assert!(
             (a - b).abs() <= 1000 || (*a < 0 && a == b),
@@ -452,6 +476,15 @@ fn phases_move_a_live_keyspace_with_no_write_lost() {
             key(i)
         );
     }
+    reload_to(&proxy, &path, &cluster, &source, "done", "");
+    eprintln!(
+        "{total_ops} client operations in {:?}; final status {}",
+        started.elapsed(),
+        status(&proxy)
+    );
+    // Through the proxy in `done`: the cluster alone.
+    let cluster_view = snapshot(&mut proxy.conn(), &keys);
+    assert_matches("cluster", &cluster_view, &model);
     // No key beyond the model exists in the cluster (nothing resurrected
     // or invented).
     let mut c = proxy.conn();
@@ -468,7 +501,13 @@ fn the_copy_pauses_while_the_source_is_down_and_resumes() {
     let mut source = Source::start(&dir.path().join("source").tap_mkdir());
     let model = seed(&mut source.conn(), KEYS);
     let path = dir.path().join("slotproxy.toml");
-    write_config(&path, &cluster, &source, "copy", "copy_rate = 4000\ncopy_batch = 50");
+    write_config(
+        &path,
+        &cluster,
+        &source,
+        "copy",
+        "copy_rate = 4000\ncopy_batch = 50",
+    );
     let proxy = Proxy::start_from_file(&path);
     wait_until(Duration::from_secs(30), "the copy has started", || {
         status(&proxy)["keys_copied"].as_u64().unwrap_or(0) > 2_000
@@ -487,8 +526,14 @@ fn the_copy_pauses_while_the_source_is_down_and_resumes() {
     wait_until(Duration::from_secs(90), "the copy resumes and ends", || {
         status(&proxy)["copier"]["state"] == "done"
     });
+    // The restarted source has a new hash seed: the copy went over it again.
+    assert!(status(&proxy)["copy_restarts"].as_u64().unwrap() >= 1);
     // Writes go on; the sides agree.
-    let _: () = redis::cmd("SET").arg("mig:0").arg("after").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("mig:0")
+        .arg("after")
+        .query(&mut c)
+        .unwrap();
     let mut model = model;
     model[0] = (Val::Str("after".into()), false);
     reload_to(&proxy, &path, &cluster, &source, "verify", "");
@@ -514,8 +559,14 @@ fn a_reload_refuses_to_skip_phases() {
     let proxy = Proxy::start_from_file(&path);
     let mut c = proxy.conn();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
-    let at_source: String = redis::cmd("GET").arg("k").query(&mut source.conn()).unwrap();
-    assert_eq!(at_source, "v", "phase source serves from the standalone server");
+    let at_source: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut source.conn())
+        .unwrap();
+    assert_eq!(
+        at_source, "v",
+        "phase source serves from the standalone server"
+    );
     write_config(&path, &cluster, &source, "done", "");
     let e = common::err(&mut c, &["PROXY", "CONFIG", "RELOAD"]);
     assert!(e.contains("cannot go from source to done"), "{e}");

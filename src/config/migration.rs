@@ -166,7 +166,12 @@ mod tests {
     #[test]
     fn transitions_go_one_step_at_a_time() {
         use Phase::*;
-        for (a, b) in [(Source, Copy), (Copy, Verify), (Verify, Target), (Target, Done)] {
+        for (a, b) in [
+            (Source, Copy),
+            (Copy, Verify),
+            (Verify, Target),
+            (Target, Done),
+        ] {
             assert!(check_transition(a, b).is_ok());
             if a != Source || b != Copy {
                 assert!(check_transition(b, a).is_ok() || b == Done);

@@ -22,17 +22,20 @@ use crate::backend::dedicated::Dedicated;
 use crate::error::ProxyError;
 use crate::resp::{encode, is_error, Value};
 
-/// A persisted cursor: where, and whether the proxy that wrote it stopped
-/// cleanly (or finished).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A persisted cursor: where, whether the proxy that wrote it stopped
+/// cleanly (or finished), and the source's run id (a cursor means nothing
+/// to a restarted source: its hash seed changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
     /// The SCAN cursor.
     pub cursor: u64,
     /// `running`, `clean` or `done`.
     pub state: &'static str,
+    /// The source's `run_id`.
+    pub run_id: String,
 }
 
-/// Reads a cursor file (`CURSOR STATE`).
+/// Reads a cursor file (`CURSOR STATE RUN_ID`).
 pub fn read_cursor(path: &std::path::Path) -> Option<Saved> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut words = text.split_whitespace();
@@ -42,44 +45,57 @@ pub fn read_cursor(path: &std::path::Path) -> Option<Saved> {
         "done" => "done",
         _ => "running",
     };
-    Some(Saved { cursor, state })
+    let run_id = words.next().unwrap_or("").to_string();
+    Some(Saved {
+        cursor,
+        state,
+        run_id,
+    })
 }
 
 /// Writes a cursor file atomically (a temporary file renamed).
-pub fn write_cursor(path: &std::path::Path, saved: Saved) {
+pub fn write_cursor(path: &std::path::Path, saved: &Saved) {
     let tmp = path.with_extension("tmp");
-    let text = format!("{} {}\n", saved.cursor, saved.state);
+    let text = format!("{} {} {}\n", saved.cursor, saved.state, saved.run_id);
     if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
         warn!(path = %path.display(), error = %e, "migration: cannot write the cursor file");
     }
 }
 
-/// Where a new copy starts: a clean stop's cursor, or the beginning.
-fn starting_cursor(m: &Migration) -> (u64, bool) {
+/// Where a new copy starts: a clean stop's cursor (with the source's run
+/// id then), or the beginning.
+fn starting_cursor(m: &Migration) -> (u64, bool, Option<String>) {
     let Some(path) = m.config().cursor_file.clone() else {
-        return (0, false);
+        return (0, false, None);
     };
     match read_cursor(&path) {
-        Some(Saved {
-            state: "done",
-            cursor,
-        }) => (cursor, true),
-        Some(Saved {
-            state: "clean",
-            cursor,
-        }) => {
-            info!(cursor, "migration: copy resumes at the saved cursor");
-            (cursor, false)
+        Some(s) if s.state == "done" => (s.cursor, true, Some(s.run_id)),
+        Some(s) if s.state == "clean" => {
+            info!(
+                cursor = s.cursor,
+                "migration: copy resumes at the saved cursor"
+            );
+            (s.cursor, false, Some(s.run_id))
         }
         Some(s) => {
             warn!(
                 cursor = s.cursor,
                 "migration: the last proxy did not stop cleanly; the copy starts over"
             );
-            (0, false)
+            (0, false, None)
         }
-        None => (0, false),
+        None => (0, false, None),
     }
+}
+
+/// The source's `run_id` (INFO server).
+async fn run_id(c: &mut Dedicated) -> Result<String, ProxyError> {
+    let info = c.call(&encode::command(&["INFO", "server"])).await?;
+    let text = String::from_utf8_lossy(&info);
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_string())
+        .ok_or_else(|| ProxyError::BackendProtocol("INFO server has no run_id".into()))
 }
 
 fn set_state(m: &Migration, state: &str, reason: Option<String>, cursor: u64) {
@@ -104,9 +120,10 @@ pub async fn run(m: Arc<Migration>, stop: CancellationToken, new_stream: bool) {
             _ => u64::MAX,
         }
     };
+    let mut source_id = m.stats.copier.lock().expect("stats lock").run_id.clone();
     if cursor == u64::MAX {
         let done;
-        (cursor, done) = starting_cursor(&m);
+        (cursor, done, source_id) = starting_cursor(&m);
         if done {
             set_state(&m, "done", None, cursor);
             return;
@@ -128,14 +145,30 @@ pub async fn run(m: Arc<Migration>, stop: CancellationToken, new_stream: bool) {
         if stop.is_cancelled() || m.shutdown.is_cancelled() {
             return;
         }
-        let Some(stream) = m.copy_stream() else { return };
+        let Some(stream) = m.copy_stream() else {
+            return;
+        };
         let config = m.config();
         let scanned = async {
-            let c = match conn.take() {
+            let mut c = match conn.take() {
                 Some(c) => c,
-                None => m.source_pool.get(m.source_addr(), false).await?,
+                None => {
+                    let mut c = m.source_pool.get(m.source_addr(), false).await?;
+                    let id = run_id(&mut c).await?;
+                    if source_id.as_ref().is_some_and(|prev| *prev != id) {
+                        // A cursor means nothing to a restarted source
+                        // (its hash seed changed): start over; the copies
+                        // already made are made again (RESTORE REPLACE).
+                        warn!("migration: the source restarted; the copy starts over");
+                        cursor = 0;
+                        m.stats.keys_scanned.store(0, Ordering::Relaxed);
+                        m.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    m.stats.copier.lock().expect("stats lock").run_id = Some(id.clone());
+                    source_id = Some(id);
+                    c
+                }
             };
-            let mut c = c;
             if !counted {
                 let n = c.call(&encode::command(&["DBSIZE"])).await?;
                 if let Some(n) = Value::parse(&n).ok().and_then(|v| v.as_int()) {
@@ -210,7 +243,15 @@ pub async fn run(m: Arc<Migration>, stop: CancellationToken, new_stream: bool) {
         let done = cursor == 0;
         if let Some(path) = &config.cursor_file {
             let state = if done { "done" } else { "running" };
-            write_cursor(path, Saved { cursor, state });
+            let run_id = source_id.clone().unwrap_or_default();
+            write_cursor(
+                path,
+                &Saved {
+                    cursor,
+                    state,
+                    run_id,
+                },
+            );
         }
         if done {
             set_state(&m, "done", None, cursor);
@@ -242,9 +283,10 @@ pub fn mark_clean(m: &Migration) {
     if c.state == "running" || c.state == "paused" {
         write_cursor(
             &path,
-            Saved {
+            &Saved {
                 cursor: c.cursor,
                 state: "clean",
+                run_id: c.run_id.clone().unwrap_or_default(),
             },
         );
     }
@@ -287,7 +329,10 @@ mod tests {
         let reply = Bytes::from_static(b"*2\r\n$2\r\n17\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n");
         let (c, keys) = parse_scan(&reply).unwrap();
         assert_eq!(c, 17);
-        assert_eq!(keys, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(
+            keys,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
         assert!(parse_scan(&Bytes::from_static(b"-ERR x\r\n")).is_err());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cursor");
@@ -295,8 +340,9 @@ mod tests {
         let saved = Saved {
             cursor: 42,
             state: "clean",
+            run_id: "abc".into(),
         };
-        write_cursor(&path, saved);
+        write_cursor(&path, &saved);
         assert_eq!(read_cursor(&path), Some(saved));
     }
 }

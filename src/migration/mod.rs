@@ -97,8 +97,7 @@ impl Migration {
         shutdown: CancellationToken,
     ) -> Result<Arc<Migration>, String> {
         let source_backend = config.as_backend(backend);
-        let link = Link::from_config(&source_backend)
-            .map_err(|e| format!("migration: {e}"))?;
+        let link = Link::from_config(&source_backend).map_err(|e| format!("migration: {e}"))?;
         let settings = Arc::new(BackendSettings::from_config(
             &source_backend,
             link.clone(),
@@ -115,7 +114,11 @@ impl Migration {
             }),
             source,
             source_pool: Arc::new(DedicatedPool::new(256, backend.connect_timeout, link)),
-            cluster_pool: Arc::new(DedicatedPool::new(64, backend.connect_timeout, cluster_link)),
+            cluster_pool: Arc::new(DedicatedPool::new(
+                64,
+                backend.connect_timeout,
+                cluster_link,
+            )),
             retrier,
             stats: Arc::new(Stats::default()),
             tasks: Mutex::new(CancellationToken::new()),
@@ -250,14 +253,18 @@ impl Migration {
             }
             Phase::Done => None,
         };
-        let mirror_until = (phase == Phase::Target)
-            .then(|| Instant::now() + self.config.load().target_mirror);
+        let mirror_until =
+            (phase == Phase::Target).then(|| Instant::now() + self.config.load().target_mirror);
         self.state.store(Arc::new(State {
             phase,
             stream,
             mirror_until,
         }));
-        info!(from = old.phase.name(), to = phase.name(), "migration phase");
+        info!(
+            from = old.phase.name(),
+            to = phase.name(),
+            "migration phase"
+        );
         if !same_direction {
             if let Some(old_stream) = &old.stream {
                 let left = old_stream.drain(SWITCH_DRAIN).await;
@@ -300,7 +307,10 @@ impl Migration {
             if drained == 0 {
                 copier::mark_clean(self);
             } else {
-                warn!(keys = drained, "migration: stopped with keys not yet re-copied");
+                warn!(
+                    keys = drained,
+                    "migration: stopped with keys not yet re-copied"
+                );
             }
         }
     }

@@ -44,6 +44,8 @@ pub struct Stats {
     pub lag_micros: AtomicU64,
     /// Keys left unrepaired at the last change of direction.
     pub unrepaired_at_switch: AtomicU64,
+    /// Times the copy started over because the source restarted.
+    pub restarts: AtomicU64,
     /// The copier's state.
     pub copier: Mutex<CopierState>,
     /// The verifier's state and last result.
@@ -64,6 +66,8 @@ pub struct CopierState {
     pub started: Option<Instant>,
     /// When it finished, seconds after it started.
     pub took_secs: Option<f64>,
+    /// The source's `run_id` the cursor belongs to.
+    pub run_id: Option<String>,
 }
 
 /// The verifier's state.
@@ -107,8 +111,10 @@ impl Stats {
 
     /// Records a mirror's delay.
     pub fn note_lag(&self, d: Duration) {
-        self.lag_micros
-            .store(d.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.lag_micros.store(
+            d.as_micros().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -161,6 +167,8 @@ pub struct Status {
     pub lag_ms: f64,
     /// Keys left unrepaired at the last change of direction.
     pub unrepaired_at_switch: u64,
+    /// Times the copy started over because the source restarted.
+    pub copy_restarts: u64,
     /// The copier.
     pub copier: CopierState,
     /// The verifier.
@@ -224,6 +232,7 @@ impl Stats {
             in_flight: get(&self.submitted).saturating_sub(get(&self.checked)),
             lag_ms: get(&self.lag_micros) as f64 / 1000.0,
             unrepaired_at_switch: get(&self.unrepaired_at_switch),
+            copy_restarts: get(&self.restarts),
             copier,
             verifier,
         }
@@ -243,7 +252,10 @@ pub fn render(s: &serde_json::Value, bar: bool) -> String {
         t("source")
     ));
     let copier = s.get("copier").cloned().unwrap_or_default();
-    let state = copier.get("state").and_then(|v| v.as_str()).unwrap_or("idle");
+    let state = copier
+        .get("state")
+        .and_then(|v| v.as_str())
+        .unwrap_or("idle");
     let progress = f("progress");
     if bar {
         let width = 40;
@@ -262,7 +274,10 @@ pub fn render(s: &serde_json::Value, bar: bool) -> String {
         out.push_str(&format!("  paused: {reason}\n"));
     }
     let eta = match s.get("eta_secs").and_then(|v| v.as_f64()) {
-        Some(e) => format!("{}", humantime::format_duration(Duration::from_secs(e as u64))),
+        Some(e) => format!(
+            "{}",
+            humantime::format_duration(Duration::from_secs(e as u64))
+        ),
         None => "-".into(),
     };
     out.push_str(&format!(
@@ -289,7 +304,10 @@ pub fn render(s: &serde_json::Value, bar: bool) -> String {
         f("lag_ms")
     ));
     let verifier = s.get("verifier").cloned().unwrap_or_default();
-    let vstate = verifier.get("state").and_then(|v| v.as_str()).unwrap_or("idle");
+    let vstate = verifier
+        .get("state")
+        .and_then(|v| v.as_str())
+        .unwrap_or("idle");
     match verifier.get("last").filter(|v| !v.is_null()) {
         Some(last) => out.push_str(&format!(
             "verifier: {vstate}; last: {} compared, {} differing, equal: {}\n  source {}\n  cluster {}\n",

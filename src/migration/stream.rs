@@ -74,7 +74,10 @@ impl Side {
             }
         };
         match frames.len() {
-            1 => Sent::One(node.send(lane, frames.into_iter().next().expect("one")).await),
+            1 => Sent::One(
+                node.send(lane, frames.into_iter().next().expect("one"))
+                    .await,
+            ),
             n => Sent::Many(node.send_batch(lane, frames).await, n),
         }
     }
@@ -265,7 +268,9 @@ impl Stream {
             }
             Work::Fence(_) => None,
         };
-        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        if sent.is_some() {
+            self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        }
         tx.send(InFlight { sent, work, at }).map_err(|_| Closed)
     }
 
@@ -280,11 +285,8 @@ impl Stream {
         }
         self.stop.cancel();
         loop {
-            let fenced = tokio::time::timeout(
-                limit.saturating_sub(started.elapsed()),
-                self.fence(),
-            )
-            .await;
+            let fenced =
+                tokio::time::timeout(limit.saturating_sub(started.elapsed()), self.fence()).await;
             let keys = self.dirty.take(usize::MAX);
             if keys.is_empty() && fenced.is_ok() {
                 return 0;
@@ -335,6 +337,7 @@ async fn apply(
         match work {
             Work::Fence(done) => {
                 let _ = check_tx.send(Check::Fence(done));
+                continue;
             }
             Work::Client {
                 frames,
@@ -361,11 +364,15 @@ async fn apply(
                 let unknown = outcome.is_err();
                 let _ = reply.send(outcome);
                 let Some(secondary) = &stream.secondary else {
+                    stats.checked.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
                 match effect {
-                    Effect::Read => {}
+                    Effect::Read => {
+                        stats.checked.fetch_add(1, Ordering::Relaxed);
+                    }
                     Effect::Replay { keys, .. } | Effect::Recopy(keys) if unknown => {
+                        stats.checked.fetch_add(1, Ordering::Relaxed);
                         // Served or not, nobody knows: copy the key's state.
                         stats.unknown_outcomes.fetch_add(1, Ordering::Relaxed);
                         stream.dirty.mark_all(keys);
@@ -374,22 +381,29 @@ async fn apply(
                         let sent = secondary.send(frames, slot, false).await;
                         let _ = check_tx.send(Check::Replay { sent, keys, at });
                     }
-                    Effect::Replay { .. } => {}
+                    Effect::Replay { .. } => {
+                        stats.checked.fetch_add(1, Ordering::Relaxed);
+                    }
                     Effect::Recopy(keys) => {
+                        stats.checked.fetch_add(1, Ordering::Relaxed);
                         // Also after an error reply: a transaction or a
                         // script may have written before failing.
-                        stats.recopies.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                        stats
+                            .recopies
+                            .fetch_add(keys.len() as u64, Ordering::Relaxed);
                         stream.dirty.mark_all(keys);
                     }
                 }
             }
             Work::Copy { key } => {
                 let Some(secondary) = &stream.secondary else {
+                    stats.checked.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
                 let mut it = outcomes.into_iter();
                 let (dump, pttl) = (it.next(), it.next());
                 let (Some(Ok(dump)), Some(Ok(pttl))) = (dump, pttl) else {
+                    stats.checked.fetch_add(1, Ordering::Relaxed);
                     stats.copy_errors.fetch_add(1, Ordering::Relaxed);
                     stream.dirty.mark(key);
                     continue;
@@ -400,6 +414,7 @@ async fn apply(
                     _ => None,
                 });
                 if is_error(&dump) || ttl.is_none() {
+                    stats.checked.fetch_add(1, Ordering::Relaxed);
                     stats.copy_errors.fetch_add(1, Ordering::Relaxed);
                     stream.dirty.mark(key);
                     continue;
@@ -442,6 +457,7 @@ async fn check(stream: Sides, mut rx: mpsc::UnboundedReceiver<Check>) {
         match c {
             Check::Fence(done) => {
                 let _ = done.send(());
+                continue;
             }
             Check::Replay { sent, keys, at } => {
                 let ok = sent.outcomes().await.iter().all(accepted);

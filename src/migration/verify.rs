@@ -263,7 +263,11 @@ async fn verify(m: &Arc<Migration>) -> Result<VerifyReport, ProxyError> {
         n => n,
     };
     let gone = || ProxyError::Internal("the migration left the verify phase".into());
-    m.copy_stream().ok_or_else(gone)?.fence().await.map_err(|_| gone())?;
+    m.copy_stream()
+        .ok_or_else(gone)?
+        .fence()
+        .await
+        .map_err(|_| gone())?;
     let mut report = VerifyReport::default();
     let mut keys = Vec::new();
     census(
@@ -307,7 +311,11 @@ async fn verify(m: &Arc<Migration>) -> Result<VerifyReport, ProxyError> {
     // A second look once the writes in flight are mirrored.
     if !suspects.is_empty() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        m.copy_stream().ok_or_else(gone)?.fence().await.map_err(|_| gone())?;
+        m.copy_stream()
+            .ok_or_else(gone)?
+            .fence()
+            .await
+            .map_err(|_| gone())?;
     }
     let mut differing = Vec::new();
     for chunk in suspects.chunks(BATCH) {
@@ -319,10 +327,9 @@ async fn verify(m: &Arc<Migration>) -> Result<VerifyReport, ProxyError> {
             if let Some(what) = a.differs(b) {
                 report.differing += 1;
                 if report.examples.len() < EXAMPLES {
-                    report.examples.push(format!(
-                        "{}: {what}",
-                        String::from_utf8_lossy(&chunk[i])
-                    ));
+                    report
+                        .examples
+                        .push(format!("{}: {what}", String::from_utf8_lossy(&chunk[i])));
                 }
                 differing.push(chunk[i].clone());
             }
@@ -351,13 +358,27 @@ mod tests {
     #[test]
     fn comparison_is_by_type_and_ttl_within_a_second() {
         let b = |s: &'static str| Value::Bulk(Bytes::from_static(s.as_bytes()));
-        let h1 = snap("hash", -1, Value::Array(vec![b("f"), b("1"), b("g"), b("2")]));
-        let h2 = snap("hash", -1, Value::Array(vec![b("g"), b("2"), b("f"), b("1")]));
+        let h1 = snap(
+            "hash",
+            -1,
+            Value::Array(vec![b("f"), b("1"), b("g"), b("2")]),
+        );
+        let h2 = snap(
+            "hash",
+            -1,
+            Value::Array(vec![b("g"), b("2"), b("f"), b("1")]),
+        );
         assert_eq!(h1.differs(&h2), None);
         let s1 = snap("string", 5000, b("x"));
         assert_eq!(s1.differs(&snap("string", 4200, b("x"))), None);
-        assert!(s1.differs(&snap("string", 3000, b("x"))).unwrap().contains("TTL"));
+        assert!(s1
+            .differs(&snap("string", 3000, b("x")))
+            .unwrap()
+            .contains("TTL"));
         assert!(s1.differs(&snap("string", -1, b("x"))).is_some());
-        assert_eq!(s1.differs(&snap("list", 5000, b("x"))).unwrap(), "type string vs list");
+        assert_eq!(
+            s1.differs(&snap("list", 5000, b("x"))).unwrap(),
+            "type string vs list"
+        );
     }
 }

@@ -158,7 +158,10 @@ fn scrape(state: &AdminState) -> Scrape {
                 requests: n.requests(),
             })
             .collect(),
-        migration: state.migration.as_ref().map(|m| migration_figures(&m.status())),
+        migration: state
+            .migration
+            .as_ref()
+            .map(|m| migration_figures(&m.status())),
     }
 }
 

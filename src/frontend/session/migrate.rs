@@ -53,10 +53,12 @@ impl Session {
             Handling::Normal => return Err(route),
             Handling::Refuse(e) => e,
             Handling::Stream { slot, effect } => {
-                return Ok(match m.call(vec![req.frame().clone()], slot, resp3, effect).await {
-                    Ok(rx) => Pending::Final(rx),
-                    Err(e) => Pending::Ready(e.to_resp()),
-                });
+                return Ok(
+                    match m.call(vec![req.frame().clone()], slot, resp3, effect).await {
+                        Ok(rx) => Pending::Final(rx),
+                        Err(e) => Pending::Ready(e.to_resp()),
+                    },
+                );
             }
             Handling::Exec => {
                 let Some(txn) = self.txn.take() else {

@@ -583,3 +583,138 @@ impl TapMkdir for PathBuf {
         self
     }
 }
+
+/// What the cluster holds at `key` (from its slot's master), as a string.
+fn in_cluster(cluster: &Cluster, key: &str) -> Option<String> {
+    let port = cluster.node_for_slot(slotproxy::cluster::slot::key_slot(key.as_bytes()));
+    let mut c = cluster.conn(port);
+    let t: String = redis::cmd("TYPE").arg(key).query(&mut c).unwrap();
+    match t.as_str() {
+        "none" => None,
+        "string" => redis::cmd("GET").arg(key).query(&mut c).unwrap(),
+        "list" => {
+            let l: Vec<String> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut c)
+                .unwrap();
+            Some(l.join(","))
+        }
+        "set" => {
+            let mut s: Vec<String> = redis::cmd("SMEMBERS").arg(key).query(&mut c).unwrap();
+            s.sort();
+            Some(s.join(","))
+        }
+        other => Some(other.to_string()),
+    }
+}
+
+#[test]
+fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
+    let cluster = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::start(&dir.path().join("source").tap_mkdir());
+    let path = dir.path().join("slotproxy.toml");
+    write_config(&path, &cluster, &source, "copy", "");
+    let proxy = Proxy::start_from_file(&path);
+    let mut c = proxy.conn();
+    let q = |c: &mut redis::Connection, args: &[&str]| -> redis::Value { common::q(c, args) };
+    // A transaction on one slot runs at the source; its keys are copied.
+    q(&mut c, &["MULTI"]);
+    q(&mut c, &["SET", "{t}a", "1"]);
+    q(&mut c, &["INCR", "{t}n"]);
+    q(&mut c, &["RPUSH", "{t}l", "x", "y"]);
+    let exec = q(&mut c, &["EXEC"]);
+    assert_eq!(common::array(&exec).len(), 3, "{exec:?}");
+    // Across slots, as the cluster refuses it.
+    q(&mut c, &["MULTI"]);
+    q(&mut c, &["SET", "{t}a", "2"]);
+    let e = common::err(&mut c, &["SET", "other", "1"]);
+    assert!(e.starts_with("CROSSSLOT") || e.contains("slot"), "{e}");
+    let e = common::err(&mut c, &["EXEC"]);
+    assert!(e.starts_with("EXECABORT"), "{e}");
+    // WATCH cannot span the shared connection to the source.
+    let e = common::err(&mut c, &["WATCH", "{t}a"]);
+    assert!(e.contains("WATCH is not available"), "{e}");
+    // A blocking pop on a dedicated connection; a non-deterministic pop;
+    // writes over several slots.
+    q(&mut c, &["RPUSH", "bl", "a", "b"]);
+    let got = q(&mut c, &["BLPOP", "bl", "1"]);
+    assert_eq!(common::array(&got).len(), 2);
+    q(&mut c, &["SADD", "sp", "1", "2", "3"]);
+    q(&mut c, &["SPOP", "sp"]);
+    q(&mut c, &["MSET", "m1", "1", "m2", "2", "m3", "3"]);
+    q(&mut c, &["DEL", "m1", "m2"]);
+    let source_view = |k: &str| -> Option<String> {
+        let mut s = source.conn();
+        let t: String = redis::cmd("TYPE").arg(k).query(&mut s).unwrap();
+        match t.as_str() {
+            "none" => None,
+            "string" => redis::cmd("GET").arg(k).query(&mut s).unwrap(),
+            "list" => Some(
+                redis::cmd("LRANGE")
+                    .arg(k)
+                    .arg(0)
+                    .arg(-1)
+                    .query::<Vec<String>>(&mut s)
+                    .unwrap()
+                    .join(","),
+            ),
+            _ => {
+                let mut m: Vec<String> = redis::cmd("SMEMBERS").arg(k).query(&mut s).unwrap();
+                m.sort();
+                Some(m.join(","))
+            }
+        }
+    };
+    let keys = ["{t}a", "{t}n", "{t}l", "bl", "sp", "m1", "m2", "m3"];
+    wait_until(
+        Duration::from_secs(10),
+        "the cluster holds the source's keys",
+        || {
+            keys.iter()
+                .all(|k| in_cluster(&cluster, k) == source_view(k))
+        },
+    );
+    assert_eq!(in_cluster(&cluster, "{t}l").as_deref(), Some("x,y"));
+    assert_eq!(in_cluster(&cluster, "m1"), None);
+
+    // In target the cluster serves; the source follows.
+    reload_to(&proxy, &path, &cluster, &source, "verify", "");
+    reload_to(&proxy, &path, &cluster, &source, "target", "");
+    q(&mut c, &["MSET", "m1", "a", "m4", "b"]);
+    q(&mut c, &["MULTI"]);
+    q(&mut c, &["LPUSH", "{t}l", "z"]);
+    q(&mut c, &["EXEC"]);
+    q(&mut c, &["SPOP", "sp"]);
+    let got = q(&mut c, &["BLPOP", "bl", "1"]);
+    assert_eq!(common::array(&got).len(), 2);
+    let keys = ["{t}l", "bl", "sp", "m1", "m4"];
+    wait_until(
+        Duration::from_secs(10),
+        "the source follows the cluster",
+        || {
+            keys.iter()
+                .all(|k| in_cluster(&cluster, k) == source_view(k))
+        },
+    );
+    assert_eq!(source_view("m4").as_deref(), Some("b"));
+
+    // Status: the CLI and the metrics.
+    let out = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+        .args(["migrate", "status", "--admin"])
+        .arg(proxy.admin.unwrap().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("phase: target"), "{text}");
+    assert!(text.contains("dual write:"), "{text}");
+    let (_, metrics) = proxy.admin_get("/metrics");
+    assert!(
+        metrics.contains("slotproxy_migration_phase{phase=\"target\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("slotproxy_migration_keys{kind=\"copied\"}"));
+}

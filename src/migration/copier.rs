@@ -131,9 +131,7 @@ pub async fn run(m: Arc<Migration>, stop: CancellationToken, new_stream: bool) {
         let mut c = m.stats.copier.lock().expect("stats lock");
         c.started = Some(Instant::now());
         c.took_secs = None;
-        for a in [&m.stats.keys_scanned] {
-            a.store(0, Ordering::Relaxed);
-        }
+        m.stats.keys_scanned.store(0, Ordering::Relaxed);
     }
     set_state(&m, "running", None, cursor);
     let mut conn: Option<Dedicated> = None;

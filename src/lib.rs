@@ -11,6 +11,8 @@
 //! * [`server`]: listeners, the server-wide shared state, reload, drain.
 //! * [`frontend`]: one session per client connection: decoding, dispatch,
 //!   the stateful commands, ordered replies.
+//! * [`migration`]: a live move from a standalone Redis into the cluster
+//!   (phases, the ordered dual-write stream, copier, verifier).
 //! * [`command`]: the command table, routing, fan-out and merge, and the
 //!   commands the proxy answers itself.
 //! * [`cluster`]: slot table, topology refresher, redirects and retries.

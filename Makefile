@@ -8,7 +8,7 @@ help:
 	@echo "make test   install test dependencies, run unit, property and integration tests (Redis, then the cluster-facing ones on Valkey) and deploy-lint"
 	@echo "make deploy-lint  hadolint the Dockerfile, validate the Kubernetes manifests, the alerting rules and the systemd unit"
 	@echo "make lint   module graph (no import cycle, no file over 800 lines), rustfmt --check and clippy -D warnings, the fuzz targets included"
-	@echo "make bench  direct cluster vs slotproxy, then slotproxy vs predixy (PREDIXY=path) and the floor (writes docs/benchmarks.md; BENCH_ONLY=peer: that block alone)"
+	@echo "make bench  direct cluster vs slotproxy, then slotproxy vs predixy (PREDIXY=path) and the floor (writes docs/benchmarks.md; BENCH_ONLY=peer or migration: that block alone)"
 	@echo "make microbench  criterion micro-benchmarks: codec, slot hashing, fan-out"
 	@echo "make profile  perf profile of the proxy under redis-benchmark GET -P 16 load"
 	@echo "make fuzz   run the cargo-fuzz targets (FUZZ_SECONDS each, default 60)"

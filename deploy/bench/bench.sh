@@ -14,6 +14,12 @@
 # request, throughput and p99, in its own section of docs/benchmarks.md and
 # docs/bench-peer.csv. Its settings (BENCH_PEER_*) are described in peer.sh.
 #
+# Then the migration block (deploy/bench/migration.sh, issue 22): the live
+# migration's copy rate (keys/s, MB/s) while slotproxy serves
+# redis-benchmark load, and the load's throughput during the copy as a ratio
+# to without it; docs/bench-migration.csv and a summary on stderr. Its
+# settings (BENCH_MIGRATION_*) are described in migration.sh.
+#
 # Environment (defaults in brackets):
 #   BENCH_REQUESTS            requests per run at pipeline depth < 4 [100000]
 #   BENCH_REQUESTS_PIPELINED  requests per run at depth >= 4 [500000]
@@ -29,7 +35,8 @@
 #   BENCH_ONLY                "memory" runs the memory case alone (quick
 #                             check; the report is not rewritten); "peer"
 #                             runs the peer block alone and rewrites its
-#                             section only
+#                             section only; "migration" runs the migration
+#                             block alone
 #   PREDIXY                   predixy binary for the peer block [unset:
 #                             its column is skipped]
 #   SLOTPROXY_BENCH_BASE_PORT cluster ports base..base+5 [7100]; proxies on
@@ -49,8 +56,8 @@ rounds="${BENCH_ROUNDS:-3}"
 idle_clients="${BENCH_IDLE_CLIENTS:-10000}"
 only="${BENCH_ONLY:-}"
 case "$only" in
-    "" | memory | peer) ;;
-    *) echo "bench: BENCH_ONLY is memory or peer, not $only" >&2; exit 2 ;;
+    "" | memory | peer | migration) ;;
+    *) echo "bench: BENCH_ONLY is memory, peer or migration, not $only" >&2; exit 2 ;;
 esac
 peer_results="${BENCH_PEER_RESULTS:-docs/bench-peer.csv}"
 export BENCH_PEER_RESULTS="$peer_results"
@@ -149,6 +156,10 @@ memory_case() {
 
 if [ "$only" = memory ]; then
     memory_case
+    exit 0
+fi
+if [ "$only" = migration ]; then
+    "$here/migration.sh"
     exit 0
 fi
 if [ "$only" = peer ]; then
@@ -319,6 +330,8 @@ echo "load_peak_rss,$load_hwm" >>"$memory"
 main_loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
 # The peer block: its own processes on base+92..94, the same cluster.
 "$here/peer.sh"
+# The migration block: its own processes on base+95..97, the same cluster.
+"$here/migration.sh"
 
 # ---------------------------------------------------------------------------
 # The machine, for the report.

@@ -37,7 +37,6 @@ use crate::backend::dedicated::DedicatedPool;
 use crate::backend::{BackendSettings, Link, Node, ReplyRx};
 use crate::cluster::retry::Retrier;
 use crate::config::{BackendConfig, MigrationConfig, Phase};
-use crate::error::ProxyError;
 use status::{Stats, Status};
 use stream::{Effect, Side, Stream};
 
@@ -134,29 +133,35 @@ impl Migration {
         self.state.load()
     }
 
+    /// Whether requests go through the migration at all (not in `done`,
+    /// nor in `target` after its window).
+    pub fn active(&self) -> bool {
+        self.state.load().serving().is_some()
+    }
+
     /// The source's address.
     pub fn source_addr(&self) -> &str {
         self.source.addr()
     }
 
     /// Serves a request through the current stream (a stream the phase
-    /// change closed meanwhile hands over to the new one).
+    /// change closed meanwhile hands over to the new one). `None`: the
+    /// migration no longer serves requests (`done` came meanwhile): the
+    /// cluster's own path serves it.
     pub async fn call(
         &self,
         frames: Vec<Bytes>,
         slot: Option<u16>,
         resp3: bool,
         effect: Effect,
-    ) -> Result<ReplyRx, ProxyError> {
+    ) -> Option<ReplyRx> {
         loop {
-            let Some(stream) = self.state.load().serving().cloned() else {
-                return Err(ProxyError::Internal("migration stream gone".into()));
-            };
+            let stream = self.state.load().serving().cloned()?;
             if let Ok(rx) = stream
                 .call(frames.clone(), slot, resp3, effect.clone())
                 .await
             {
-                return Ok(rx);
+                return Some(rx);
             }
             tokio::task::yield_now().await;
         }

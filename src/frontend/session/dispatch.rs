@@ -91,13 +91,17 @@ impl Session {
                 }
             }
         }
-        // A migration decides first (one load of an Option without one).
-        let route = match self.shared.migration.clone() {
-            Some(m) => match Box::pin(self.migrated(m, route, spec, req)).await {
-                Ok(pending) => return Dispatched::Now(pending),
-                Err(route) => route,
-            },
-            None => route,
+        // A migration decides first: one check of an empty Option without
+        // `[migration]`, one load of its phase with one.
+        let route = match &self.shared.migration {
+            Some(m) if m.active() => {
+                let m = m.clone();
+                match Box::pin(self.migrated(m, route, spec, req)).await {
+                    Ok(pending) => return Dispatched::Now(pending),
+                    Err(route) => route,
+                }
+            }
+            _ => route,
         };
         if self.txn.is_some() {
             return Dispatched::Now(Pending::Ready(Box::pin(self.queue(route, req)).await));

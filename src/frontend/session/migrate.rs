@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Session;
+use crate::cluster::retry::Target;
 use crate::command::fanout::{self, Plan};
 use crate::command::router::Route;
 use crate::command::CommandSpec;
@@ -53,12 +54,10 @@ impl Session {
             Handling::Normal => return Err(route),
             Handling::Refuse(e) => e,
             Handling::Stream { slot, effect } => {
-                return Ok(
-                    match m.call(vec![req.frame().clone()], slot, resp3, effect).await {
-                        Ok(rx) => Pending::Final(rx),
-                        Err(e) => Pending::Ready(e.to_resp()),
-                    },
-                );
+                return match m.call(vec![req.frame().clone()], slot, resp3, effect).await {
+                    Some(rx) => Ok(Pending::Final(rx)),
+                    None => Err(route),
+                };
             }
             Handling::Exec => {
                 let Some(txn) = self.txn.take() else {
@@ -76,9 +75,17 @@ impl Session {
                 } else {
                     Effect::Read
                 };
-                return Ok(match m.call(frames, None, resp3, effect).await {
-                    Ok(rx) => Pending::Final(rx),
-                    Err(e) => Pending::Ready(e.to_resp()),
+                // Its slot: a change to `target` meanwhile sends it to the
+                // slot's master.
+                let slot = match txn.target() {
+                    Target::Slot(s) => Some(s),
+                    _ => None,
+                };
+                return Ok(match m.call(frames, slot, resp3, effect).await {
+                    Some(rx) => Pending::Final(rx),
+                    // `done` came meanwhile: the transaction went with the
+                    // stream; the client retries it, on the cluster.
+                    None => Pending::Ready(ProxyError::ExecAbort.to_resp()),
                 });
             }
             Handling::SourceDedicated(keys) => {

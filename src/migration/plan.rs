@@ -310,10 +310,19 @@ mod tests {
             handle(Phase::Copy, true, &["RENAME", "a", "b"]),
             Handling::Normal
         );
+        // A script declaring no keys cannot be mirrored (FLUSHALL, a
+        // fan-out over the masters, is refused the same way: tests/migration.rs).
         assert!(matches!(
-            handle(Phase::Copy, true, &["FLUSHALL"]),
+            handle(Phase::Copy, true, &["EVAL", "return 1", "0"]),
             Handling::Refuse(_)
         ));
+        assert_eq!(
+            handle(Phase::Source, false, &["EVAL", "return 1", "0"]),
+            Handling::Stream {
+                slot: None,
+                effect: Effect::Read
+            }
+        );
         assert!(matches!(
             handle(Phase::Verify, true, &["WATCH", "k"]),
             Handling::Refuse(_)

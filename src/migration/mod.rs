@@ -167,17 +167,12 @@ impl Migration {
         }
     }
 
-    /// Marks keys written outside the stream (blocking commands, a
-    /// transaction, a fan-out) for a copy to the other side.
-    pub fn written(&self, keys: Vec<Bytes>) {
-        if let Some(stream) = self.state.load().serving() {
-            if stream.mirrors() {
-                self.stats
-                    .recopies
-                    .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                stream.dirty.mark_all(keys);
-            }
-        }
+    /// Registers a request about to be served outside the stream
+    /// (blocking commands, a transaction or a fan-out on the cluster's
+    /// path): its keys are copied to the other side when it is done, and a
+    /// change of direction waits for it.
+    pub fn outside(&self) -> Option<stream::Outside> {
+        self.state.load().serving().map(|s| s.outside())
     }
 
     /// Applies a reloaded `[migration]` (the transition was checked).

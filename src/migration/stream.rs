@@ -8,12 +8,12 @@
 //! side, RESTORE or DEL on the secondary) travel in the same stream, so a
 //! copy and a write to its key can never overtake each other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -166,6 +166,52 @@ pub struct Stream {
     stats: Arc<Stats>,
     /// Stops the repair loop.
     pub stop: CancellationToken,
+    /// Held by the repair loop while it copies, by a drain throughout.
+    repairing: Mutex<()>,
+    /// Requests served outside the stream (see [`Outside`]) still running.
+    outside: AtomicUsize,
+    outside_done: Notify,
+    /// Drained: keys marked now are no longer copied.
+    drained: AtomicBool,
+}
+
+/// A request served outside the stream (a blocking command, a fan-out or
+/// a transaction on the cluster's own path) under this stream: a drain
+/// waits for it, and its keys are copied by this stream.
+pub struct Outside(Arc<Stream>);
+
+impl Outside {
+    /// The request is done and wrote `keys`: copy them to the other side.
+    pub fn written(self, keys: Vec<Bytes>) {
+        let s = &self.0;
+        if keys.is_empty() || !s.mirrors() {
+            return;
+        }
+        if s.drained.load(Ordering::Acquire) {
+            // Still blocked when the direction changed (past the drain's
+            // limit): reported, not copied.
+            warn!(
+                keys = keys.len(),
+                "migration: a request outside the stream ended after the change of direction"
+            );
+            s.stats
+                .unrepaired_at_switch
+                .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        s.stats
+            .recopies
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        s.dirty.mark_all(keys);
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        if self.0.outside.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.outside_done.notify_waiters();
+        }
+    }
 }
 
 impl Stream {
@@ -187,6 +233,10 @@ impl Stream {
             dirty: Arc::new(Dirty::default()),
             stats,
             stop: CancellationToken::new(),
+            repairing: Mutex::new(()),
+            outside: AtomicUsize::new(0),
+            outside_done: Notify::new(),
+            drained: AtomicBool::new(false),
         });
         let (check_tx, check_rx) = mpsc::unbounded_channel();
         let sides = Sides {
@@ -237,6 +287,12 @@ impl Stream {
         rx.await.map_err(|_| Closed)
     }
 
+    /// Registers a request served outside the stream (see [`Outside`]).
+    pub fn outside(self: &Arc<Self>) -> Outside {
+        self.outside.fetch_add(1, Ordering::AcqRel);
+        Outside(self.clone())
+    }
+
     /// Whether the secondary side is mirrored at all.
     pub fn mirrors(&self) -> bool {
         self.secondary.is_some()
@@ -284,6 +340,24 @@ impl Stream {
             self.closed.store(true, Ordering::Release);
         }
         self.stop.cancel();
+        let _repairing = self.repairing.lock().await;
+        // Requests outside the stream that started under it end first.
+        while self.outside.load(Ordering::Acquire) > 0 {
+            let done = self.outside_done.notified();
+            if self.outside.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() || tokio::time::timeout(left, done).await.is_err() {
+                break;
+            }
+        }
+        let left = self.drain_stream(started, limit).await;
+        self.drained.store(true, Ordering::Release);
+        left
+    }
+
+    async fn drain_stream(&self, started: Instant, limit: Duration) -> usize {
         loop {
             let fenced =
                 tokio::time::timeout(limit.saturating_sub(started.elapsed()), self.fence()).await;
@@ -503,8 +577,13 @@ async fn repair(s: Arc<Stream>, stop: CancellationToken) {
     let mut pause = Duration::from_millis(20);
     loop {
         let notified = s.dirty.notified();
+        let repairing = s.repairing.lock().await;
+        if stop.is_cancelled() {
+            return;
+        }
         let keys = s.dirty.take(1000);
         if keys.is_empty() {
+            drop(repairing);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = notified => {}
@@ -520,6 +599,7 @@ async fn repair(s: Arc<Stream>, stop: CancellationToken) {
             }
         }
         let _ = s.fence().await;
+        drop(repairing);
         pause = if s.stats.copy_errors.load(Ordering::Relaxed) > errors {
             (pause * 2).min(Duration::from_secs(1))
         } else {

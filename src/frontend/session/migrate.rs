@@ -92,8 +92,11 @@ impl Session {
                 if !self.barrier().await {
                     return Ok(Pending::Ready(ProxyError::ShuttingDown.to_resp()));
                 }
+                let outside = m.outside();
                 let reply = self.on_source(&m, req).await;
-                m.written(keys);
+                if let Some(o) = outside {
+                    o.written(keys);
+                }
                 reply
             }
             Handling::ClusterThenCopy(keys) => {
@@ -104,13 +107,16 @@ impl Session {
                     Some(txn) if exec => txn.keys().to_vec(),
                     _ => keys,
                 };
+                let outside = m.outside();
                 let reply = match route {
                     Route::FanOut(plan) => self.fan_out_now(plan).await,
                     Route::Dedicated(target) => self.blocking(target, req).await,
                     route if exec => self.queue(route, req).await,
                     route => return Err(route),
                 };
-                m.written(keys);
+                if let Some(o) = outside {
+                    o.written(keys);
+                }
                 reply
             }
         };

@@ -718,3 +718,50 @@ fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
     );
     assert!(metrics.contains("slotproxy_migration_keys{kind=\"copied\"}"));
 }
+
+#[test]
+fn a_cleanly_stopped_proxy_resumes_the_copy_at_its_cursor() {
+    const KEYS: usize = 20_000;
+    let cluster = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::start(&dir.path().join("source").tap_mkdir());
+    let model = seed(&mut source.conn(), KEYS);
+    let path = dir.path().join("slotproxy.toml");
+    write_config(
+        &path,
+        &cluster,
+        &source,
+        "copy",
+        "copy_rate = 3000\ncopy_batch = 100",
+    );
+    let mut proxy = Proxy::start_from_file(&path);
+    wait_until(Duration::from_secs(30), "part of the copy", || {
+        status(&proxy)["keys_scanned"].as_u64().unwrap_or(0) > 3_000
+    });
+    let drain = proxy.begin_drain();
+    proxy.wait_drained(drain);
+    drop(proxy);
+    let saved = std::fs::read_to_string(path.with_extension("cursor")).unwrap();
+    let words: Vec<&str> = saved.split_whitespace().collect();
+    assert_eq!(words[1], "clean", "{saved}");
+    assert_ne!(words[0], "0", "{saved}");
+
+    let proxy = Proxy::start_from_file(&path);
+    wait_until(Duration::from_secs(60), "the copy ends", || {
+        status(&proxy)["copier"]["state"] == "done"
+    });
+    let s = status(&proxy);
+    // Resumed: the second proxy scanned only the rest.
+    let scanned = s["keys_scanned"].as_u64().unwrap();
+    assert!(scanned < KEYS as u64 - 2_000, "{s}");
+    assert_eq!(s["copy_restarts"], 0);
+    reload_to(&proxy, &path, &cluster, &source, "verify", "");
+    wait_until(Duration::from_secs(60), "the verifier is done", || {
+        status(&proxy)["verifier"]["state"] == "done"
+    });
+    let last = status(&proxy)["verifier"]["last"].clone();
+    assert_eq!(last["equal"], true, "{last}");
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    reload_to(&proxy, &path, &cluster, &source, "target", "");
+    assert_matches("cluster", &snapshot(&mut proxy.conn(), &keys), &model);
+}

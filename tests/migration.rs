@@ -634,9 +634,19 @@ fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
     assert!(e.starts_with("CROSSSLOT") || e.contains("slot"), "{e}");
     let e = common::err(&mut c, &["EXEC"]);
     assert!(e.starts_with("EXECABORT"), "{e}");
-    // WATCH cannot span the shared connection to the source.
-    let e = common::err(&mut c, &["WATCH", "{t}a"]);
-    assert!(e.contains("WATCH is not available"), "{e}");
+    // WATCH at the source, on a connection of its own: a change by another
+    // client aborts the transaction, as on the source.
+    q(&mut c, &["WATCH", "{t}a"]);
+    q(&mut proxy.conn(), &["SET", "{t}a", "changed"]);
+    q(&mut c, &["MULTI"]);
+    q(&mut c, &["SET", "{t}a", "lost"]);
+    assert_eq!(q(&mut c, &["EXEC"]), redis::Value::Nil);
+    q(&mut c, &["WATCH", "{t}a"]);
+    q(&mut c, &["MULTI"]);
+    q(&mut c, &["SET", "{t}w", "kept"]);
+    q(&mut c, &["SET", "{t}a", "won"]);
+    let exec = q(&mut c, &["EXEC"]);
+    assert_eq!(common::array(&exec).len(), 2, "{exec:?}");
     // A blocking pop on a dedicated connection; a non-deterministic pop;
     // writes over several slots.
     q(&mut c, &["RPUSH", "bl", "a", "b"]);
@@ -668,7 +678,7 @@ fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
             }
         }
     };
-    let keys = ["{t}a", "{t}n", "{t}l", "bl", "sp", "m1", "m2", "m3"];
+    let keys = ["{t}a", "{t}w", "{t}n", "{t}l", "bl", "sp", "m1", "m2", "m3"];
     wait_until(
         Duration::from_secs(10),
         "the cluster holds the source's keys",
@@ -678,11 +688,17 @@ fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
         },
     );
     assert_eq!(in_cluster(&cluster, "{t}l").as_deref(), Some("x,y"));
+    assert_eq!(in_cluster(&cluster, "{t}a").as_deref(), Some("won"));
+    // A WATCH made at the source does not carry over to the cluster.
+    q(&mut c, &["WATCH", "{t}a"]);
     assert_eq!(in_cluster(&cluster, "m1"), None);
 
     // In target the cluster serves; the source follows.
     reload_to(&proxy, &path, &cluster, &source, "verify", "");
     reload_to(&proxy, &path, &cluster, &source, "target", "");
+    q(&mut c, &["MULTI"]);
+    q(&mut c, &["SET", "{t}a", "late"]);
+    assert_eq!(q(&mut c, &["EXEC"]), redis::Value::Nil);
     q(&mut c, &["MSET", "m1", "a", "m4", "b"]);
     q(&mut c, &["MULTI"]);
     q(&mut c, &["LPUSH", "{t}l", "z"]);

@@ -34,6 +34,8 @@ pub enum Handling {
     /// EXEC of a transaction queued by the session: MULTI, the commands and
     /// EXEC through the stream as one job, then its keys re-copied.
     Exec,
+    /// WATCH on a dedicated connection to the source, kept for EXEC.
+    SourceWatch,
     /// The cluster's own path after the client's earlier replies (so
     /// nothing overtakes what is in the stream); then these keys are
     /// copied to the source.
@@ -170,13 +172,7 @@ pub fn plan(
             Route::Local(_) | Route::Reject(_) | Route::OwnConfig(_) | Route::PubSub(_) => {
                 Handling::Normal
             }
-            Route::Transaction(_) if name == "watch" => Handling::Refuse(
-                ProxyError::Syntax(format!(
-                    "slotproxy: WATCH is not available while the standalone source serves the data (migration phase {}); use MULTI/EXEC without WATCH, or wait for phase target",
-                    phase.name()
-                ))
-                .to_resp(),
-            ),
+            Route::Transaction(_) if name == "watch" => Handling::SourceWatch,
             Route::Transaction(_) if name == "exec" => Handling::Exec,
             Route::Transaction(_) => Handling::Normal,
             Route::Wait => Handling::SourceDedicated(Vec::new()),
@@ -323,10 +319,10 @@ mod tests {
                 effect: Effect::Read
             }
         );
-        assert!(matches!(
+        assert_eq!(
             handle(Phase::Verify, true, &["WATCH", "k"]),
-            Handling::Refuse(_)
-        ));
+            Handling::SourceWatch
+        );
         assert_eq!(
             handle(Phase::Copy, true, &["DEL", "a", "b"]),
             Handling::Stream {

@@ -59,6 +59,35 @@ impl Session {
                     None => Err(route),
                 };
             }
+            Handling::SourceWatch => {
+                let pool = m.source_pool.clone();
+                let open = pool.get(m.source_addr(), resp3);
+                return Ok(Pending::Ready(self.watch_elsewhere(req, open).await));
+            }
+            Handling::Exec if self.watch_addr().is_some() => {
+                // After WATCH: EXEC on the watch's connection, outside the
+                // stream; its keys are copied after.
+                if self.watch_addr() != Some(m.source_addr()) {
+                    return Ok(Pending::Ready(self.direction_changed()));
+                }
+                if !self.barrier().await {
+                    return Ok(Pending::Ready(ProxyError::ShuttingDown.to_resp()));
+                }
+                let keys = self
+                    .txn
+                    .as_ref()
+                    .map(|t| t.keys().to_vec())
+                    .unwrap_or_default();
+                let outside = m.outside();
+                let reply = self.queue(route, req).await;
+                if let Some(o) = outside {
+                    o.written(keys);
+                }
+                reply
+            }
+            Handling::ClusterThenCopy(_) if exec && self.watch_addr() == Some(m.source_addr()) => {
+                return Ok(Pending::Ready(self.direction_changed()));
+            }
             Handling::Exec => {
                 let Some(txn) = self.txn.take() else {
                     return Err(route);
@@ -121,6 +150,19 @@ impl Session {
             }
         };
         Ok(Pending::Ready(reply))
+    }
+
+    /// EXEC after a WATCH made on the side that no longer serves: the
+    /// transaction is aborted (as a watched key's change would abort it)
+    /// and the watch dropped; the client's retry runs on the serving side.
+    fn direction_changed(&mut self) -> Bytes {
+        self.txn = None;
+        self.drop_watch();
+        if self.client.resp3 {
+            encode::null(true)
+        } else {
+            encode::null_array()
+        }
     }
 
     /// A fan-out, completed and merged here (its keys are copied after).

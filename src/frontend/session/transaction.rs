@@ -254,6 +254,45 @@ impl Session {
         }
     }
 
+    /// WATCH on a connection to a node outside the cluster (a migration's
+    /// source), opened by `open` unless keys are watched already; the
+    /// cluster's rule (one slot) still holds.
+    pub(crate) async fn watch_elsewhere(
+        &mut self,
+        req: &Request,
+        open: impl std::future::Future<Output = Result<Dedicated, ProxyError>>,
+    ) -> Bytes {
+        let slot = match self.slot_of_keys(req) {
+            Ok(s) => s,
+            Err(e) => return e.to_resp(),
+        };
+        if !self.barrier().await {
+            return ProxyError::ShuttingDown.to_resp();
+        }
+        let conn = match self.watch.take() {
+            Some(w) => Ok(w.conn),
+            None => open.await,
+        };
+        let (outcome, conn) = match conn {
+            Ok(mut c) => match c.call(req.frame()).await {
+                Ok(reply) => (Ok(reply), Some(c)),
+                Err(e) => (Err(e), None),
+            },
+            Err(e) => (Err(e), None),
+        };
+        self.watched(slot, outcome, conn)
+    }
+
+    /// The address of the connection keys are watched on, if any.
+    pub(crate) fn watch_addr(&self) -> Option<&str> {
+        self.watch.as_ref().map(|w| w.conn.addr())
+    }
+
+    /// Forgets the watched keys and their connection (closed, not reused).
+    pub(crate) fn drop_watch(&mut self) {
+        self.watch = None;
+    }
+
     /// WATCH's final outcome: the connection is kept for EXEC when the node
     /// took the keys.
     fn watched(&mut self, slot: u16, outcome: ReplyResult, conn: Option<Dedicated>) -> Bytes {

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::Migration;
 use crate::backend::dedicated::Dedicated;
+use crate::config::Phase;
 use crate::error::ProxyError;
 use crate::resp::{encode, is_error, Value};
 
@@ -43,6 +44,7 @@ pub fn read_cursor(path: &std::path::Path) -> Option<Saved> {
     let state = match words.next()? {
         "clean" => "clean",
         "done" => "done",
+        "done-clean" => "done-clean",
         _ => "running",
     };
     let run_id = words.next().unwrap_or("").to_string();
@@ -69,7 +71,7 @@ fn starting_cursor(m: &Migration) -> (u64, bool, Option<String>) {
         return (0, false, None);
     };
     match read_cursor(&path) {
-        Some(s) if s.state == "done" => (s.cursor, true, Some(s.run_id)),
+        Some(s) if s.state == "done-clean" => (s.cursor, true, Some(s.run_id)),
         Some(s) if s.state == "clean" => {
             info!(
                 cursor = s.cursor,
@@ -116,7 +118,7 @@ pub async fn run(m: Arc<Migration>, stop: CancellationToken, new_stream: bool) {
         let c = m.stats.copier.lock().expect("stats lock");
         match c.state.as_str() {
             "done" if !new_stream => return,
-            "running" | "paused" if !new_stream => c.cursor,
+            "running" | "paused" | "stopped" if !new_stream => c.cursor,
             _ => u64::MAX,
         }
     };
@@ -272,22 +274,31 @@ pub async fn run(m: Arc<Migration>, stop: CancellationToken, new_stream: bool) {
     }
 }
 
-/// Marks the cursor file clean after the stream drained (a graceful stop).
+/// Marks the cursor file clean after the stream drained (a graceful stop):
+/// `clean` (resume at the cursor) or `done-clean` (the copy is through).
+/// Written as the copy goes, it says `running` or `done`: after a crash
+/// the mirrors in flight may be lost, and the next copy starts over.
 pub fn mark_clean(m: &Migration) {
     let Some(path) = m.config().cursor_file.clone() else {
         return;
     };
-    let c = m.stats.copier.lock().expect("stats lock");
-    if c.state == "running" || c.state == "paused" {
-        write_cursor(
-            &path,
-            &Saved {
-                cursor: c.cursor,
-                state: "clean",
-                run_id: c.run_id.clone().unwrap_or_default(),
-            },
-        );
+    if !matches!(m.state().phase, Phase::Copy | Phase::Verify) {
+        return;
     }
+    let c = m.stats.copier.lock().expect("stats lock");
+    let state = match c.state.as_str() {
+        "running" | "paused" => "clean",
+        "done" => "done-clean",
+        _ => return,
+    };
+    write_cursor(
+        &path,
+        &Saved {
+            cursor: c.cursor,
+            state,
+            run_id: c.run_id.clone().unwrap_or_default(),
+        },
+    );
 }
 
 /// SCAN's reply: the next cursor and the keys.

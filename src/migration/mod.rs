@@ -8,7 +8,7 @@
 //!   key copies in the same order as the writes.
 //! * [`dirty`]: keys to copy again; never dropped silently.
 //! * [`copier`]: SCAN of the source, copies through the stream, rate
-//!   limit, persisted cursor.
+//!   limit, persisted cursor (trusted only after a clean stop).
 //! * [`verify`]: counts per type and a type-aware comparison of the keys.
 //! * [`status`]: the counters and their rendering.
 //!
@@ -280,6 +280,21 @@ impl Migration {
             }
         }
         drop(gate);
+        if !matches!(phase, Phase::Copy | Phase::Verify) {
+            // Stopped, not running: the status says so (a finished copy
+            // stays done).
+            let mut c = self.stats.copier.lock().expect("stats lock");
+            if c.state == "running" || c.state == "paused" {
+                c.state = "stopped".into();
+                c.reason = Some(format!("phase {}", phase.name()));
+            }
+        }
+        if phase != Phase::Verify {
+            let mut v = self.stats.verifier.lock().expect("stats lock");
+            if v.state != "done" && !v.state.is_empty() {
+                v.state = "stopped".into();
+            }
+        }
         if matches!(phase, Phase::Copy | Phase::Verify) {
             tokio::spawn(copier::run(self.clone(), stop.clone(), !same_direction));
         }

@@ -55,7 +55,8 @@ pub struct Stats {
 /// What the copier is doing.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CopierState {
-    /// `idle`, `running`, `paused`, `done`.
+    /// `idle`, `running`, `paused` (with the reason), `stopped` (the phase
+    /// left copy and verify), `done`.
     pub state: String,
     /// Why it is paused.
     pub reason: Option<String>,

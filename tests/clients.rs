@@ -376,3 +376,32 @@ fn hello_commandlog_and_client_capa_as_one_server_does() {
         assert_eq!(without_id(&got), without_id(&want), "{args:?}");
     }
 }
+
+#[test]
+fn a_request_refused_for_its_arity_is_its_commands_as_in_redis() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(cluster.seeds());
+    let reference = Standalone::start();
+    let sides = [
+        ("proxy", proxy.conn(), proxy.conn()),
+        ("redis-server", reference.conn(), reference.conn()),
+    ];
+    for (side, mut watcher, mut client) in sides {
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut client).unwrap();
+        let e = redis::cmd("HSET")
+            .arg("k")
+            .query::<i64>(&mut client)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("wrong number of arguments"),
+            "{side}: {e}"
+        );
+        let line: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("ID")
+            .arg(id)
+            .query(&mut watcher)
+            .unwrap();
+        assert!(line.contains(" cmd=hset "), "{side}: {line}");
+    }
+}

@@ -413,6 +413,18 @@ impl CommandTable {
         }
     }
 
+    /// The command (or subcommand) a request names, whatever its arity:
+    /// what a request refused for its arity is counted under, as Redis
+    /// counts it in the command's `rejected_calls` and shows it as the
+    /// client's last command.
+    pub fn spec_of(&self, req: &Request) -> Option<&CommandSpec> {
+        let cmd = lookup_lower(&self.commands, req.arg(0))?;
+        if cmd.subcommands.is_empty() || req.argc() < 2 {
+            return Some(cmd);
+        }
+        lookup_lower(&cmd.subcommands, req.arg(1))
+    }
+
     /// The whole table as a `COMMAND` reply (raw entries, no re-encoding).
     pub fn command_reply(&self) -> Bytes {
         let mut out = BytesMut::new();

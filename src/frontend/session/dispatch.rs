@@ -56,8 +56,14 @@ impl Session {
         };
         let (route, spec) = router.route(req, &mut self.keys);
         let config_set = spec.is_some_and(|s| s.name == "config|set");
-        self.command = spec.map(|s| s.metrics);
-        if let Some(spec) = spec {
+        // A request refused for its arity is still its command's, in the
+        // metrics and CLIENT LIST, as in Redis.
+        let named = match &route {
+            Route::Reject(ProxyError::WrongArity(_)) => commands.spec_of(req),
+            _ => spec,
+        };
+        self.command = named.map(|s| s.metrics);
+        if let Some(spec) = named {
             self.client
                 .entry
                 .note_command(spec.number, self.last_request);

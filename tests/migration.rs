@@ -100,6 +100,25 @@ fn write_config(path: &Path, cluster: &Cluster, source: &Source, phase: &str, ex
     std::fs::write(path, text).unwrap();
 }
 
+/// What every test starts from: a cluster, the temporary directory (kept
+/// by the caller), a standalone source with its data in it, and the path of
+/// the proxy's file there.
+fn setup(masters: usize, replicas: usize) -> (Cluster, tempfile::TempDir, Source, PathBuf) {
+    let cluster = Cluster::start(masters, replicas);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("source");
+    std::fs::create_dir_all(&data).unwrap();
+    let source = Source::start(&data);
+    let path = dir.path().join("slotproxy.toml");
+    (cluster, dir, source, path)
+}
+
+/// Writes the proxy's file with `[migration]` in `phase` and starts it.
+fn start_proxy(path: &Path, cluster: &Cluster, source: &Source, phase: &str, extra: &str) -> Proxy {
+    write_config(path, cluster, source, phase, extra);
+    Proxy::start_from_file(path)
+}
+
 /// Moves the proxy to `phase` by rewriting its file and reloading.
 fn reload_to(
     proxy: &Proxy,
@@ -389,13 +408,9 @@ fn assert_matches(side: &str, snap: &[(Val, i64)], model: &[(Val, bool)]) {
 #[test]
 fn phases_move_a_live_keyspace_with_no_write_lost() {
     const KEYS: usize = 50_000;
-    let cluster = Cluster::start(3, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let source = Source::start(&dir.path().join("source").tap_mkdir());
+    let (cluster, _dir, source, path) = setup(3, 1);
     let model = seed(&mut source.conn(), KEYS);
-    let path = dir.path().join("slotproxy.toml");
-    write_config(&path, &cluster, &source, "source", "");
-    let proxy = Proxy::start_from_file(&path);
+    let proxy = start_proxy(&path, &cluster, &source, "source", "");
 
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
@@ -496,19 +511,15 @@ fn phases_move_a_live_keyspace_with_no_write_lost() {
 #[test]
 fn the_copy_pauses_while_the_source_is_down_and_resumes() {
     const KEYS: usize = 20_000;
-    let cluster = Cluster::start(3, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let mut source = Source::start(&dir.path().join("source").tap_mkdir());
+    let (cluster, _dir, mut source, path) = setup(3, 1);
     let model = seed(&mut source.conn(), KEYS);
-    let path = dir.path().join("slotproxy.toml");
-    write_config(
+    let proxy = start_proxy(
         &path,
         &cluster,
         &source,
         "copy",
         "copy_rate = 4000\ncopy_batch = 50",
     );
-    let proxy = Proxy::start_from_file(&path);
     wait_until(Duration::from_secs(30), "the copy has started", || {
         status(&proxy)["keys_copied"].as_u64().unwrap_or(0) > 2_000
     });
@@ -551,12 +562,8 @@ fn the_copy_pauses_while_the_source_is_down_and_resumes() {
 
 #[test]
 fn a_reload_refuses_to_skip_phases() {
-    let cluster = Cluster::start(1, 0);
-    let dir = tempfile::tempdir().unwrap();
-    let source = Source::start(&dir.path().join("source").tap_mkdir());
-    let path = dir.path().join("slotproxy.toml");
-    write_config(&path, &cluster, &source, "source", "");
-    let proxy = Proxy::start_from_file(&path);
+    let (cluster, _dir, source, path) = setup(1, 0);
+    let proxy = start_proxy(&path, &cluster, &source, "source", "");
     let mut c = proxy.conn();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
     let at_source: String = redis::cmd("GET")
@@ -571,17 +578,6 @@ fn a_reload_refuses_to_skip_phases() {
     let e = common::err(&mut c, &["PROXY", "CONFIG", "RELOAD"]);
     assert!(e.contains("cannot go from source to done"), "{e}");
     assert_eq!(status(&proxy)["phase"], "source");
-}
-
-trait TapMkdir {
-    fn tap_mkdir(self) -> Self;
-}
-
-impl TapMkdir for PathBuf {
-    fn tap_mkdir(self) -> Self {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
 }
 
 /// What the cluster holds at `key` (from its slot's master), as a string.
@@ -612,12 +608,8 @@ fn in_cluster(cluster: &Cluster, key: &str) -> Option<String> {
 
 #[test]
 fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
-    let cluster = Cluster::start(3, 0);
-    let dir = tempfile::tempdir().unwrap();
-    let source = Source::start(&dir.path().join("source").tap_mkdir());
-    let path = dir.path().join("slotproxy.toml");
-    write_config(&path, &cluster, &source, "copy", "");
-    let proxy = Proxy::start_from_file(&path);
+    let (cluster, _dir, source, path) = setup(3, 0);
+    let proxy = start_proxy(&path, &cluster, &source, "copy", "");
     let mut c = proxy.conn();
     let q = |c: &mut redis::Connection, args: &[&str]| -> redis::Value { common::q(c, args) };
     // A transaction on one slot runs at the source; its keys are copied.
@@ -738,19 +730,15 @@ fn transactions_blocking_pops_and_multi_key_writes_reach_the_other_side() {
 #[test]
 fn a_cleanly_stopped_proxy_resumes_the_copy_at_its_cursor() {
     const KEYS: usize = 20_000;
-    let cluster = Cluster::start(3, 0);
-    let dir = tempfile::tempdir().unwrap();
-    let source = Source::start(&dir.path().join("source").tap_mkdir());
+    let (cluster, _dir, source, path) = setup(3, 0);
     let model = seed(&mut source.conn(), KEYS);
-    let path = dir.path().join("slotproxy.toml");
-    write_config(
+    let mut proxy = start_proxy(
         &path,
         &cluster,
         &source,
         "copy",
         "copy_rate = 3000\ncopy_batch = 100",
     );
-    let mut proxy = Proxy::start_from_file(&path);
     wait_until(Duration::from_secs(30), "part of the copy", || {
         status(&proxy)["keys_scanned"].as_u64().unwrap_or(0) > 3_000
     });
